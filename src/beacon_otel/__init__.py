@@ -1,1 +1,16 @@
-"""beacon-otel."""
+"""beacon-otel: Beacon API analytics from the HTTP server spans OpenTelemetry already makes."""
+
+from beacon_otel.config import BeaconConfig, BeaconConfigError
+from beacon_otel.distro import configure
+from beacon_otel.processor import BeaconSpanProcessor
+from beacon_otel.version import __version__
+from beacon_otel.worker import DeliveryError
+
+__all__ = [
+    "BeaconConfig",
+    "BeaconConfigError",
+    "BeaconSpanProcessor",
+    "DeliveryError",
+    "__version__",
+    "configure",
+]

@@ -1,0 +1,107 @@
+"""Who called: the contract's header rules, Authorization hashing and the user's resolver."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from beacon_otel.config import ConsumerResolver
+from beacon_otel.event import MAX_CONSUMER, clean_text
+
+logger = logging.getLogger("beacon_otel")
+
+API_KEY_HEADER = "x-api-key"
+AUTHORIZATION_HEADER = "authorization"
+
+
+def hash_authorization(value: bytes) -> str:
+    """``hash_`` + 12 hex chars of SHA-256: stable per credential, useless to an attacker."""
+    return "hash_" + hashlib.sha256(value).hexdigest()[:12]
+
+
+def consumer_from_values(
+    configured: bytes | None, api_key: bytes | None, authorization: bytes | None
+) -> str | None:
+    """Apply the contract's precedence to the three candidate raw header values."""
+    # Raw bytes, so that ASGI and WSGI servers give the same consumer for the same header.
+    if configured:
+        return clean_text(configured, MAX_CONSUMER)
+    if api_key:
+        return clean_text(api_key, MAX_CONSUMER)
+    if authorization:
+        return hash_authorization(authorization)
+    return None
+
+
+class ConsumerRules:
+    """Identifies the caller of one request from its headers, or from the user's resolver."""
+
+    __slots__ = ("_asgi_names", "_configured", "_resolver", "_wsgi_keys")
+
+    def __init__(self, header: str | None, resolver: ConsumerResolver | None) -> None:
+        self._configured = header.lower() if header else None
+        self._resolver = resolver
+        names = [self._configured, API_KEY_HEADER, AUTHORIZATION_HEADER]
+        self._asgi_names = tuple(n.encode("latin-1") if n else b"" for n in names)
+        self._wsgi_keys = tuple(_wsgi_key(n) if n else "" for n in names)
+
+    def from_asgi(self, scope: Mapping[str, Any]) -> str | None:
+        """The consumer of an ASGI request (``scope`` is what a resolver receives)."""
+        if self._resolver is not None:
+            return self.resolve(scope)
+        return self.from_asgi_headers(scope.get("headers") or ())
+
+    def from_asgi_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """Header rules over raw ASGI ``(name, value)`` byte pairs (names are lower case)."""
+        configured_name, key_name, auth_name = self._asgi_names
+        found: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in (configured_name, key_name, auth_name) and name not in found:
+                found[name] = value
+        if not found:
+            return None
+        return consumer_from_values(
+            found.get(configured_name) if configured_name else None,
+            found.get(key_name),
+            found.get(auth_name),
+        )
+
+    def from_environ(self, environ: Mapping[str, Any], request: object = None) -> str | None:
+        """The consumer of a WSGI or Django request; ``request`` is what a resolver receives."""
+        if self._resolver is not None:
+            return self.resolve(environ if request is None else request)
+        configured_key, key_key, auth_key = self._wsgi_keys
+        return consumer_from_values(
+            _raw(environ.get(configured_key)) if configured_key else None,
+            _raw(environ.get(key_key)),
+            _raw(environ.get(auth_key)),
+        )
+
+    def resolve(self, request: object) -> str | None:
+        """Ask the user's resolver; one that raises or returns a non-string counts as none."""
+        assert self._resolver is not None
+        try:
+            value = self._resolver(request)
+        except Exception:
+            logger.debug(
+                "consumer_resolver raised; request counted without a consumer", exc_info=True
+            )
+            return None
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            value = str(value)
+        return clean_text(value, MAX_CONSUMER) or None
+
+
+def _raw(value: object) -> bytes | None:
+    # PEP 3333: WSGI (and Django) header strings are the raw bytes decoded as latin-1.
+    if not isinstance(value, str):
+        return None
+    return value.encode("latin-1", "replace")
+
+
+def _wsgi_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")

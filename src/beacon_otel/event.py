@@ -1,0 +1,121 @@
+"""The ingest contract: event fields, their limits, sanitising and serialising."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+MAX_METHOD = 16
+MAX_ROUTE = 2048
+MAX_PATH = 4096
+MAX_CONSUMER = 256
+MAX_ERROR = 8192
+MAX_VALIDATION_ERRORS = 50
+MAX_VALIDATION_FIELD = 512
+MAX_VALIDATION_MESSAGE = 1024
+MAX_VALIDATION_TYPE = 256
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NOT_METHOD = re.compile(r"[^A-Z0-9!#$%&'*+.^_`|~-]")
+
+
+@dataclass(slots=True)
+class RequestEvent:
+    """One request as the ingest sees it; ``end_time_ns`` becomes ``ts`` when serialised."""
+
+    end_time_ns: int
+    method: str
+    route: str
+    path: str
+    status: int
+    duration_ms: int
+    consumer: str | None
+    error: str | None
+    validation_errors: list[dict[str, str]] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event exactly as it goes over the wire."""
+        event: dict[str, Any] = {
+            "ts": format_ts(self.end_time_ns),
+            "method": self.method,
+            "route": self.route,
+            "path": self.path,
+            "status": self.status,
+            "duration_ms": self.duration_ms,
+            "consumer": self.consumer,
+            "error": self.error,
+        }
+        if self.validation_errors:
+            event["validation_errors"] = self.validation_errors
+        return event
+
+
+def format_ts(time_ns: int) -> str:
+    """ISO 8601 in UTC with an explicit offset, millisecond precision."""
+    moment = datetime.fromtimestamp(time_ns / 1e9, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def encode_batch(events: list[RequestEvent]) -> bytes:
+    """The request body for a batch: ``{"events": [...]}`` as UTF-8 JSON."""
+    payload = {"events": [event.as_dict() for event in events]}
+    # Strings were sanitised to valid UTF-8 already, so ensure_ascii=False is safe and smaller.
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def clean_text(value: object, limit: int) -> str:
+    """Valid UTF-8 text within ``limit`` characters, NUL replaced; never raises."""
+    text = _as_text(value)
+    if not (text.isascii() and "\x00" not in text):
+        text = _valid_unicode(text).replace("\x00", "\ufffd")
+    return text[:limit]
+
+
+def clean_url_text(value: object, limit: int) -> str:
+    """Like ``clean_text`` but control characters are percent-encoded, as a URL would carry them."""
+    text = _as_text(value)
+    if not (text.isascii() and text.isprintable()):
+        text = _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", _valid_unicode(text))
+    return text[:limit]
+
+
+def clean_method(value: object) -> str:
+    """An upper-case HTTP method token of at most 16 characters (``OTHER`` when nothing is left)."""
+    text = _as_text(value).upper()
+    if not (text.isalpha() and text.isascii() and len(text) <= MAX_METHOD):
+        text = _NOT_METHOD.sub("", text)[:MAX_METHOD]
+    return text or "OTHER"
+
+
+def clean_validation_errors(items: object) -> list[dict[str, str]] | None:
+    """At most 50 ``{"field", "message", "type"}`` items, each string within its limit."""
+    if not isinstance(items, (list, tuple)):
+        return None
+    cleaned: list[dict[str, str]] = []
+    for item in items[:MAX_VALIDATION_ERRORS]:
+        if not isinstance(item, dict):
+            continue
+        entry = {
+            "field": clean_text(item.get("field", ""), MAX_VALIDATION_FIELD),
+            "message": clean_text(item.get("message", ""), MAX_VALIDATION_MESSAGE),
+        }
+        if item.get("type") is not None:
+            entry["type"] = clean_text(item["type"], MAX_VALIDATION_TYPE)
+        cleaned.append(entry)
+    return cleaned or None
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _valid_unicode(text: str) -> str:
+    # Lone surrogates (from surrogateescape'd bytes or \ud800 escapes) are not valid UTF-8.
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")

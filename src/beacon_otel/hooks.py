@@ -1,0 +1,249 @@
+"""Instrumentation hooks: what a request tells us that its span must not carry.
+
+The consumer comes from credentials (X-API-Key, Authorization) that must never become span
+attributes, where every other exporter would ship them. So the hooks keep a reference to the
+request beside the span, keyed by span id, and the processor reads it when the span ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import trace
+
+from beacon_otel.consumer import ConsumerRules
+from beacon_otel.routes import mounted_route_template, was_mounted
+
+logger = logging.getLogger("beacon_otel")
+
+Hook = Callable[..., None]
+
+FRAMEWORKS = ("asgi", "fastapi", "starlette", "wsgi", "flask", "django")
+
+
+class RequestContext:
+    """What the hooks learned about one request, until its server span ends."""
+
+    __slots__ = ("consumer", "request", "resolved", "scope", "top_app", "validation_errors")
+
+    def __init__(self) -> None:
+        self.consumer: str | None = None
+        self.resolved = False
+        self.scope: Mapping[str, Any] | None = None
+        self.top_app: Any = None
+        self.request: Any = None
+        self.validation_errors: list[dict[str, str]] | None = None
+
+
+class RequestRegistry:
+    """Request contexts keyed by server span id, bounded so a span that never ends cannot leak."""
+
+    def __init__(self, rules: ConsumerRules, limit: int = 100_000) -> None:
+        self.rules = rules
+        self._limit = limit
+        self._contexts: dict[int, RequestContext] = {}
+        self._lock = threading.Lock()
+        self.evicted = 0
+        _REGISTRIES.add(self)
+
+    def open(self, span: Any) -> RequestContext | None:
+        """A new context for a recording SERVER span; ``None`` for any other span."""
+        # NonRecordingSpan has no .kind; sampled-out spans never reach on_end, so keep nothing.
+        if getattr(span, "kind", None) is not trace.SpanKind.SERVER or not span.is_recording():
+            return None
+        context = RequestContext()
+        with self._lock:
+            if len(self._contexts) >= self._limit:
+                self._contexts.pop(next(iter(self._contexts)))
+                self.evicted += 1
+            self._contexts[span.get_span_context().span_id] = context
+        return context
+
+    def get(self, span: Any) -> RequestContext | None:
+        """The context of a live span, if the hooks opened one."""
+        return self._contexts.get(span.get_span_context().span_id)
+
+    def pop(self, span_id: int) -> RequestContext | None:
+        """Take the context of an ended span."""
+        return self._contexts.pop(span_id, None)
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    def finish(self, context: RequestContext) -> tuple[str | None, str | None]:
+        """The consumer and, for mounted sub-apps, the full route template of a finished request."""
+        route = None
+        scope = context.scope
+        if scope is not None:
+            if not context.resolved:
+                # Resolved at the end, so the resolver sees what the app's auth layer set.
+                context.consumer = self.rules.from_asgi(scope)
+            if context.top_app is not None and was_mounted(scope):
+                route = mounted_route_template(context.top_app, scope)
+        elif not context.resolved and context.request is not None:
+            request = context.request
+            environ = getattr(request, "META", None) or getattr(request, "environ", None)
+            context.consumer = self.rules.from_environ(environ or request, request)
+        return context.consumer, route
+
+    # -- hooks, one set per instrumentation's signature ----------------------------------
+
+    def hooks(self, framework: str) -> dict[str, Hook]:
+        """Keyword arguments for ``<Framework>Instrumentor().instrument(...)`` or ``instrument_app``."""
+        if framework in ("asgi", "fastapi", "starlette"):
+            if framework == "fastapi":
+                capture_fastapi_validation_errors()
+            return {"server_request_hook": failsafe(self._asgi_request)}
+        if framework == "wsgi":
+            return {
+                "request_hook": failsafe(self._wsgi_request),
+                "response_hook": failsafe(self._wsgi_response),
+            }
+        if framework == "flask":
+            return {
+                "request_hook": failsafe(self._wsgi_request),
+                "response_hook": failsafe(self._flask_response),
+            }
+        if framework == "django":
+            return {
+                "request_hook": failsafe(self._django_request),
+                "response_hook": failsafe(self._django_response),
+            }
+        raise ValueError(
+            f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}"
+        )
+
+    def _asgi_request(self, span: Any, scope: Mapping[str, Any]) -> None:
+        context = self.open(span)
+        if context is not None:
+            context.scope = scope
+            context.top_app = scope.get("app")
+
+    def _wsgi_request(self, span: Any, environ: Mapping[str, Any]) -> None:
+        context = self.open(span)
+        if context is not None:
+            context.request = environ
+
+    def _wsgi_response(self, span: Any, environ: Mapping[str, Any], *_: Any) -> None:
+        context = self.get(span)
+        if context is not None:
+            context.consumer = self.rules.from_environ(environ)
+            context.resolved = True
+
+    def _flask_response(self, span: Any, *_: Any) -> None:
+        context = self.get(span)
+        if context is None:
+            return
+        import flask
+
+        # Called from start_response, inside the request context: the resolver sees
+        # flask.request with whatever the app's auth layer attached to it.
+        request = flask.request._get_current_object() if flask.has_request_context() else None
+        environ = request.environ if request is not None else context.request
+        context.consumer = self.rules.from_environ(environ, request)
+        context.resolved = True
+
+    def _django_request(self, span: Any, request: Any) -> None:
+        context = self.open(span)
+        if context is not None:
+            context.request = request
+
+    def _django_response(self, span: Any, request: Any, response: Any) -> None:
+        context = self.get(span)
+        if context is not None:
+            # After the middleware chain: request.user and friends are set by now.
+            context.consumer = self.rules.from_environ(request.META, request)
+            context.resolved = True
+
+    def record_validation_errors(self, span: Any, errors: list[dict[str, str]]) -> bool:
+        """Attach FastAPI validation errors to the request whose span is ``span``."""
+        context = self.get(span)
+        if context is None:
+            return False
+        context.validation_errors = errors
+        return True
+
+
+_REGISTRIES: weakref.WeakSet[RequestRegistry] = weakref.WeakSet()
+
+
+def failsafe(hook: Hook) -> Hook:
+    """Wrap a hook so that nothing it raises reaches the request (WSGI hooks are unprotected)."""
+
+    @functools.wraps(hook)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            hook(*args, **kwargs)
+        except Exception:
+            logger.debug("beacon-otel hook %s failed", hook.__name__, exc_info=True)
+
+    return guarded
+
+
+def compose(*hooks: Hook | None) -> Hook | None:
+    """One hook calling each given hook in turn, each failsafe; ``None`` when none is given."""
+    present = [hook for hook in hooks if hook is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    guarded = [failsafe(hook) for hook in present]
+
+    def composed(*args: Any, **kwargs: Any) -> None:
+        for hook in guarded:
+            hook(*args, **kwargs)
+
+    return composed
+
+
+_validation_capture_installed = False
+
+
+def capture_fastapi_validation_errors() -> None:
+    """Record FastAPI's request validation errors on the request's context, once per process.
+
+    The 422 response is FastAPI's own, untouched: only the construction of
+    ``RequestValidationError`` is observed, so custom exception handlers keep working.
+    """
+    global _validation_capture_installed
+    if _validation_capture_installed:
+        return
+    try:
+        from fastapi.exceptions import RequestValidationError
+    except ImportError:
+        return
+    original_init = RequestValidationError.__init__
+
+    @functools.wraps(original_init)
+    def observed_init(self: Any, errors: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, errors, *args, **kwargs)
+        try:
+            _record_validation_errors(errors)
+        except Exception:
+            logger.debug("could not record validation errors", exc_info=True)
+
+    RequestValidationError.__init__ = observed_init  # type: ignore[method-assign]
+    _validation_capture_installed = True
+
+
+def _record_validation_errors(errors: Any) -> None:
+    span = trace.get_current_span()
+    if not span.is_recording() or not _REGISTRIES:
+        return
+    items = [
+        {
+            "field": ".".join(str(part) for part in error.get("loc", ())),
+            "message": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        for error in errors
+        if isinstance(error, Mapping)
+    ]
+    for registry in list(_REGISTRIES):
+        if registry.record_validation_errors(span, items):
+            return

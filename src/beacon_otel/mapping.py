@@ -1,0 +1,143 @@
+"""A finished HTTP server span becomes one Beacon event (both semantic-convention generations)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from beacon_otel.event import (
+    MAX_ERROR,
+    MAX_PATH,
+    MAX_ROUTE,
+    RequestEvent,
+    clean_method,
+    clean_text,
+    clean_url_text,
+    clean_validation_errors,
+)
+
+# Stable (new) names first, then the old ones: with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup
+# a span carries both and they agree.
+_METHOD = ("http.request.method", "http.method")
+_STATUS = ("http.response.status_code", "http.status_code")
+
+
+class Unmappable(Exception):
+    """The span cannot become a contract-valid event; ``reason`` names the drop counter."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def span_to_event(
+    span: ReadableSpan,
+    *,
+    consumer: str | None = None,
+    route: str | None = None,
+    validation_errors: list[dict[str, str]] | None = None,
+) -> RequestEvent:
+    """Map a finished SERVER span; ``route`` overrides ``http.route`` (mounted sub-apps)."""
+    attributes = span.attributes or {}  # a fresh proxy on every access: read it once
+    method = _method(attributes)
+    path = _path(attributes)
+    status = _int(attributes.get(_STATUS[0]) or attributes.get(_STATUS[1]))
+    exception = _exception_text(span.events)
+    failed = (
+        status >= 500
+        if status is not None
+        else (exception is not None or span.status.status_code is StatusCode.ERROR)
+    )
+    if status is None:
+        if not failed:
+            raise Unmappable("no_status")
+        # Starlette and raw ASGI/WSGI send the 500 outside the instrumentation's reach.
+        status = 500
+    if not 100 <= status <= 599:
+        raise Unmappable("invalid_status")
+    error = None
+    if failed:
+        error = clean_text(exception, MAX_ERROR) if exception else f"HTTP {status}"
+    start, end = span.start_time, span.end_time
+    if start is None or end is None:
+        raise Unmappable("unfinished_span")
+    return RequestEvent(
+        end_time_ns=end,
+        method=method,
+        route=_route(route or attributes.get("http.route"), path),
+        path=path,
+        status=status,
+        duration_ms=max(0, (end - start) // 1_000_000),
+        consumer=consumer,
+        error=error,
+        validation_errors=clean_validation_errors(validation_errors) if validation_errors else None,
+    )
+
+
+def _method(attributes: Mapping[str, Any]) -> str:
+    method = attributes.get(_METHOD[0])
+    if method == "_OTHER":
+        # New conventions fold unknown methods into _OTHER and keep the original beside it.
+        method = attributes.get("http.request.method_original") or "OTHER"
+    elif method is None:
+        method = attributes.get(_METHOD[1])
+    if method is None:
+        raise Unmappable("not_http")
+    return clean_method(method)
+
+
+def _path(attributes: Mapping[str, Any]) -> str:
+    path = attributes.get("url.path")
+    if path is None:
+        target = attributes.get("http.target")
+        if target is not None:
+            path = str(target).split("?", 1)[0]
+        else:
+            url = attributes.get("http.url") or attributes.get("url.full")
+            path = _url_path(url) if url else None
+    if not path:
+        raise Unmappable("no_path")
+    path = str(path)
+    if not path.startswith("/"):
+        path = "/" + path
+    return clean_url_text(path, MAX_PATH)
+
+
+def _url_path(url: Any) -> str | None:
+    try:
+        return urlsplit(str(url)).path or "/"
+    except ValueError:
+        return None
+
+
+def _route(template: Any, path: str) -> str:
+    if not template:
+        return path[:MAX_ROUTE]  # no route matched (404): the contract wants the concrete path
+    route = str(template)
+    if not route.startswith("/"):
+        route = "/" + route  # Django reports "users/<int:pk>"
+    return clean_url_text(route, MAX_ROUTE)
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _exception_text(events: Sequence[Any]) -> str | None:
+    for event in events:
+        if event.name == "exception":
+            attributes = event.attributes or {}
+            # exception.type is module-qualified; the contract wants "ExcType: message".
+            exc_type = str(attributes.get("exception.type") or "Exception").rsplit(".", 1)[-1]
+            message = attributes.get("exception.message")
+            return f"{exc_type}: {message}" if message else exc_type
+    return None

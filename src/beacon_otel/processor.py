@@ -1,0 +1,141 @@
+"""The span processor: finished SERVER spans become events handed to the delivery worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+
+from beacon_otel.config import BeaconConfig
+from beacon_otel.consumer import ConsumerRules
+from beacon_otel.hooks import Hook, RequestRegistry
+from beacon_otel.mapping import Unmappable, span_to_event
+from beacon_otel.transport import IngestTransport, InMemoryTransport
+from beacon_otel.worker import DeliveryError, DeliveryStats, DeliveryWorker
+
+logger = logging.getLogger("beacon_otel")
+
+_SERVER = SpanKind.SERVER
+_REPORT_INTERVAL = 60.0
+
+
+class BeaconSpanProcessor(SpanProcessor):
+    """Turns each finished HTTP SERVER span into one Beacon event; other spans pass untouched."""
+
+    def __init__(self, config: BeaconConfig) -> None:
+        self.config = config
+        self.stats = DeliveryStats()
+        self.requests = RequestRegistry(
+            ConsumerRules(config.consumer_header, config.consumer_resolver)
+        )
+        self._dry_run_sink = InMemoryTransport() if config.dry_run else None
+        transport = self._dry_run_sink or IngestTransport(config)
+        self._worker = DeliveryWorker(
+            transport,
+            batch_size=config.batch_size,
+            flush_interval=config.flush_interval,
+            max_buffer_size=config.max_buffer_size,
+            shutdown_timeout=config.shutdown_timeout,
+            stats=self.stats,
+            report=self._report,
+        )
+        self._last_log: dict[str, float] = {}
+        self._shut_down = False
+
+    # -- SpanProcessor ---------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Nothing to do when a span starts."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Map a finished SERVER span and queue its event; never raises."""
+        if span.kind is not _SERVER or not self.config.enabled:
+            return
+        try:
+            self._on_server_span_end(span)
+        except Exception:
+            # A processor that raises breaks raw WSGI requests and starves later processors.
+            self.stats.drop("internal_error")
+            logger.debug("beacon-otel could not map a span", exc_info=True)
+
+    def _on_server_span_end(self, span: ReadableSpan) -> None:
+        context = self.requests.pop(span.context.span_id) if span.context else None
+        consumer = route = validation_errors = None
+        if context is not None:
+            consumer, route = self.requests.finish(context)
+            validation_errors = context.validation_errors
+        try:
+            event = span_to_event(
+                span, consumer=consumer, route=route, validation_errors=validation_errors
+            )
+        except Unmappable as exc:
+            if exc.reason != "not_http":  # a non-HTTP server span (gRPC, ...) is not ours
+                self.stats.drop(f"unmappable_{exc.reason}")
+            return
+        self._worker.submit(event)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver what is buffered; True when everything went within the timeout."""
+        return self._worker.flush(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Flush within ``shutdown_timeout`` and stop; one summary line if anything was lost."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._worker.shutdown()
+        snapshot = self.stats.snapshot()
+        if snapshot["dropped_total"]:
+            logger.warning(
+                "beacon-otel: %d events sent, %d dropped (%s)",
+                snapshot["sent"],
+                snapshot["dropped_total"],
+                ", ".join(f"{reason}={n}" for reason, n in sorted(snapshot["dropped"].items())),
+            )
+
+    # -- for users -------------------------------------------------------------------------
+
+    def hooks(self, framework: str) -> dict[str, Hook]:
+        """Hooks for a framework instrumentation, giving Beacon the consumer of each request.
+
+        For example ``FastAPIInstrumentor.instrument_app(app, **processor.hooks("fastapi"))``.
+        ``framework`` is one of asgi, fastapi, starlette, wsgi, flask, django.
+        """
+        return self.requests.hooks(framework)
+
+    def dry_run_events(self) -> list[dict[str, Any]]:
+        """Events "sent" so far in dry-run mode, exactly as they would have gone over the wire."""
+        if self._dry_run_sink is None:
+            raise RuntimeError("dry_run_events() needs BeaconConfig(dry_run=True)")
+        return self._dry_run_sink.events()
+
+    def clear_dry_run_events(self) -> None:
+        """Forget the dry-run events collected so far."""
+        if self._dry_run_sink is not None:
+            self._dry_run_sink.clear()
+
+    def buffered(self) -> int:
+        """Events waiting to be delivered."""
+        return self._worker.buffered()
+
+    # -- failures ----------------------------------------------------------------------------
+
+    def _report(self, error: DeliveryError) -> None:
+        callback = self.config.on_error
+        if callback is not None:
+            try:
+                callback(error)
+            except Exception:
+                logger.debug("on_error callback raised", exc_info=True)
+        # One line per kind of failure a minute: an outage must not flood the app's logs.
+        now = time.monotonic()
+        if (
+            self.config.debug
+            or now - self._last_log.get(error.reason, -_REPORT_INTERVAL) >= _REPORT_INTERVAL
+        ):
+            self._last_log[error.reason] = now
+            logger.warning("beacon-otel: %s", error)

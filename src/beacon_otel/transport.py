@@ -1,0 +1,200 @@
+"""HTTP to the ingest: one keep-alive session, gzip, and what each answer means."""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+import requests.auth
+from opentelemetry.instrumentation.utils import (
+    suppress_http_instrumentation,
+    suppress_instrumentation,
+)
+
+from beacon_otel.config import BeaconConfig
+from beacon_otel.version import __version__
+
+MAX_RETRY_AFTER = 300.0
+"""An ingest asking for more than five minutes is clamped: the spool holds what waits longer."""
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 30.0
+
+
+class Verdict(enum.Enum):
+    """What the client must do with a batch after one attempt."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # permanent: drop, count, report
+    SPLIT = "split"  # 413: resend the halves
+    RETRY = "retry"  # transient: back off and try again
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one POST: a verdict, the HTTP status if any, and the server's wait hint."""
+
+    verdict: Verdict
+    status: int | None = None
+    retry_after: float | None = None
+    detail: str = ""
+
+
+def verdict_for_status(status: int) -> Verdict:
+    """The contract's response table as a function."""
+    if 200 <= status < 300:
+        return Verdict.ACCEPTED
+    if status == 413:
+        return Verdict.SPLIT
+    if status in (408, 429) or status >= 500:
+        return Verdict.RETRY
+    # 400/401/403/404/422 and anything else unexpected (3xx: redirects are never followed).
+    return Verdict.REJECTED
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), clamped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment is None or moment.tzinfo is None:
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = BACKOFF_BASE,
+    cap: float = BACKOFF_CAP,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rand() * min(cap, base * (2 ** min(attempt, 32)))
+
+
+class IngestTransport:
+    """POSTs encoded batches to the ingest over one keep-alive ``requests.Session``."""
+
+    def __init__(self, config: BeaconConfig) -> None:
+        self._url = config.ingest_url
+        self._timeout = config.timeout
+        self._compression = config.compression
+        self._headers = {
+            **dict(config.extra_headers),
+            "Content-Type": "application/json",
+            "User-Agent": f"beacon-otel/{__version__}",
+        }
+        if self._compression:
+            self._headers["Content-Encoding"] = "gzip"
+        self._auth = _BearerAuth(config.ingest_key)
+        self._session: requests.Session | None = None
+
+    def send(self, body: bytes) -> Outcome:
+        """One attempt; never raises (every failure is an ``Outcome``)."""
+        if self._compression:
+            body = gzip.compress(body, compresslevel=6)
+        session = self._session or self._new_session()
+        try:
+            # Our own HTTP call must not become a span (requests/urllib3 instrumentation).
+            with suppress_instrumentation(), suppress_http_instrumentation():
+                response = session.post(
+                    self._url,
+                    data=body,
+                    headers=self._headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                )
+        except requests.Timeout as exc:
+            return Outcome(Verdict.RETRY, detail=f"timeout: {type(exc).__name__}")
+        except requests.RequestException as exc:
+            return Outcome(Verdict.RETRY, detail=f"connection error: {type(exc).__name__}")
+        with response:
+            status = response.status_code
+            verdict = verdict_for_status(status)
+            retry_after = None
+            if verdict is Verdict.RETRY:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            detail = "" if verdict is Verdict.ACCEPTED else response.text[:200]
+        return Outcome(verdict, status=status, retry_after=retry_after, detail=detail)
+
+    def reset(self) -> None:
+        """Forget the session (after fork: a socket must never be shared with the parent)."""
+        self._session = None
+
+    def close(self) -> None:
+        """Close the session's pooled connections."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        # Setting session.auth keeps requests from replacing our key with ~/.netrc credentials,
+        # while proxy settings from the environment still apply.
+        session.auth = self._auth
+        self._session = session
+        return session
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <ingest key>``, kept out of reprs and logs."""
+
+    def __init__(self, key: str) -> None:
+        self._header = f"Bearer {key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+
+class InMemoryTransport:
+    """The dry-run sink: batches are kept in memory, nothing leaves the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.batches: list[list[dict[str, Any]]] = []
+
+    def send(self, body: bytes) -> Outcome:
+        """Keep one batch, decoded from exactly the bytes that would have been sent."""
+        events = json.loads(body)["events"]
+        with self._lock:
+            self.batches.append(events)
+        return Outcome(Verdict.ACCEPTED, status=202)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event kept so far, oldest first."""
+        with self._lock:
+            return [event for batch in self.batches for event in batch]
+
+    def clear(self) -> None:
+        """Forget what was kept."""
+        with self._lock:
+            self.batches.clear()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def reset(self) -> None:
+        """Nothing to rebuild after fork."""
