@@ -38,7 +38,7 @@ class DeliveryError(Exception):
     def __init__(self, reason: str, events: int, outcome: Outcome | None = None) -> None:
         status = f" (HTTP {outcome.status})" if outcome and outcome.status else ""
         detail = f": {outcome.detail}" if outcome and outcome.detail else ""
-        super().__init__(f"{events} Beacon events {reason}{status}{detail}")
+        super().__init__(f"{events} Beacon events {_REASON_TEXT.get(reason, reason)}{status}{detail}")
         self.reason = reason
         self.events = events
         self.status = outcome.status if outcome else None
@@ -205,7 +205,7 @@ class DeliveryWorker:
             self._pending.clear()
         if left:
             self._stats.drop("shutdown", left)
-            self._report(DeliveryError("not delivered before the shutdown deadline", left))
+            self._report(DeliveryError("shutdown", left))
         self._transport.close()
 
     # -- background thread -----------------------------------------------------------------
@@ -222,7 +222,9 @@ class DeliveryWorker:
                 while not self._should_work(next_flush):
                     self._wake.wait(self._seconds_until(next_flush))
                 stopping = self._stopping
-            self._deliver_due(stopping)
+                # Partial batches wait for the interval, a flush or shutdown: fewer, fuller requests.
+                drain_all = stopping or self._flush_requests > 0 or self._clock() >= next_flush
+            self._deliver_due(stopping, drain_all)
             now = self._clock()
             if now >= next_flush:
                 next_flush = now + self._interval
@@ -246,8 +248,8 @@ class DeliveryWorker:
         wake_at = max(self._retry_at, now) if self._pending else next_flush
         return max(0.001, wake_at - now)
 
-    def _deliver_due(self, stopping: bool) -> None:
-        """Send batches until the buffer is empty or the ingest asks us to wait."""
+    def _deliver_due(self, stopping: bool, drain_all: bool) -> None:
+        """Send batches until none is due or the ingest asks us to wait."""
         while True:
             with self._lock:
                 now = self._clock()
@@ -256,7 +258,7 @@ class DeliveryWorker:
                 if stopping and self._deadline is not None and now >= self._deadline:
                     break
                 if not self._pending:
-                    if not self._buffer:
+                    if not self._buffer or (len(self._buffer) < self._batch_size and not drain_all):
                         break
                     count = min(self._batch_size, len(self._buffer))
                     events = [self._buffer.popleft() for _ in range(count)]
@@ -299,7 +301,7 @@ class DeliveryWorker:
             self._forget(batch)
             reason = "retries_exhausted" if verdict is Verdict.RETRY else "rejected"
             self._stats.drop(reason, len(batch.events))
-            self._report(DeliveryError(_REASON_TEXT[reason], len(batch.events), outcome))
+            self._report(DeliveryError(reason, len(batch.events), outcome))
         return verdict
 
     def _forget(self, batch: _Batch) -> None:
@@ -324,6 +326,7 @@ class DeliveryWorker:
 _REASON_TEXT = {
     "rejected": "refused by the ingest",
     "retries_exhausted": "not delivered after retries",
+    "shutdown": "not delivered before the shutdown deadline",
 }
 
 

@@ -1,0 +1,98 @@
+"""Shared fixtures: a provider with an in-memory exporter beside a dry-run Beacon processor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from beacon_otel import BeaconConfig, BeaconSpanProcessor
+
+
+@dataclass
+class Pipeline:
+    """A TracerProvider carrying an InMemorySpanExporter and a dry-run BeaconSpanProcessor."""
+
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    processor: BeaconSpanProcessor
+
+    def events(self) -> list[dict[str, Any]]:
+        """Flush and return what Beacon would have sent."""
+        assert self.processor.force_flush(5_000)
+        return self.processor.dry_run_events()
+
+
+def make_pipeline(**config: Any) -> Pipeline:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = BeaconSpanProcessor(BeaconConfig(dry_run=True, **config))
+    provider.add_span_processor(processor)
+    return Pipeline(provider, exporter, processor)
+
+
+@pytest.fixture
+def pipeline() -> Iterator[Pipeline]:
+    """A fresh dry-run pipeline, shut down after the test."""
+    built = make_pipeline()
+    yield built
+    built.provider.shutdown()
+
+
+def asgi_request(
+    app: Any, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[int, bytes]:
+    """Drive one HTTP request through an ASGI app in-process; returns (status, body)."""
+    raw_path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": raw_path,
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        + [(b"host", b"testserver"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    received = False
+    response: dict[str, Any] = {"status": 0, "body": b""}
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received:
+            await asyncio.sleep(3600)
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            response["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            response["body"] += message.get("body", b"")
+
+    async def run() -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception:
+            if not response["status"]:
+                response["status"] = 500  # what a server answers when the app raises
+
+    asyncio.run(run())
+    return response["status"], response["body"]
+
+
+def json_body(body: bytes) -> Any:
+    return json.loads(body.decode())

@@ -1,0 +1,192 @@
+"""BeaconConfig: defaults, environment variables, validation at construction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beacon_otel import BeaconConfig, BeaconConfigError
+from beacon_otel.config import DEFAULT_INGEST_URL, normalize_ingest_url
+
+
+def test_defaults_match_the_sdks_it_replaces() -> None:
+    """Only the key is required; the rest defaults to the beaconhq values."""
+    config = BeaconConfig(ingest_key="k")
+    assert config.ingest_url == DEFAULT_INGEST_URL
+    assert (config.batch_size, config.flush_interval, config.max_buffer_size) == (100, 5.0, 10_000)
+    assert (config.timeout, config.enabled, config.dry_run, config.debug) == (5.0, True, False, False)
+    assert config.compression is False
+    assert config.max_storage_bytes == 50 * 1024 * 1024
+    assert config.consumer_header is None and config.consumer_resolver is None
+
+
+def test_config_is_frozen() -> None:
+    """A config cannot change after validation."""
+    config = BeaconConfig(ingest_key="k")
+    with pytest.raises(AttributeError):
+        config.batch_size = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("key", ["", "   ", None])
+def test_missing_key_names_the_setting(key: object) -> None:
+    """A missing key fails at construction, naming BEACON_INGEST_KEY."""
+    with pytest.raises(BeaconConfigError, match="BEACON_INGEST_KEY"):
+        BeaconConfig(ingest_key=key)  # type: ignore[arg-type]
+
+
+def test_dry_run_needs_no_key() -> None:
+    """Dry run sends nothing, so it needs no key."""
+    assert BeaconConfig(dry_run=True).dry_run
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://ingest.example.com", "https://ingest.example.com/v1/ingest"),
+        ("https://ingest.example.com/", "https://ingest.example.com/v1/ingest"),
+        ("https://ingest.example.com/v1/ingest", "https://ingest.example.com/v1/ingest"),
+        ("https://ingest.example.com/v1/ingest/", "https://ingest.example.com/v1/ingest"),
+        ("https://example.com/beacon//", "https://example.com/beacon/v1/ingest"),
+        ("http://localhost:8390", "http://localhost:8390/v1/ingest"),
+        ("http://127.0.0.1:8390/v1/ingest", "http://127.0.0.1:8390/v1/ingest"),
+        ("http://[::1]:8390", "http://[::1]:8390/v1/ingest"),
+    ],
+)
+def test_ingest_url_full_or_base(given: str, expected: str) -> None:
+    """A base URL gets /v1/ingest appended, idempotently, trailing slashes tolerated."""
+    assert normalize_ingest_url(given) == expected
+    assert normalize_ingest_url(expected) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://ingest.example.com", "https"),
+        ("ftp://ingest.example.com", "http"),
+        ("not a url", "http"),
+        ("https://user:secret@ingest.example.com", "credentials"),
+        ("", "http"),
+    ],
+)
+def test_unsafe_or_malformed_urls_are_refused(url: str, problem: str) -> None:
+    """Plain http beyond loopback, credentials in the URL and non-URLs fail at startup."""
+    with pytest.raises(BeaconConfigError, match="BEACON_INGEST_URL") as info:
+        BeaconConfig(ingest_key="k", ingest_url=url)
+    assert problem in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("batch_size", 0),
+        ("batch_size", 1.5),
+        ("batch_size", True),
+        ("max_buffer_size", -1),
+        ("max_storage_bytes", -1),
+        ("flush_interval", 0),
+        ("flush_interval", float("inf")),
+        ("timeout", -1.0),
+        ("shutdown_timeout", "5"),
+        ("enabled", "yes"),
+        ("compression", 1),
+        ("consumer_header", "X Api Key"),
+        ("consumer_resolver", "not callable"),
+        ("on_error", 42),
+    ],
+)
+def test_bad_values_name_the_setting_and_value(field: str, value: object) -> None:
+    """Each bad value fails at construction with the field and the value in the message."""
+    with pytest.raises(BeaconConfigError, match=field) as info:
+        BeaconConfig(ingest_key="k", **{field: value})
+    assert repr(value) in str(info.value)
+
+
+def test_from_env_reads_every_variable(tmp_path: Path) -> None:
+    """Each BEACON_* variable sets its field."""
+    env = {
+        "BEACON_INGEST_KEY": "key-1",
+        "BEACON_INGEST_URL": "http://127.0.0.1:9000",
+        "BEACON_ENABLED": "false",
+        "BEACON_BATCH_SIZE": "7",
+        "BEACON_FLUSH_INTERVAL": "0.5",
+        "BEACON_MAX_BUFFER_SIZE": "70",
+        "BEACON_TIMEOUT": "2.5",
+        "BEACON_DRY_RUN": "1",
+        "BEACON_DEBUG": "yes",
+        "BEACON_CONSUMER_HEADER": "X-Tenant",
+        "BEACON_COMPRESSION": "on",
+        "BEACON_STORAGE_PATH": str(tmp_path),
+        "BEACON_MAX_STORAGE_BYTES": "1024",
+        "BEACON_SHUTDOWN_TIMEOUT": "3",
+        "BEACON_ALLOW_PRIVATE_ENDPOINTS": "true",
+    }
+    config = BeaconConfig.from_env(env)
+    assert config.ingest_key == "key-1"
+    assert config.ingest_url == "http://127.0.0.1:9000/v1/ingest"
+    assert config.enabled is False
+    assert config.batch_size == 7
+    assert config.flush_interval == 0.5
+    assert config.max_buffer_size == 70
+    assert config.timeout == 2.5
+    assert config.dry_run is True
+    assert config.debug is True
+    assert config.consumer_header == "X-Tenant"
+    assert config.compression is True
+    assert config.storage_path == tmp_path
+    assert config.max_storage_bytes == 1024
+    assert config.shutdown_timeout == 3.0
+    assert config.allow_private_endpoints is True
+
+
+def test_arguments_override_the_environment() -> None:
+    """Precedence: argument > environment > default."""
+    config = BeaconConfig.from_env({"BEACON_INGEST_KEY": "env", "BEACON_BATCH_SIZE": "9"}, batch_size=3)
+    assert (config.ingest_key, config.batch_size) == ("env", 3)
+
+
+def test_empty_variables_mean_unset() -> None:
+    """An empty variable falls back to the default instead of failing."""
+    config = BeaconConfig.from_env({"BEACON_INGEST_KEY": "k", "BEACON_BATCH_SIZE": ""})
+    assert config.batch_size == 100
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BEACON_BATCH_SIZE", "ten"),
+        ("BEACON_BATCH_SIZE", "0"),
+        ("BEACON_FLUSH_INTERVAL", "soon"),
+        ("BEACON_MAX_BUFFER_SIZE", "1e3"),
+        ("BEACON_TIMEOUT", "-2"),
+        ("BEACON_ENABLED", "maybe"),
+        ("BEACON_DRY_RUN", "2"),
+        ("BEACON_DEBUG", "verbose"),
+        ("BEACON_COMPRESSION", "gzip"),
+        ("BEACON_MAX_STORAGE_BYTES", "50MB"),
+        ("BEACON_INGEST_URL", "http://ingest.example.com"),
+        ("BEACON_CONSUMER_HEADER", "bad header"),
+    ],
+)
+def test_bad_environment_values_name_the_variable(variable: str, value: str) -> None:
+    """A bad environment value fails from_env() with the variable and the value."""
+    with pytest.raises(BeaconConfigError) as info:
+        BeaconConfig.from_env({"BEACON_INGEST_KEY": "k", variable: value})
+    message = str(info.value)
+    assert variable in message or variable.removeprefix("BEACON_").lower() in message
+    assert value in message
+
+
+def test_from_env_without_key_fails_naming_it() -> None:
+    """from_env() with no BEACON_INGEST_KEY says which variable is missing."""
+    with pytest.raises(BeaconConfigError, match="BEACON_INGEST_KEY"):
+        BeaconConfig.from_env({})
+
+
+def test_spool_directory_defaults_to_a_per_user_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without storage_path the spool lives under the user's state directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert BeaconConfig(ingest_key="k").spool_directory == tmp_path / "beacon-otel" / "spool"
