@@ -1,12 +1,26 @@
-"""Setting beacon-otel up: ``configure()`` for manual setup."""
+"""Setting beacon-otel up: ``configure()`` by hand, or the ``opentelemetry-instrument`` entry points.
+
+Zero-code: ``BEACON_INGEST_KEY=... opentelemetry-instrument uvicorn app:app``. The distro,
+the configurator and the pre-instrument hook below are registered in pyproject.toml; the
+machinery they share lives in ``beacon_otel.autorun``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
-from opentelemetry import trace
+from opentelemetry.environment_variables import (
+    OTEL_LOGS_EXPORTER,
+    OTEL_METRICS_EXPORTER,
+    OTEL_TRACES_EXPORTER,
+)
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 
+from beacon_otel import autorun
 from beacon_otel.config import BeaconConfig
 from beacon_otel.processor import BeaconSpanProcessor
 
@@ -20,24 +34,77 @@ def configure(
 
     ``config`` defaults to ``BeaconConfig.from_env()``, so a missing or bad ``BEACON_*``
     setting fails here, at startup, with a message naming it. Without a provider and with no
-    SDK provider installed globally, one is created and installed.
+    SDK provider installed globally, one is created with the sampler from
+    ``OTEL_TRACES_SAMPLER`` wrapped in ``BeaconSampler`` and installed. A provider of your own
+    keeps its sampler: wrap it in ``BeaconSampler`` to count sampled-out requests too.
     """
     config = BeaconConfig.from_env() if config is None else config
     provider = tracer_provider if tracer_provider is not None else _global_sdk_provider()
+    running = autorun.AUTORUN.processor_on(provider)
+    if running is not None:
+        # Under opentelemetry-instrument with BEACON_INGEST_KEY set, a second processor
+        # would count every request twice.
+        logger.warning(
+            "beacon-otel: already running under opentelemetry-instrument (configured from "
+            "BEACON_* variables); configure() returns that processor and ignores its arguments"
+        )
+        return running
     processor = BeaconSpanProcessor(config)
     provider.add_span_processor(processor)
     return processor
 
 
 def _global_sdk_provider() -> TracerProvider:
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        return provider
-    provider = TracerProvider()
-    trace.set_tracer_provider(provider)
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+    provider = autorun.global_sdk_provider()
+    if provider is None:
         raise RuntimeError(
             "beacon-otel needs an SDK TracerProvider, but another provider is installed "
             "globally: pass tracer_provider= to configure()"
         )
     return provider
+
+
+class BeaconDistro(BaseDistro):
+    """The ``beacon_otel`` distro: no exporter by default, consumer hooks for the frameworks."""
+
+    _beacon_otel_distro = True  # autorun.DISTRO_MARKER
+
+    def _configure(self, **kwargs: Any) -> None:
+        autorun.AUTORUN.distro_configured = True
+        # Beacon alone needs no exporter; opentelemetry-distro's default (otlp over gRPC)
+        # fails the whole start-up when the gRPC exporter is not installed.
+        for variable in (OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_LOGS_EXPORTER):
+            os.environ.setdefault(variable, "none")
+        with autorun.contained("setting up Beacon"):
+            autorun.AUTORUN.protect_credentials()
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        """Instrument as usual, with Beacon's hooks composed with any the caller passes."""
+        kwargs = autorun.AUTORUN.instrumentor_kwargs(entry_point.name, kwargs)
+        super().load_instrumentor(entry_point, **kwargs)
+
+
+class BeaconConfigurator(_OTelSDKConfigurator):
+    """The SDK's configurator with Beacon's processor and sampler added; exporters unchanged."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        running = autorun.AUTORUN
+        with autorun.contained("setting up Beacon"):
+            kwargs = running.configurator_kwargs(kwargs)
+        try:
+            super()._configure(**kwargs)
+        except Exception as exc:
+            rescued = False
+            with autorun.contained("setting up Beacon"):
+                rescued = running.rescue(exc)
+            if not rescued:
+                raise
+            return
+        with autorun.contained("setting up Beacon"):
+            running.configured()
+
+
+def pre_instrument() -> None:
+    """The ``opentelemetry_pre_instrument`` hook: runs whichever distro and configurator won."""
+    with autorun.contained("setting up Beacon"):
+        autorun.AUTORUN.pre_instrument()
