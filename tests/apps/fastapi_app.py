@@ -1,0 +1,39 @@
+"""FastAPI app for the auto-run tests: parametrised, failing, validated and mounted routes."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+app = FastAPI()
+orders = FastAPI()
+
+
+class Item(BaseModel):
+    name: str
+    price: float
+
+
+@app.get("/users/{user_id}")
+def get_user(user_id: int) -> dict[str, int]:
+    return {"id": user_id, "pid": os.getpid()}
+
+
+@app.get("/boom")
+def boom() -> None:
+    raise RuntimeError("kaboom")
+
+
+@app.post("/items")
+def create_item(item: Item) -> Item:
+    return item
+
+
+@orders.get("/orders/{order_id}")
+def get_order(order_id: int) -> dict[str, int]:
+    return {"order": order_id}
+
+
+app.mount("/api", orders)
