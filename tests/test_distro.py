@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind
 from opentelemetry.util.http import SanitizeValue
 
 from beacon_otel import autorun, distro
@@ -470,3 +471,65 @@ def test_configure_under_autorun_does_not_count_twice(
     serve_one(provider)
     processor.force_flush()
     assert len(processor.dry_run_events()) == 1
+
+
+class FakeGlobals:
+    """Stands in for the global tracer provider slot, so no test sets the real one."""
+
+    def __init__(self, current: object) -> None:
+        self.current = current
+
+    def get(self) -> object:
+        return self.current
+
+    def set(self, provider: object) -> None:
+        if isinstance(self.current, ProxyTracerProvider):
+            self.current = provider
+
+
+def test_global_provider_is_created_with_the_sampler_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no provider installed, one is installed whose sampler counts sampled-out requests."""
+    slot = FakeGlobals(ProxyTracerProvider())
+    monkeypatch.setattr(autorun.trace, "get_tracer_provider", slot.get)
+    monkeypatch.setattr(autorun.trace, "set_tracer_provider", slot.set)
+    provider = autorun.global_sdk_provider()
+    assert provider is slot.current
+    assert isinstance(provider, TracerProvider)
+    assert isinstance(provider.sampler, BeaconSampler)
+    provider.shutdown()
+
+
+def test_configure_refuses_a_foreign_global_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() without a provider says what to do when the global one is not the SDK's."""
+    slot = FakeGlobals(NoOpTracerProvider())
+    monkeypatch.setattr(autorun.trace, "get_tracer_provider", slot.get)
+    monkeypatch.setattr(autorun.trace, "set_tracer_provider", slot.set)
+    with pytest.raises(RuntimeError, match="pass tracer_provider= to configure"):
+        distro.configure(BeaconConfig(dry_run=True))
+
+
+def test_configured_leaves_a_foreign_provider_to_pre_instrument(
+    running: AutoRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the configurator, a non-SDK global provider is not attached to (nor raised on)."""
+    monkeypatch.setattr(autorun.trace, "get_tracer_provider", NoOpTracerProvider)
+    running.configured()
+    assert running.provider is None
+
+
+def test_sigterm_handler_only_from_the_main_thread(running: AutoRun) -> None:
+    """Signal handlers can only be installed from the main thread: elsewhere it is skipped."""
+    previous = signal.getsignal(signal.SIGTERM)
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            running.flush_on_sigterm()
+        except BaseException as exc:  # pragma: no cover - the failure this test guards against
+            errors.append(exc)
+
+    thread = threading.Thread(target=install)
+    thread.start()
+    thread.join(5)
+    assert errors == []
+    assert signal.getsignal(signal.SIGTERM) == previous

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
@@ -245,7 +245,7 @@ class AutoRun:
             return original(entry_point, **self.instrumentor_kwargs(entry_point.name, kwargs))
 
         # An instance attribute shadows the class's method for this one distro only.
-        distro.load_instrumentor = load_instrumentor  # type: ignore[method-assign]
+        distro.load_instrumentor = load_instrumentor
         setattr(distro, _WRAPPED_MARKER, True)
 
     # -- the instrumentors ----------------------------------------------------------------
@@ -296,7 +296,8 @@ def active_distros() -> list[BaseDistro]:
     seen: set[type] = set()
     stack: list[type] = [BaseDistro]
     while stack:
-        for cls in stack.pop().__subclasses__():
+        subclasses: list[type] = stack.pop().__subclasses__()
+        for cls in subclasses:
             if cls in seen:
                 continue
             seen.add(cls)

@@ -16,7 +16,7 @@ from opentelemetry.environment_variables import (
     OTEL_METRICS_EXPORTER,
     OTEL_TRACES_EXPORTER,
 )
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -64,7 +64,7 @@ def _global_sdk_provider() -> TracerProvider:
     return provider
 
 
-class BeaconDistro(BaseDistro):
+class BeaconDistro(BaseDistro):  # type: ignore[misc]
     """The ``beacon_otel`` distro: no exporter by default, consumer hooks for the frameworks."""
 
     _beacon_otel_distro = True  # autorun.DISTRO_MARKER
@@ -92,7 +92,7 @@ class BeaconConfigurator(_OTelSDKConfigurator):
         with autorun.contained("setting up Beacon"):
             kwargs = running.configurator_kwargs(kwargs)
         try:
-            super()._configure(**kwargs)
+            super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         except Exception as exc:
             rescued = False
             with autorun.contained("setting up Beacon"):
