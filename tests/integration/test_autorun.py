@@ -247,13 +247,28 @@ def test_fastapi_uvicorn_events_beside_otlp(
     assert credential_values(baseline)
 
 
+@pytest.mark.parametrize(
+    ("argv", "calls", "extra_env"),
+    [
+        pytest.param(UVICORN, FASTAPI_CALLS, {}, id="fastapi-uvicorn"),
+        pytest.param(FLASK, FLASK_CALLS, {}, id="flask-gunicorn"),
+        pytest.param(DJANGO, DJANGO_CALLS, DJANGO_ENV, id="django-gunicorn"),
+    ],
+)
 def test_sampled_out_requests_still_counted(
-    launch: Launch, ingest: DevIngest, otlp: OtlpReceiver, tmp_path: Path
+    launch: Launch,
+    ingest: DevIngest,
+    otlp: OtlpReceiver,
+    tmp_path: Path,
+    argv: list[str],
+    calls: list[Call],
+    extra_env: dict[str, str],
 ) -> None:
-    """traceidratio 0: OTLP gets no span at all, Beacon still gets every request."""
-    env = autorun_env(ingest, otlp, tmp_path, OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0")
-    run = serve(launch, UVICORN, env, FASTAPI_CALLS, ingest, otlp, sampled=False)
-    assert_events(run, FASTAPI_CALLS)
+    """traceidratio 0: OTLP gets no span at all, Beacon still gets every request, consumers too."""
+    sampling = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
+    env = autorun_env(ingest, otlp, tmp_path, **sampling, **extra_env)
+    run = serve(launch, argv, env, calls, ingest, otlp, sampled=False)
+    assert_events(run, calls)
     assert run.spans == []
 
 
