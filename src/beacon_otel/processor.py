@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.context import Context
@@ -20,6 +21,7 @@ from beacon_otel.worker import DeliveryError, DeliveryStats, DeliveryWorker
 logger = logging.getLogger("beacon_otel")
 
 _SERVER = SpanKind.SERVER
+_REQUEST_SPAN: ContextVar[Span | None] = ContextVar("beacon_request_span", default=None)
 _REPORT_INTERVAL = 60.0
 
 
@@ -29,9 +31,7 @@ class BeaconSpanProcessor(SpanProcessor):
     def __init__(self, config: BeaconConfig) -> None:
         self.config = config
         self.stats = DeliveryStats()
-        self.requests = RequestRegistry(
-            ConsumerRules(config.consumer_header, config.consumer_resolver)
-        )
+        self.requests = RequestRegistry(ConsumerRules(config.consumer_header, config.consumer_resolver))
         self._dry_run_sink = InMemoryTransport() if config.dry_run else None
         transport = self._dry_run_sink or IngestTransport(config)
         self._worker = DeliveryWorker(
@@ -43,17 +43,33 @@ class BeaconSpanProcessor(SpanProcessor):
             stats=self.stats,
             report=self._report,
         )
+        self._nested: set[int] = set()
         self._last_log: dict[str, float] = {}
         self._shut_down = False
 
     # -- SpanProcessor ---------------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing to do when a span starts."""
+        """Remember SERVER spans started inside another SERVER span: same request, no new event."""
+        if span.kind is not _SERVER:
+            return
+        # A mounted FastAPI sub-app (its native telemetry) opens a second SERVER span for the
+        # same request, under a fresh OpenTelemetry context, so the current span cannot tell.
+        # A context variable set when the outer span starts can: same task, or same thread.
+        # A stale value from an earlier request on this thread has ended and is ignored.
+        outer = _REQUEST_SPAN.get()
+        if outer is not None and outer is not span and outer.is_recording():
+            if len(self._nested) < 100_000:  # bounded even if such spans never end
+                self._nested.add(span.context.span_id)
+            return
+        _REQUEST_SPAN.set(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Map a finished SERVER span and queue its event; never raises."""
         if span.kind is not _SERVER or not self.config.enabled:
+            return
+        if self._nested and span.context.span_id in self._nested:
+            self._nested.discard(span.context.span_id)
             return
         try:
             self._on_server_span_end(span)
@@ -69,9 +85,7 @@ class BeaconSpanProcessor(SpanProcessor):
             consumer, route = self.requests.finish(context)
             validation_errors = context.validation_errors
         try:
-            event = span_to_event(
-                span, consumer=consumer, route=route, validation_errors=validation_errors
-            )
+            event = span_to_event(span, consumer=consumer, route=route, validation_errors=validation_errors)
         except Unmappable as exc:
             if exc.reason != "not_http":  # a non-HTTP server span (gRPC, ...) is not ours
                 self.stats.drop(f"unmappable_{exc.reason}")
@@ -133,9 +147,6 @@ class BeaconSpanProcessor(SpanProcessor):
                 logger.debug("on_error callback raised", exc_info=True)
         # One line per kind of failure a minute: an outage must not flood the app's logs.
         now = time.monotonic()
-        if (
-            self.config.debug
-            or now - self._last_log.get(error.reason, -_REPORT_INTERVAL) >= _REPORT_INTERVAL
-        ):
+        if self.config.debug or now - self._last_log.get(error.reason, -_REPORT_INTERVAL) >= _REPORT_INTERVAL:
             self._last_log[error.reason] = now
             logger.warning("beacon-otel: %s", error)
