@@ -96,3 +96,20 @@ def asgi_request(
 
 def json_body(body: bytes) -> Any:
     return json.loads(body.decode())
+
+
+def configure_django() -> None:
+    """Django settings for the in-process Django tests (settings are per process)."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF="tests.django_urls",
+            MIDDLEWARE=[],
+            SECRET_KEY="unit-tests",
+            USE_TZ=True,
+        )
+        django.setup()

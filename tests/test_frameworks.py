@@ -11,7 +11,7 @@ import pytest
 from fastapi import Request
 from pydantic import BaseModel
 
-from tests.conftest import Pipeline, asgi_request, make_pipeline
+from tests.conftest import Pipeline, asgi_request, configure_django, make_pipeline
 
 API_KEY = "key-live-123"
 BEARER = "Bearer s3cr3t-token"
@@ -192,6 +192,35 @@ def test_raising_resolver_counts_as_no_consumer() -> None:
         pipeline.provider.shutdown()
 
 
+def test_mounted_fastapi_sub_app_with_native_telemetry_counts_once() -> None:
+    """FastAPI's own telemetry in a mounted sub-app opens a second SERVER span: still one event."""
+    from fastapi import FastAPI
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    pipeline = make_pipeline()
+    app = FastAPI()
+    sub = FastAPI(telemetry={"tracer_provider": pipeline.provider})
+
+    @sub.get("/reports/{report_id}")
+    def report(report_id: str) -> dict[str, str]:
+        return {"id": report_id}
+
+    app.mount("/admin", sub)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=pipeline.provider, **pipeline.processor.hooks("fastapi")
+    )
+    try:
+        for _ in range(3):
+            assert asgi_request(app, "GET", "/admin/reports/q1", {"X-API-Key": API_KEY})[0] == 200
+        server_spans = [s for s in pipeline.exporter.get_finished_spans() if s.kind.name == "SERVER"]
+        assert len(server_spans) == 6  # both layers still reach every other exporter
+        events = pipeline.events()
+        assert [(e["route"], e["consumer"]) for e in events] == [("/admin/reports/{report_id}", API_KEY)] * 3
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        pipeline.provider.shutdown()
+
+
 # -- Starlette and raw ASGI --------------------------------------------------------------------
 
 
@@ -349,19 +378,7 @@ def test_raw_wsgi_middleware_with_a_raising_hook_never_breaks_the_request() -> N
 
 @pytest.fixture(scope="module")
 def django_pipeline() -> Iterator[Pipeline]:
-    import django
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            ALLOWED_HOSTS=["*"],
-            ROOT_URLCONF="tests.django_urls",
-            MIDDLEWARE=[],
-            SECRET_KEY="unit-tests",
-            USE_TZ=True,
-        )
-        django.setup()
+    configure_django()
     from opentelemetry.instrumentation.django import DjangoInstrumentor
 
     pipeline = make_pipeline()
