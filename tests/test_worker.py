@@ -196,7 +196,7 @@ def test_shutdown_flushes_and_then_refuses(make_worker: Any) -> None:
 def test_shutdown_is_bounded_when_the_ingest_hangs(make_worker: Any) -> None:
     """A hung ingest cannot hold shutdown past its deadline; the loss is counted."""
     release = threading.Event()
-    worker, transport, stats, errors = make_worker(ScriptedTransport(on_send=lambda: release.wait(10)))
+    worker, _transport, stats, errors = make_worker(ScriptedTransport(on_send=lambda: release.wait(10)))
     worker.submit(event(1))
     worker.submit(event(2))
     worker.submit(event(3))
