@@ -132,9 +132,12 @@ def main() -> int:
         [sys.executable, "-m", "beacon_otel.cli", "summary", "--url", ingest_url.removesuffix("/v1/ingest")],
         check=False,
     )
+    arrived = len(requests.get(ingest_url.removesuffix("/ingest") + "/events", timeout=10).json())
+    served = args.requests + 1  # the traffic plus the readiness probe
+    print(f"\n{served} requests served, {arrived} Beacon events arrived.")
     ingest.send_signal(signal.SIGTERM)
     ingest.wait(timeout=10)
-    return summary.returncode
+    return summary.returncode or int(arrived != served)
 
 
 if __name__ == "__main__":

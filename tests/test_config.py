@@ -35,9 +35,10 @@ def test_missing_key_names_the_setting(key: object) -> None:
         BeaconConfig(ingest_key=key)  # type: ignore[arg-type]
 
 
-def test_dry_run_needs_no_key() -> None:
-    """Dry run sends nothing, so it needs no key."""
+def test_dry_run_and_disabled_need_no_key() -> None:
+    """Dry run and a disabled config send nothing, so they need no key."""
     assert BeaconConfig(dry_run=True).dry_run
+    assert BeaconConfig.from_env({"BEACON_ENABLED": "false"}).enabled is False
 
 
 @pytest.mark.parametrize(

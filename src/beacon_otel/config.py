@@ -37,7 +37,7 @@ class BeaconConfig:
 
     ingest_key: str = ""
     """Per-project ingest key, sent as ``Authorization: Bearer``. ``BEACON_INGEST_KEY``. Required
-    unless ``dry_run``."""
+    unless ``dry_run`` or not ``enabled``."""
     ingest_url: str = DEFAULT_INGEST_URL
     """Full endpoint, or a base URL to which ``/v1/ingest`` is appended. ``BEACON_INGEST_URL``."""
     batch_size: int = 100
@@ -78,7 +78,9 @@ class BeaconConfig:
     """Additional HTTP headers for the ingest requests (not read from the environment)."""
 
     def __post_init__(self) -> None:
-        if not self.dry_run and not (isinstance(self.ingest_key, str) and self.ingest_key.strip()):
+        # A key is needed only to send: dry runs and disabled configs work without one.
+        needs_key = self.enabled and not self.dry_run
+        if needs_key and not (isinstance(self.ingest_key, str) and self.ingest_key.strip()):
             raise BeaconConfigError(
                 "Expected ingest_key (BEACON_INGEST_KEY) to be a non-empty string, "
                 f"got {self.ingest_key!r}"
