@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -113,3 +115,41 @@ def configure_django() -> None:
             USE_TZ=True,
         )
         django.setup()
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """Answers with the server's scripted status and records each request."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        server: Any = self.server
+        server.requests.append((self.path, dict(self.headers), body))
+        status, headers = server.script.pop(0) if server.script else (202, {})
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    """A loopback HTTP server answering scripted statuses and recording requests."""
+    httpd: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
+    httpd.requests = []
+    httpd.script = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def url_of(httpd: Any) -> str:
+    """The base URL of a server started by the ``server`` fixture."""
+    return f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -22,6 +19,7 @@ from beacon_otel.transport import (
     parse_retry_after,
     verdict_for_status,
 )
+from tests.conftest import url_of
 
 
 @pytest.mark.parametrize(
@@ -82,42 +80,6 @@ def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     assert backoff_delay(3, rand=lambda: 0.0) == 0.0
     assert backoff_delay(10_000, rand=lambda: 0.5) == 15.0
     assert all(0 <= backoff_delay(4) <= 16 for _ in range(100))
-
-
-class RecordingHandler(http.server.BaseHTTPRequestHandler):
-    """Answers with the server's scripted status and records each request."""
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        body = self.rfile.read(length)
-        server: Any = self.server
-        server.requests.append((self.path, dict(self.headers), body))
-        status, headers = server.script.pop(0) if server.script else (202, {})
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[Any]:
-    httpd: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
-    httpd.requests = []
-    httpd.script = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
-def url_of(httpd: Any) -> str:
-    return f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
 def test_post_carries_bearer_key_json_and_user_agent(server: Any) -> None:

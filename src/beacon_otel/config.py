@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from beacon_otel.endpoint import literal_problem
+
 DEFAULT_INGEST_URL = "https://ingest.beacon.skyware.dev/v1/ingest"
 INGEST_PATH = "/v1/ingest"
 
@@ -82,10 +84,17 @@ class BeaconConfig:
         needs_key = self.enabled and not self.dry_run
         if needs_key and not (isinstance(self.ingest_key, str) and self.ingest_key.strip()):
             raise BeaconConfigError(
-                "Expected ingest_key (BEACON_INGEST_KEY) to be a non-empty string, "
-                f"got {self.ingest_key!r}"
+                f"Expected ingest_key (BEACON_INGEST_KEY) to be a non-empty string, got {self.ingest_key!r}"
             )
         object.__setattr__(self, "ingest_url", normalize_ingest_url(self.ingest_url))
+        host = urlsplit(self.ingest_url).hostname or ""
+        problem = literal_problem(host, allow_private=self.allow_private_endpoints is True)
+        if problem:
+            raise BeaconConfigError(
+                f"Expected ingest_url (BEACON_INGEST_URL) to be a public or loopback host, got "
+                f"{self.ingest_url!r}: {problem} (set allow_private_endpoints / "
+                "BEACON_ALLOW_PRIVATE_ENDPOINTS for a self-hosted ingest on an internal network)"
+            )
         _require_int("batch_size", self.batch_size, minimum=1)
         _require_int("max_buffer_size", self.max_buffer_size, minimum=1)
         _require_int("max_storage_bytes", self.max_storage_bytes, minimum=0)
@@ -94,9 +103,7 @@ class BeaconConfig:
         _require_positive_float("shutdown_timeout", self.shutdown_timeout)
         for name in ("enabled", "dry_run", "debug", "compression", "allow_private_endpoints"):
             if not isinstance(getattr(self, name), bool):
-                raise BeaconConfigError(
-                    f"Expected {name} to be a bool, got {getattr(self, name)!r}"
-                )
+                raise BeaconConfigError(f"Expected {name} to be a bool, got {getattr(self, name)!r}")
         if self.consumer_header is not None and not _is_header_name(self.consumer_header):
             raise BeaconConfigError(
                 "Expected consumer_header (BEACON_CONSUMER_HEADER) to be an HTTP header name, "
@@ -160,9 +167,7 @@ def _parse_env(name: str, variable: str, raw: str) -> Any:
             return True
         if lowered in _FALSE:
             return False
-        raise BeaconConfigError(
-            f"Expected {variable} to be one of true/false/1/0/yes/no, got {raw!r}"
-        )
+        raise BeaconConfigError(f"Expected {variable} to be one of true/false/1/0/yes/no, got {raw!r}")
     if name in _INT_FIELDS:
         try:
             return int(raw)
@@ -187,15 +192,12 @@ def _require_positive_float(name: str, value: object) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not (0 < float(value) < float("inf")):  # type: ignore[arg-type]
         raise BeaconConfigError(
-            f"Expected {name} ({_ENV_VARIABLES[name]}) to be a positive number of seconds, "
-            f"got {value!r}"
+            f"Expected {name} ({_ENV_VARIABLES[name]}) to be a positive number of seconds, got {value!r}"
         )
 
 
 def _is_header_name(value: object) -> bool:
-    token_chars = set(
-        "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    )
+    token_chars = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     return isinstance(value, str) and bool(value) and all(c in token_chars for c in value)
 
 
@@ -212,19 +214,14 @@ def is_loopback_host(host: str) -> bool:
 def normalize_ingest_url(url: object) -> str:
     """Return the full ingest endpoint for a full or base URL, refusing unsafe forms."""
     if not isinstance(url, str) or not url.strip():
-        raise BeaconConfigError(
-            f"Expected ingest_url (BEACON_INGEST_URL) to be an http(s) URL, got {url!r}"
-        )
+        raise BeaconConfigError(f"Expected ingest_url (BEACON_INGEST_URL) to be an http(s) URL, got {url!r}")
     parts = urlsplit(url.strip())
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise BeaconConfigError(
-            f"Expected ingest_url (BEACON_INGEST_URL) to be an http(s) URL, got {url!r}"
-        )
+        raise BeaconConfigError(f"Expected ingest_url (BEACON_INGEST_URL) to be an http(s) URL, got {url!r}")
     if parts.username or parts.password:
         # Credentials in a URL end up in logs and proxies; the key travels in a header instead.
         raise BeaconConfigError(
-            "Expected ingest_url (BEACON_INGEST_URL) to carry no credentials, "
-            f"got {_redact(parts)!r}"
+            f"Expected ingest_url (BEACON_INGEST_URL) to carry no credentials, got {_redact(parts)!r}"
         )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise BeaconConfigError(

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.utils import (
 )
 
 from beacon_otel.config import BeaconConfig
+from beacon_otel.endpoint import EndpointRefused, GuardedAdapter
 from beacon_otel.version import __version__
 
 MAX_RETRY_AFTER = 300.0
@@ -106,6 +107,7 @@ class IngestTransport:
         if self._compression:
             self._headers["Content-Encoding"] = "gzip"
         self._auth = _BearerAuth(config.ingest_key)
+        self._allow_private = config.allow_private_endpoints
         self._session: requests.Session | None = None
 
     def send(self, body: bytes) -> Outcome:
@@ -123,6 +125,9 @@ class IngestTransport:
                     timeout=self._timeout,
                     allow_redirects=False,
                 )
+        except EndpointRefused as exc:
+            # Misconfiguration, not an outage: retrying cannot help, and nothing was sent.
+            return Outcome(Verdict.REJECTED, detail=str(exc))
         except requests.Timeout as exc:
             return Outcome(Verdict.RETRY, detail=f"timeout: {type(exc).__name__}")
         except requests.RequestException as exc:
@@ -148,6 +153,9 @@ class IngestTransport:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
+        adapter = GuardedAdapter(allow_private=self._allow_private)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         # Setting session.auth keeps requests from replacing our key with ~/.netrc credentials,
         # while proxy settings from the environment still apply.
         session.auth = self._auth

@@ -1,0 +1,106 @@
+"""Endpoint safety: ingest hosts in private networks are refused, literal or resolved."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from beacon_otel import BeaconConfig, BeaconConfigError
+from beacon_otel.endpoint import EndpointRefused, address_problem, checked_addresses
+from beacon_otel.transport import IngestTransport, Verdict
+
+
+@pytest.mark.parametrize(
+    ("address", "refused", "refused_even_if_allowed"),
+    [
+        ("127.0.0.1", False, False),
+        ("127.8.9.10", False, False),
+        ("::1", False, False),
+        ("8.8.8.8", False, False),
+        ("2606:4700:4700::1111", False, False),
+        ("10.1.2.3", True, False),
+        ("172.16.0.1", True, False),
+        ("192.168.1.20", True, False),
+        ("100.64.0.1", True, False),  # carrier-grade NAT
+        ("100.100.100.200", True, False),  # Alibaba Cloud metadata, inside CGNAT
+        ("fd00:ec2::254", True, False),  # AWS metadata over IPv6, unique-local
+        ("::ffff:10.0.0.1", True, False),  # IPv4-mapped private
+        ("169.254.169.254", True, True),  # AWS/GCP/Azure metadata
+        ("fe80::1", True, True),
+        ("0.0.0.0", True, True),
+        ("224.0.0.1", True, True),
+    ],
+)
+def test_address_rules(address: str, refused: bool, refused_even_if_allowed: bool) -> None:
+    """Loopback and public are fine; private needs the opt-in; link-local/metadata never."""
+    ip = ipaddress.ip_address(address)
+    assert (address_problem(ip, allow_private=False) is not None) is refused
+    assert (address_problem(ip, allow_private=True) is not None) is refused_even_if_allowed
+
+
+@pytest.mark.parametrize(
+    "url", ["https://10.0.0.5", "https://[fd00::1]:8443", "https://100.64.1.1/v1/ingest"]
+)
+def test_private_literal_fails_at_startup_naming_the_opt_in(url: str) -> None:
+    """A private IP literal is a startup error that says how to allow it."""
+    with pytest.raises(BeaconConfigError, match="BEACON_ALLOW_PRIVATE_ENDPOINTS"):
+        BeaconConfig(ingest_key="k", ingest_url=url)
+    assert BeaconConfig(ingest_key="k", ingest_url=url, allow_private_endpoints=True)
+
+
+def test_metadata_literal_is_refused_even_when_private_is_allowed() -> None:
+    """169.254.169.254 is never an ingest."""
+    with pytest.raises(BeaconConfigError, match="link-local"):
+        BeaconConfig(ingest_key="k", ingest_url="https://169.254.169.254", allow_private_endpoints=True)
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Resolve chosen test names to chosen addresses; nothing else is looked up."""
+    table: dict[str, str] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in table:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (table[host], int(port)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr("beacon_otel.endpoint.socket.getaddrinfo", getaddrinfo)
+    yield table
+
+
+def test_name_resolving_to_a_private_address_is_refused_before_connecting(fake_dns: dict[str, str]) -> None:
+    """A public-looking name that resolves into 10/8 gets no connection and no key."""
+    fake_dns["ingest.corp.example"] = "10.20.30.40"
+    transport = IngestTransport(BeaconConfig(ingest_key="secret", ingest_url="https://ingest.corp.example"))
+    outcome = transport.send(b'{"events":[]}')
+    transport.close()
+    assert outcome.verdict is Verdict.REJECTED
+    assert "10.20.30.40" in outcome.detail and "BEACON_ALLOW_PRIVATE_ENDPOINTS" in outcome.detail
+
+
+def test_opt_in_allows_a_resolved_private_address(fake_dns: dict[str, str]) -> None:
+    """With the opt-in, the same resolution passes the check (no connection made here)."""
+    fake_dns["ingest.corp.example"] = "10.20.30.40"
+    with pytest.raises(EndpointRefused):
+        checked_addresses("ingest.corp.example", 443, allow_private=False)
+    infos = checked_addresses("ingest.corp.example", 443, allow_private=True)
+    assert infos[0][4][0] == "10.20.30.40"
+
+
+def test_connects_to_the_checked_address_with_the_original_host(
+    fake_dns: dict[str, str], server: Any
+) -> None:
+    """The connection goes to the address that was checked; Host stays the configured name."""
+    fake_dns["beacon.localtest"] = "127.0.0.1"
+    url = f"http://localhost:{server.server_address[1]}"
+    transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url=url))
+    transport._url = transport._url.replace("localhost", "beacon.localtest")
+    outcome = transport.send(b'{"events":[]}')
+    transport.close()
+    assert outcome.verdict is Verdict.ACCEPTED
+    assert server.requests[0][1]["Host"].startswith("beacon.localtest:")
