@@ -246,3 +246,144 @@ def test_fork_child_starts_empty_and_delivers_its_own(make_worker: Any) -> None:
     assert result == {"buffered_after_fork": 0, "resets": 1, "flushed": True, "child_delivered": [2]}
     assert worker.flush(2.0)
     assert transport.delivered() == [1]
+
+
+# -- with a spool --------------------------------------------------------------------------
+
+
+class MemoryStore:
+    """An in-memory stand-in for the disk spool with the same lease semantics."""
+
+    def __init__(self, bodies: list[bytes] | None = None) -> None:
+        self.lock = threading.Lock()
+        self.waiting: list[tuple[bytes, int]] = [(b, len(json.loads(b)["events"])) for b in bodies or []]
+        self.acked: list[bytes] = []
+
+    def write(self, body: bytes, events: int) -> bool:
+        with self.lock:
+            self.waiting.append((body, events))
+        return True
+
+    def claim(self) -> Any:
+        with self.lock:
+            if not self.waiting:
+                return None
+            body, events = self.waiting.pop(0)
+        store = self
+
+        class Leased:
+            def __init__(self) -> None:
+                self.body, self.events = body, events
+
+            def ack(self) -> None:
+                store.acked.append(body)
+
+            def release(self) -> None:
+                with store.lock:
+                    store.waiting.insert(0, (body, events))
+
+        return Leased()
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.waiting)
+
+    def spooled_events(self) -> list[int]:
+        with self.lock:
+            return [e["duration_ms"] for body, _ in self.waiting for e in json.loads(body)["events"]]
+
+
+def body_of(*numbers: int) -> bytes:
+    return json.dumps({"events": [event(n).as_dict() for n in numbers]}).encode()
+
+
+def test_exhausted_batches_are_spooled_not_dropped(make_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After MAX_ATTEMPTS the batch waits on disk, counted as spooled, nothing dropped."""
+    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.0)
+    store = MemoryStore()
+    transport = ScriptedTransport([Outcome(Verdict.RETRY, 503)] * 6)
+    worker, transport, stats, errors = make_worker(transport, spool=store)
+    for n in range(3):
+        worker.submit(event(n))
+    wait_until(lambda: stats.snapshot()["spooled"] == 3)
+    assert store.spooled_events() == [0, 1, 2] or stats.snapshot()["recovered"] == 3
+    assert stats.snapshot()["dropped_total"] == 0 and errors == []
+
+
+def test_outage_moves_full_batches_to_the_spool_and_replays_them(
+    make_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the ingest is down full batches go to disk; when it is back all arrive once, in order."""
+    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.02)
+    down = threading.Event()
+    down.set()
+
+    class Outage(ScriptedTransport):
+        def send(self, body: bytes) -> Outcome:
+            if down.is_set():
+                with self.lock:
+                    self.attempts.append((time.monotonic(), []))
+                return Outcome(Verdict.RETRY, detail="connection refused")
+            return super().send(body)
+
+    store = MemoryStore()
+    worker, transport, stats, _ = make_worker(Outage(), spool=store, max_buffer_size=10)
+    for n in range(3):
+        worker.submit(event(n))
+    wait_until(lambda: stats.snapshot()["spooled"] == 3)  # first batch exhausted its attempts
+    for n in range(3, 30):
+        worker.submit(event(n))
+        if n % 3 == 2:
+            wait_until(lambda: worker.buffered() < 3)
+    wait_until(lambda: stats.snapshot()["spooled"] >= 27)
+    down.clear()
+    wait_until(lambda: stats.snapshot()["sent"] + stats.snapshot()["recovered"] == 30)
+    delivered = sorted(transport.delivered())
+    assert delivered == list(range(30))
+    assert stats.snapshot()["dropped_total"] == 0
+
+
+def test_spool_left_by_an_earlier_run_is_replayed_at_start(make_worker: Any) -> None:
+    """Batches on disk at startup are delivered oldest first with no new traffic."""
+    store = MemoryStore([body_of(1, 2), body_of(3), body_of(4, 5)])
+    _, transport, stats, _ = make_worker(spool=store)
+    wait_until(lambda: stats.snapshot()["recovered"] == 5)
+    assert transport.delivered() == [1, 2, 3, 4, 5]
+    assert store.pending() == 0 and len(store.acked) == 3
+
+
+def test_replay_stops_at_the_first_failure_and_keeps_the_batch(
+    make_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed replay releases its batch; it is sent again later, exactly once."""
+    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.05)
+    store = MemoryStore([body_of(1), body_of(2)])
+    transport = ScriptedTransport([Outcome(Verdict.RETRY, 503)])
+    _, transport, stats, _ = make_worker(transport, spool=store)
+    wait_until(lambda: stats.snapshot()["recovered"] == 2)
+    attempts = [[e["duration_ms"] for e in events] for _, events in transport.attempts]
+    assert attempts == [[1], [1], [2]]
+
+
+def test_refused_spooled_batch_is_dropped_and_reported(make_worker: Any) -> None:
+    """A spooled batch the ingest refuses for good is removed, counted and reported."""
+    store = MemoryStore([body_of(1)])
+    transport = ScriptedTransport([Outcome(Verdict.REJECTED, 400, detail="bad")])
+    _, _, stats, errors = make_worker(transport, spool=store)
+    wait_until(lambda: stats.snapshot()["dropped"] == {"rejected": 1})
+    assert store.pending() == 0 and errors[0].status == 400
+
+
+def test_shutdown_while_down_spools_everything_and_honours_retry_after(make_worker: Any) -> None:
+    """At shutdown inside a Retry-After window nothing is sent; everything is spooled."""
+    store = MemoryStore()
+    transport = ScriptedTransport([Outcome(Verdict.RETRY, 429, retry_after=30)])
+    worker, transport, stats, errors = make_worker(transport, spool=store, batch_size=2)
+    for n in range(5):
+        worker.submit(event(n))
+    wait_until(lambda: len(transport.attempts) == 1)
+    worker.shutdown(timeout=1.0)
+    assert len(transport.attempts) == 1
+    assert sorted(store.spooled_events()) == [0, 1, 2, 3, 4]
+    snapshot = stats.snapshot()
+    assert (snapshot["spooled"], snapshot["dropped_total"]) == (5, 0) and errors == []

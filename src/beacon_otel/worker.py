@@ -1,4 +1,11 @@
-"""Events become batches: a bounded buffer drained by one background thread."""
+"""Events become batches: a bounded buffer drained by one background thread.
+
+One thread per process sends at most one request at a time. A transient failure pauses
+delivery (exponential backoff with full jitter, or the ingest's Retry-After) while events keep
+arriving in the bounded buffer. A batch that fails ``MAX_ATTEMPTS`` times goes to the disk
+spool, and so do full batches for as long as the ingest stays down; once a request succeeds
+again, the spool is replayed oldest first, a few batches per cycle.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,10 @@ from beacon_otel.transport import Outcome, Verdict, backoff_delay
 logger = logging.getLogger("beacon_otel")
 
 MAX_ATTEMPTS = 6
-"""Attempts per batch before it is given up (about a minute of backoff in all)."""
+"""Attempts per batch before it is spooled (about a minute of backoff in all)."""
+REPLAY_BATCHES_PER_CYCLE = 10
+REPLAY_PAUSE = 0.2
+"""Seconds between replay cycles while the spool still holds batches and the ingest is up."""
 
 
 class Transport(Protocol):
@@ -30,6 +40,27 @@ class Transport(Protocol):
     def reset(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class SpooledBatch(Protocol):
+    """A batch leased from the spool."""
+
+    body: bytes
+    events: int
+
+    def ack(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class BatchStore(Protocol):
+    """The disk spool, as the worker uses it."""
+
+    def write(self, body: bytes, events: int) -> bool: ...
+
+    def claim(self) -> SpooledBatch | None: ...
+
+    def pending(self) -> int: ...
 
 
 class DeliveryError(Exception):
@@ -52,6 +83,8 @@ class DeliveryStats:
         self.queued = 0
         self.sent = 0
         self.retried = 0
+        self.spooled = 0
+        self.recovered = 0
         self.dropped: collections.Counter[str] = collections.Counter()
 
     def drop(self, reason: str, count: int = 1) -> None:
@@ -72,12 +105,14 @@ class DeliveryStats:
                 self.dropped["buffer_full"] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        """A consistent copy: ``queued``, ``sent``, ``retried``, ``dropped`` (by reason)."""
+        """A consistent copy of every counter, with ``dropped`` by reason and its total."""
         with self._lock:
             return {
                 "queued": self.queued,
                 "sent": self.sent,
                 "retried": self.retried,
+                "spooled": self.spooled,
+                "recovered": self.recovered,
                 "dropped": dict(self.dropped),
                 "dropped_total": sum(self.dropped.values()),
             }
@@ -90,9 +125,17 @@ class _Batch:
         self.events = events
         self.attempts = 0
 
+    def body(self) -> bytes:
+        return encode_events(self.events)
+
+
+def encode_events(events: list[dict[str, Any]]) -> bytes:
+    """The request body for wire-format events."""
+    return json.dumps({"events": events}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
 
 class DeliveryWorker:
-    """Buffers events and delivers them in batches on one daemon thread; at most one request in flight."""
+    """Buffers events and delivers them in batches on one daemon thread, one request at a time."""
 
     def __init__(
         self,
@@ -104,6 +147,7 @@ class DeliveryWorker:
         shutdown_timeout: float,
         stats: DeliveryStats,
         report: Callable[[DeliveryError], None],
+        spool: BatchStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transport = transport
@@ -113,12 +157,17 @@ class DeliveryWorker:
         self._shutdown_timeout = shutdown_timeout
         self._stats = stats
         self._report = report
+        self._spool = spool
         self._clock = clock
         self._stopped = False
         self._reset_state()
         weak_self = weakref.WeakMethod(self._after_fork_in_child)
         os.register_at_fork(after_in_child=lambda: (method := weak_self()) and method())
         atexit.register(_shutdown_at_exit, weakref.ref(self))
+        if spool is not None and _safe(spool.pending, 0):
+            # Batches left by an earlier run: deliver them even if no request ever comes.
+            with self._lock:
+                self._start_thread()
 
     def _reset_state(self) -> None:
         self._pid = os.getpid()
@@ -127,7 +176,9 @@ class DeliveryWorker:
         self._idle = threading.Condition(self._lock)
         self._buffer: collections.deque[RequestEvent] = collections.deque()
         self._pending: collections.deque[_Batch] = collections.deque()
+        self._failures = 0  # consecutive transient failures: how unwell the ingest is
         self._retry_at = 0.0
+        self._replay_at: float | None = None
         self._flush_requests = 0
         self._busy = False
         self._stopping = False
@@ -159,7 +210,10 @@ class DeliveryWorker:
     def buffered(self) -> int:
         """Events waiting in memory, in the buffer or in batches awaiting a retry."""
         with self._lock:
-            return len(self._buffer) + sum(len(batch.events) for batch in self._pending)
+            return self._in_memory()
+
+    def _in_memory(self) -> int:
+        return len(self._buffer) + sum(len(batch.events) for batch in self._pending)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -184,7 +238,7 @@ class DeliveryWorker:
                 self._flush_requests -= 1
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Flush within ``timeout`` seconds, then stop; what is left is counted as dropped."""
+        """Flush within ``timeout`` seconds, then stop; what is left goes to the spool."""
         timeout = self._shutdown_timeout if timeout is None else timeout
         with self._lock:
             if self._stopped:
@@ -200,12 +254,14 @@ class DeliveryWorker:
             # Bounded even when a request hangs: the thread is a daemon and is left behind.
             thread.join(timeout)
         with self._lock:
-            left = len(self._buffer) + sum(len(batch.events) for batch in self._pending)
-            self._buffer.clear()
+            batches = list(self._pending)
             self._pending.clear()
-        if left:
-            self._stats.drop("shutdown", left)
-            self._report(DeliveryError("shutdown", left))
+            events = [event.as_dict() for event in self._buffer]
+            self._buffer.clear()
+        # A batch still in flight on a hung connection is kept too: delivery is at least once.
+        batches += [_Batch(events[i : i + self._batch_size]) for i in range(0, len(events), self._batch_size)]
+        for batch in batches:
+            self._keep_for_later(batch, reason="shutdown")
         self._transport.close()
 
     # -- background thread -----------------------------------------------------------------
@@ -217,6 +273,8 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         next_flush = self._clock() + self._interval
+        if self._spool is not None:
+            self._replay_at = self._clock()
         while True:
             with self._lock:
                 while not self._should_work(next_flush):
@@ -224,7 +282,10 @@ class DeliveryWorker:
                 stopping = self._stopping
                 # Partial batches wait for the interval, a flush or shutdown: fewer, fuller requests.
                 drain_all = stopping or self._flush_requests > 0 or self._clock() >= next_flush
-            self._deliver_due(stopping, drain_all)
+            try:
+                self._cycle(stopping, drain_all)
+            except Exception:  # the delivery thread must outlive any bug of ours
+                logger.exception("beacon-otel delivery cycle failed")
             now = self._clock()
             if now >= next_flush:
                 next_flush = now + self._interval
@@ -235,18 +296,35 @@ class DeliveryWorker:
         if self._stopping:
             return True
         now = self._clock()
-        if self._pending or self._retry_at > now:
-            return now >= self._retry_at
-        return (
-            len(self._buffer) >= self._batch_size
-            or (self._flush_requests > 0 and bool(self._buffer))
-            or (now >= next_flush and bool(self._buffer))
+        if now < self._retry_at:
+            return False
+        if self._pending:
+            return True
+        if self._replay_at is not None and now >= self._replay_at:
+            return True
+        return bool(self._buffer) and (
+            len(self._buffer) >= self._batch_size or self._flush_requests > 0 or now >= next_flush
         )
 
     def _seconds_until(self, next_flush: float) -> float:
         now = self._clock()
-        wake_at = max(self._retry_at, now) if self._pending else next_flush
+        wake_at = next_flush
+        if self._replay_at is not None:
+            wake_at = min(wake_at, self._replay_at)
+        if self._retry_at > now:
+            wake_at = self._retry_at
         return max(0.001, wake_at - now)
+
+    def _cycle(self, stopping: bool, drain_all: bool) -> None:
+        self._deliver_due(stopping, drain_all)
+        if self._spool is None:
+            return
+        if stopping:
+            return
+        if self._failures >= MAX_ATTEMPTS:
+            self._spool_full_batches()
+        # A spooled batch doubles as the probe that tells when the ingest is back.
+        self._replay()
 
     def _deliver_due(self, stopping: bool, drain_all: bool) -> None:
         """Send batches until none is due or the ingest asks us to wait."""
@@ -271,38 +349,99 @@ class DeliveryWorker:
                 with self._lock:
                     self._busy = False
                     self._idle.notify_all()
-            if stopping and verdict is Verdict.RETRY:
-                break  # the ingest is down: do not spend the shutdown deadline on it
+            if verdict is Verdict.RETRY:
+                break
         with self._lock:
             self._idle.notify_all()
 
     def _attempt(self, batch: _Batch, stopping: bool) -> Verdict:
-        body = json.dumps({"events": batch.events}, ensure_ascii=False, separators=(",", ":"))
-        outcome = self._safe_send(body.encode("utf-8"))
+        outcome = self._safe_send(batch.body())
         batch.attempts += 1
         verdict = outcome.verdict
         if verdict is Verdict.ACCEPTED:
             self._forget(batch)
             self._stats.add("sent", len(batch.events))
-            self._retry_at = 0.0
+            self._healthy()
         elif verdict is Verdict.SPLIT and len(batch.events) > 1:
             half = len(batch.events) // 2
             with self._lock:
                 self._pending.popleft()
                 self._pending.extendleft([_Batch(batch.events[half:]), _Batch(batch.events[:half])])
-        elif verdict is Verdict.RETRY and batch.attempts < MAX_ATTEMPTS and not stopping:
-            self._stats.add("retried", len(batch.events))
-            delay = backoff_delay(batch.attempts - 1)
-            if outcome.retry_after is not None:
-                delay = max(delay, outcome.retry_after)
-            self._retry_at = self._clock() + delay
-            logger.debug("Beacon ingest unavailable (%s); retrying in %.1fs", outcome, delay)
+        elif verdict is Verdict.RETRY:
+            self._unwell(outcome)
+            if stopping:
+                return verdict  # shutdown keeps what is left for the spool
+            if batch.attempts >= MAX_ATTEMPTS or (self._failures > MAX_ATTEMPTS and self._spool):
+                self._forget(batch)
+                self._keep_for_later(batch, reason="retries_exhausted", outcome=outcome)
+            else:
+                self._stats.add("retried", len(batch.events))
         else:
             self._forget(batch)
-            reason = "retries_exhausted" if verdict is Verdict.RETRY else "rejected"
-            self._stats.drop(reason, len(batch.events))
-            self._report(DeliveryError(reason, len(batch.events), outcome))
+            self._stats.drop("rejected", len(batch.events))
+            self._report(DeliveryError("rejected", len(batch.events), outcome))
         return verdict
+
+    def _healthy(self) -> None:
+        self._failures = 0
+        self._retry_at = 0.0
+
+    def _unwell(self, outcome: Outcome) -> None:
+        self._failures += 1
+        delay = backoff_delay(self._failures - 1)
+        if outcome.retry_after is not None:
+            delay = max(delay, outcome.retry_after)
+        self._retry_at = self._clock() + delay
+        logger.debug("Beacon ingest unavailable (%s); next attempt in %.1fs", outcome, delay)
+
+    def _keep_for_later(self, batch: _Batch, *, reason: str, outcome: Outcome | None = None) -> None:
+        """Spool a batch that cannot go now; without a spool it is lost, counted and reported."""
+        count = len(batch.events)
+        if self._spool is not None and _safe(lambda: self._spool.write(batch.body(), count), False):
+            self._stats.add("spooled", count)
+            with self._lock:
+                if self._replay_at is None:
+                    self._replay_at = self._clock()
+            return
+        self._stats.drop(reason, count)
+        self._report(DeliveryError(reason, count, outcome))
+
+    def _spool_full_batches(self) -> None:
+        """While the ingest is down, full batches wait on disk rather than in memory."""
+        while True:
+            with self._lock:
+                if len(self._buffer) < self._batch_size:
+                    return
+                events = [self._buffer.popleft().as_dict() for _ in range(self._batch_size)]
+            self._keep_for_later(_Batch(events), reason="retries_exhausted")
+
+    def _replay(self) -> None:
+        """Send a few spooled batches, oldest first; stop at the first failure."""
+        assert self._spool is not None
+        for _ in range(REPLAY_BATCHES_PER_CYCLE):
+            if self._stopping or self._clock() < self._retry_at:
+                return
+            spooled = _safe(self._spool.claim, None)
+            if spooled is None:
+                with self._lock:
+                    self._replay_at = None
+                return
+            outcome = self._safe_send(spooled.body)
+            if outcome.verdict is Verdict.ACCEPTED:
+                _safe(spooled.ack, None)
+                self._stats.add("recovered", spooled.events)
+                self._healthy()
+            elif outcome.verdict is Verdict.RETRY:
+                _safe(spooled.release, None)
+                self._unwell(outcome)
+                return
+            else:
+                # Refused for good (or too large to split from disk): it would never go.
+                _safe(spooled.ack, None)
+                self._stats.drop("rejected", spooled.events)
+                self._report(DeliveryError("rejected", spooled.events, outcome))
+        with self._lock:
+            self._replay_at = self._clock() + REPLAY_PAUSE
 
     def _forget(self, batch: _Batch) -> None:
         with self._lock:
@@ -325,9 +464,18 @@ class DeliveryWorker:
 
 _REASON_TEXT = {
     "rejected": "refused by the ingest",
-    "retries_exhausted": "not delivered after retries",
-    "shutdown": "not delivered before the shutdown deadline",
+    "retries_exhausted": "not delivered after retries and not spooled",
+    "shutdown": "not delivered before the shutdown deadline and not spooled",
 }
+
+
+def _safe(call: Callable[[], Any], default: Any) -> Any:
+    # The spool never raises by contract; this keeps a surprise from stopping delivery.
+    try:
+        return call()
+    except Exception:
+        logger.debug("beacon-otel spool call failed", exc_info=True)
+        return default
 
 
 def _shutdown_at_exit(ref: weakref.ref[DeliveryWorker]) -> None:
