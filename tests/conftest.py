@@ -41,6 +41,12 @@ def make_pipeline(**config: Any) -> Pipeline:
     return Pipeline(provider, exporter, processor)
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default spool directory of every test lives in a temporary directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def pipeline() -> Iterator[Pipeline]:
     """A fresh dry-run pipeline, shut down after the test."""

@@ -196,3 +196,17 @@ def test_consumer_and_validation_errors_are_attached() -> None:
     )
     assert event.consumer == "acme"
     assert event.as_dict()["validation_errors"] == errors
+
+
+def test_request_path_fills_in_when_the_span_has_none() -> None:
+    """New-convention WSGI spans without RAW_URI carry no path: the hooks' request path is used."""
+    attributes = {
+        "http.request.method": "GET",
+        "http.response.status_code": 200,
+        "http.route": "users/<int:pk>",
+    }
+    event = span_to_event(make_span(attributes), request_path=lambda: "/users/12")
+    assert (event.path, event.route) == ("/users/12", "/users/<int:pk>")
+    calls: list[int] = []
+    span_to_event(make_span(NEW), request_path=lambda: calls.append(1) or "/unused")
+    assert calls == []  # only asked when the span has no path of its own

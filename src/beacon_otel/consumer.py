@@ -85,9 +85,7 @@ class ConsumerRules:
         try:
             value = self._resolver(request)
         except Exception:
-            logger.debug(
-                "consumer_resolver raised; request counted without a consumer", exc_info=True
-            )
+            logger.debug("consumer_resolver raised; request counted without a consumer", exc_info=True)
             return None
         if value is None:
             return None

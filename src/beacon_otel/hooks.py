@@ -75,6 +75,26 @@ class RequestRegistry:
     def __len__(self) -> int:
         return len(self._contexts)
 
+    @staticmethod
+    def request_path(context: RequestContext) -> str | None:
+        """The request's path from the request itself, for spans that carry none.
+
+        The WSGI instrumentation sets no path attribute when the server gives neither
+        RAW_URI nor REQUEST_URI (Django's and many embedded servers), in the new conventions.
+        """
+        request = context.request
+        if request is None:
+            return None
+        path = getattr(request, "path", None)  # Django's HttpRequest: already decoded
+        if isinstance(path, str):
+            return path
+        environ = getattr(request, "environ", request)
+        if not isinstance(environ, Mapping):
+            return None
+        raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
+        return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
+
     def finish(self, context: RequestContext) -> tuple[str | None, str | None]:
         """The consumer and, for mounted sub-apps, the full route template of a finished request."""
         route = None
@@ -114,9 +134,7 @@ class RequestRegistry:
                 "request_hook": failsafe(self._django_request),
                 "response_hook": failsafe(self._django_response),
             }
-        raise ValueError(
-            f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}"
-        )
+        raise ValueError(f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
 
     def _asgi_request(self, span: Any, scope: Mapping[str, Any]) -> None:
         context = self.open(span)

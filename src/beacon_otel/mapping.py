@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,11 +40,16 @@ def span_to_event(
     consumer: str | None = None,
     route: str | None = None,
     validation_errors: list[dict[str, str]] | None = None,
+    request_path: Callable[[], str | None] | None = None,
 ) -> RequestEvent:
-    """Map a finished SERVER span; ``route`` overrides ``http.route`` (mounted sub-apps)."""
+    """Map a finished SERVER span.
+
+    ``route`` overrides ``http.route`` (mounted sub-apps); ``request_path`` gives the path
+    from the request when the span has none.
+    """
     attributes = span.attributes or {}  # a fresh proxy on every access: read it once
     method = _method(attributes)
-    path = _path(attributes)
+    path = _path(attributes, request_path)
     status = _int(attributes.get(_STATUS[0]) or attributes.get(_STATUS[1]))
     exception = _exception_text(span.events)
     failed = (
@@ -90,7 +95,7 @@ def _method(attributes: Mapping[str, Any]) -> str:
     return clean_method(method)
 
 
-def _path(attributes: Mapping[str, Any]) -> str:
+def _path(attributes: Mapping[str, Any], request_path: Callable[[], str | None] | None) -> str:
     path = attributes.get("url.path")
     if path is None:
         target = attributes.get("http.target")
@@ -99,6 +104,8 @@ def _path(attributes: Mapping[str, Any]) -> str:
         else:
             url = attributes.get("http.url") or attributes.get("url.full")
             path = _url_path(url) if url else None
+    if not path and request_path is not None:
+        path = request_path()
     if not path:
         raise Unmappable("no_path")
     path = str(path)

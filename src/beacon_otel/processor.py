@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextvars import ContextVar
@@ -15,6 +16,7 @@ from beacon_otel.config import BeaconConfig
 from beacon_otel.consumer import ConsumerRules
 from beacon_otel.hooks import Hook, RequestRegistry
 from beacon_otel.mapping import Unmappable, span_to_event
+from beacon_otel.spool import Spool
 from beacon_otel.transport import IngestTransport, InMemoryTransport
 from beacon_otel.worker import DeliveryError, DeliveryStats, DeliveryWorker
 
@@ -34,6 +36,9 @@ class BeaconSpanProcessor(SpanProcessor):
         self.requests = RequestRegistry(ConsumerRules(config.consumer_header, config.consumer_resolver))
         self._dry_run_sink = InMemoryTransport() if config.dry_run else None
         transport = self._dry_run_sink or IngestTransport(config)
+        self.spool: Spool | None = None
+        if not config.dry_run and config.enabled and config.max_storage_bytes > 0:
+            self.spool = Spool(config.spool_directory, max_bytes=config.max_storage_bytes)
         self._worker = DeliveryWorker(
             transport,
             batch_size=config.batch_size,
@@ -42,6 +47,7 @@ class BeaconSpanProcessor(SpanProcessor):
             shutdown_timeout=config.shutdown_timeout,
             stats=self.stats,
             report=self._report,
+            spool=self.spool,
         )
         self._nested: set[int] = set()
         self._last_log: dict[str, float] = {}
@@ -80,12 +86,19 @@ class BeaconSpanProcessor(SpanProcessor):
 
     def _on_server_span_end(self, span: ReadableSpan) -> None:
         context = self.requests.pop(span.context.span_id) if span.context else None
-        consumer = route = validation_errors = None
+        consumer = route = validation_errors = request_path = None
         if context is not None:
             consumer, route = self.requests.finish(context)
             validation_errors = context.validation_errors
+            request_path = functools.partial(self.requests.request_path, context)
         try:
-            event = span_to_event(span, consumer=consumer, route=route, validation_errors=validation_errors)
+            event = span_to_event(
+                span,
+                consumer=consumer,
+                route=route,
+                validation_errors=validation_errors,
+                request_path=request_path,
+            )
         except Unmappable as exc:
             if exc.reason != "not_http":  # a non-HTTP server span (gRPC, ...) is not ours
                 self.stats.drop(f"unmappable_{exc.reason}")
