@@ -138,3 +138,39 @@ def test_configure_without_key_fails_at_startup(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("BEACON_INGEST_KEY", raising=False)
     with pytest.raises(BeaconConfigError, match="BEACON_INGEST_KEY"):
         configure(tracer_provider=TracerProvider())
+
+
+def test_events_left_at_shutdown_are_spooled_and_replayed_by_the_next_start(tmp_path: Any) -> None:
+    """Ingest down at shutdown: events wait on disk; the next process start delivers them once."""
+    import socket
+
+    from beacon_otel.devingest import DevIngest
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = {
+        "ingest_key": "k",
+        "ingest_url": f"http://127.0.0.1:{port}",
+        "storage_path": tmp_path,
+        "shutdown_timeout": 1.0,
+        "timeout": 0.5,
+    }
+    provider = TracerProvider()
+    first = BeaconSpanProcessor(BeaconConfig(**settings))
+    provider.add_span_processor(first)
+    tracer = provider.get_tracer("t")
+    for n in range(7):
+        attributes = {**HTTP, "url.path": f"/x/{n}"}
+        tracer.start_span("GET /x", kind=SpanKind.SERVER, attributes=attributes).end()
+    provider.shutdown()
+    assert first.stats.snapshot()["spooled"] == 7 and first.stats.snapshot()["dropped_total"] == 0
+    assert list(tmp_path.glob("batch-*.json"))
+
+    with DevIngest(port=port) as ingest:
+        second = BeaconSpanProcessor(BeaconConfig(**settings))
+        events = ingest.wait_for_events(7, timeout=10)
+        assert sorted(e["path"] for e in events) == [f"/x/{n}" for n in range(7)]
+        assert second.stats.snapshot()["recovered"] == 7
+        second.shutdown()
+    assert not list(tmp_path.glob("batch-*"))
