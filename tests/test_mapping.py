@@ -207,6 +207,40 @@ def test_request_path_fills_in_when_the_span_has_none() -> None:
     }
     event = span_to_event(make_span(attributes), request_path=lambda: "/users/12")
     assert (event.path, event.route) == ("/users/12", "/users/<int:pk>")
-    calls: list[int] = []
-    span_to_event(make_span(NEW), request_path=lambda: calls.append(1) or "/unused")
-    assert calls == []  # only asked when the span has no path of its own
+
+
+def test_request_path_wins_over_lossy_attributes() -> None:
+    """The request's own path beats a decoded url.path or a cut http.target."""
+    attributes = {**OLD, "http.target": "/items/a?b"}  # uvicorn: decoded %3F, looks like a query
+    event = span_to_event(make_span(attributes), request_path=lambda: "/items/a?b")
+    assert event.path == "/items/a%3Fb"
+
+
+@pytest.mark.parametrize(
+    "attributes", [{**NEW, "url.path": "/items/a?b"}, {**OLD, "http.target": "/x/y?q=1"}]
+)
+def test_a_question_mark_never_reaches_the_path(attributes: dict[str, Any]) -> None:
+    """A decoded ?, in url.path, is re-encoded; a real query is cut off."""
+    path = span_to_event(make_span(attributes)).path
+    assert "?" not in path and path in {"/items/a%3Fb", "/x/y"}
+
+
+def test_absolute_form_target_keeps_only_the_path() -> None:
+    """GET http://host/items HTTP/1.1 gives /items, not /http://host/items."""
+    attributes = {**OLD, "http.target": "http://example.com/items/absolute?x=1"}
+    assert span_to_event(make_span(attributes)).path == "/items/absolute"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "from_request", "method"),
+    [
+        ({**OLD, "http.method": "_OTHER"}, "PURGE", "PURGE"),
+        ({**NEW, "http.request.method": "_OTHER"}, "M-SEARCH", "M-SEARCH"),
+        ({**OLD, "http.method": "_OTHER"}, None, "OTHER"),
+    ],
+)
+def test_unknown_methods_come_from_the_request(
+    attributes: dict[str, Any], from_request: str | None, method: str
+) -> None:
+    """Old conventions keep no original method: the hooks' request knows it."""
+    assert span_to_event(make_span(attributes), request_method=lambda: from_request).method == method

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -171,6 +172,10 @@ def test_events_left_at_shutdown_are_spooled_and_replayed_by_the_next_start(tmp_
         second = BeaconSpanProcessor(BeaconConfig(**settings))
         events = ingest.wait_for_events(7, timeout=10)
         assert sorted(e["path"] for e in events) == [f"/x/{n}" for n in range(7)]
+        # The ingest stores before it answers: the count follows the response.
+        deadline = time.monotonic() + 5
+        while second.stats.snapshot()["recovered"] < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert second.stats.snapshot()["recovered"] == 7
         second.shutdown()
     assert not list(tmp_path.glob("batch-*"))

@@ -77,11 +77,16 @@ class RequestRegistry:
 
     @staticmethod
     def request_path(context: RequestContext) -> str | None:
-        """The request's path from the request itself, for spans that carry none.
+        """The request's path as the server received it, without the query string.
 
-        The WSGI instrumentation sets no path attribute when the server gives neither
-        RAW_URI nor REQUEST_URI (Django's and many embedded servers), in the new conventions.
+        Exact where span attributes are not: ``url.path`` is percent-decoded (an encoded
+        ``?`` looks like a query), WSGI's is latin-1 mojibake of UTF-8 bytes, old-convention
+        ``http.target`` is cut at a decoded ``?``, and new-convention WSGI spans have no path
+        at all when the server gives neither RAW_URI nor REQUEST_URI.
         """
+        if context.scope is not None:
+            path = context.scope.get("path")
+            return path if isinstance(path, str) else None
         request = context.request
         if request is None:
             return None
@@ -94,6 +99,19 @@ class RequestRegistry:
         raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
         return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
+
+    @staticmethod
+    def request_method(context: RequestContext) -> str | None:
+        """The method as sent: the instrumentations fold unknown ones (PURGE) into ``_OTHER``."""
+        if context.scope is not None:
+            method = context.scope.get("method")
+        else:
+            request = context.request
+            method = getattr(request, "method", None)  # Django
+            if not isinstance(method, str):
+                environ = getattr(request, "environ", request)
+                method = environ.get("REQUEST_METHOD") if isinstance(environ, Mapping) else None
+        return method if isinstance(method, str) else None
 
     def finish(self, context: RequestContext) -> tuple[str | None, str | None]:
         """The consumer and, for mounted sub-apps, the full route template of a finished request."""

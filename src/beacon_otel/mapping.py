@@ -41,14 +41,16 @@ def span_to_event(
     route: str | None = None,
     validation_errors: list[dict[str, str]] | None = None,
     request_path: Callable[[], str | None] | None = None,
+    request_method: Callable[[], str | None] | None = None,
 ) -> RequestEvent:
     """Map a finished SERVER span.
 
-    ``route`` overrides ``http.route`` (mounted sub-apps); ``request_path`` gives the path
-    from the request when the span has none.
+    ``route`` overrides ``http.route`` (mounted sub-apps). ``request_path`` and
+    ``request_method`` read the request itself (from the hooks) and win over the span's
+    lossy attributes.
     """
     attributes = span.attributes or {}  # a fresh proxy on every access: read it once
-    method = _method(attributes)
+    method = _method(attributes, request_method)
     path = _path(attributes, request_path)
     status = _int(attributes.get(_STATUS[0]) or attributes.get(_STATUS[1]))
     exception = _exception_text(span.events)
@@ -83,32 +85,39 @@ def span_to_event(
     )
 
 
-def _method(attributes: Mapping[str, Any]) -> str:
+def _method(attributes: Mapping[str, Any], request_method: Callable[[], str | None] | None) -> str:
     method = attributes.get(_METHOD[0])
     if method == "_OTHER":
         # New conventions fold unknown methods into _OTHER and keep the original beside it.
-        method = attributes.get("http.request.method_original") or "OTHER"
+        method = attributes.get("http.request.method_original") or "_OTHER"
     elif method is None:
         method = attributes.get(_METHOD[1])
     if method is None:
         raise Unmappable("not_http")
+    if method == "_OTHER":
+        # Old conventions keep no original at all: ask the request.
+        method = (request_method() if request_method is not None else None) or "OTHER"
     return clean_method(method)
 
 
 def _path(attributes: Mapping[str, Any], request_path: Callable[[], str | None] | None) -> str:
-    path = attributes.get("url.path")
-    if path is None:
+    path = request_path() if request_path is not None else None
+    if not path:
+        path = attributes.get("url.path")
+    if not path:
         target = attributes.get("http.target")
         if target is not None:
             path = str(target).split("?", 1)[0]
+            if not path.startswith("/"):  # absolute-form request line: http://host/path
+                path = _url_path(path) or path
         else:
             url = attributes.get("http.url") or attributes.get("url.full")
             path = _url_path(url) if url else None
-    if not path and request_path is not None:
-        path = request_path()
     if not path:
         raise Unmappable("no_path")
-    path = str(path)
+    # The query was split off above, so a "?" here is a decoded %3F: re-encode it, or the
+    # ingest would take it for a query string and refuse the whole batch.
+    path = str(path).replace("?", "%3F")
     if not path.startswith("/"):
         path = "/" + path
     return clean_url_text(path, MAX_PATH)

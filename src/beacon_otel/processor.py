@@ -86,11 +86,12 @@ class BeaconSpanProcessor(SpanProcessor):
 
     def _on_server_span_end(self, span: ReadableSpan) -> None:
         context = self.requests.pop(span.context.span_id) if span.context else None
-        consumer = route = validation_errors = request_path = None
+        consumer = route = validation_errors = request_path = request_method = None
         if context is not None:
             consumer, route = self.requests.finish(context)
             validation_errors = context.validation_errors
             request_path = functools.partial(self.requests.request_path, context)
+            request_method = functools.partial(self.requests.request_method, context)
         try:
             event = span_to_event(
                 span,
@@ -98,6 +99,7 @@ class BeaconSpanProcessor(SpanProcessor):
                 route=route,
                 validation_errors=validation_errors,
                 request_path=request_path,
+                request_method=request_method,
             )
         except Unmappable as exc:
             if exc.reason != "not_http":  # a non-HTTP server span (gRPC, ...) is not ours

@@ -66,6 +66,7 @@ class SpoolStats:
     expired_removed: int = 0
     write_failures: int = 0
     refused_full: int = 0
+    partial_removed: int = 0
 
 
 class SpooledBatch:
@@ -283,7 +284,9 @@ class Spool:
             except OSError:
                 continue
             if age > STALE_TEMP_SECONDS or (pid.isdecimal() and not _alive(int(pid))):
+                # A write cut short (kill -9, power loss): never renamed, so never a batch.
                 _remove(Path(entry.path))
+                self.stats.partial_removed += 1
 
     def _reclaim(self, leases: list[str], now_ns: int) -> list[str]:
         """Give back leases whose holder is gone or too slow; returns the batch names restored."""

@@ -296,6 +296,12 @@ class DeliveryWorker:
         if self._stopping:
             return True
         now = self._clock()
+        if (
+            self._spool is not None
+            and self._failures >= MAX_ATTEMPTS
+            and len(self._buffer) >= self._batch_size
+        ):
+            return True  # the ingest is down: full batches go to disk now, not after the backoff
         if now < self._retry_at:
             return False
         if self._pending:

@@ -629,11 +629,6 @@ def test_bad_input_yields_contract_valid_events(
     assert must_serve <= {BAD_INPUT[i].name for i in by_app}, answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mapping._path sends the percent-decoded url.path as it is: '%3F' becomes '?', "
-    "and the ingest rejects the event's whole batch",
-)
 @pytest.mark.parametrize("server_name", ["uvicorn", "gunicorn"])
 def test_encoded_question_mark_in_path_does_not_poison_its_batch(
     launch: Launch, ingest: DevIngest, tmp_path: Path, server_name: str
@@ -662,11 +657,6 @@ def test_encoded_question_mark_in_path_does_not_poison_its_batch(
 # -- 6b. a long outage: full batches to disk while backing off ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker._should_work keeps the delivery thread asleep until the backoff ends, so full "
-    "batches are spooled once per retry (up to 30 s apart) and the bounded buffer overflows meanwhile",
-)
 def test_long_outage_spools_full_batches_while_backing_off(
     processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
