@@ -22,5 +22,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 
+# Benchmarks against the alternatives, written to bench/RESULTS.md (about 8 minutes; BENCH_QUICK=1
+# for a short trial). The comparison packages are benchmark-only, so they are installed here.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet beaconhq==0.2.0 peekapi==0.1.0
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage build dist

@@ -1,0 +1,458 @@
+"""Per-request overhead in process: the same app, bare and under each way of observing it.
+
+Instrumentation is process-global, so each variant lives in its own worker process
+(``python -m bench.overhead worker VARIANT``), set up once and warmed up, then driven over a
+pipe: ``run N`` serves N requests and answers the wall time of the loop and the process CPU
+time (every thread) up to the end of a flush, so that background delivery is paid for too.
+The driver runs the variants round-robin, rotating the order each round, so drift (thermal,
+neighbours, the garbage collector's phase) hits them all alike, and reports medians.
+
+Everything is delivered over loopback to servers in other processes: the strict dev ingest
+for Beacon events (beacon-otel and beaconhq), the accept-anything sink for OTLP and peekapi.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench import apps, services
+
+INGEST_KEY = "bench-ingest-key"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the app; ``setup`` runs inside the worker process."""
+
+    key: str
+    framework: str  # "fastapi" or "flask"
+    label: str
+    setup: Callable[[str, str], Harness]
+
+
+@dataclass
+class Harness:
+    """What a worker needs: the app, and how to push out everything buffered."""
+
+    app: Any
+    flush: Callable[[], None]
+
+
+# -- set-ups (each runs in a fresh worker process) --------------------------------------------
+
+
+def _build(framework: str) -> Any:
+    return apps.fastapi_app() if framework == "fastapi" else apps.flask_app()
+
+
+def bare(framework: str) -> Callable[[str, str], Harness]:
+    def setup(ingest: str, sink: str) -> Harness:
+        return Harness(_build(framework), flush=lambda: None)
+
+    return setup
+
+
+def beaconhq(framework: str) -> Callable[[str, str], Harness]:
+    """beaconhq 0.2.0's own middleware, wired as its docstrings say, shipping to the dev ingest."""
+
+    def setup(ingest: str, sink: str) -> Harness:
+        from beaconhq import BeaconClient
+
+        client = BeaconClient(ingest_key=INGEST_KEY, ingest_url=ingest)
+        app = _build(framework)
+        if framework == "fastapi":
+            from beaconhq.integrations.asgi import (
+                BeaconASGIMiddleware,
+                enable_fastapi_validation_capture,
+            )
+
+            app.add_middleware(BeaconASGIMiddleware, client=client, consumer_header="x-api-key")
+            enable_fastapi_validation_capture(app)
+        else:
+            from beaconhq.integrations.flask import init_flask
+
+            init_flask(app, client, consumer_header="X-API-Key")
+
+        def flush() -> None:
+            # flush() returns at once while an eager flush (its own thread) is sending.
+            while client._buffer or client._flush_lock.locked():
+                client.flush()
+                time.sleep(0.001)
+
+        return Harness(app, flush=flush)
+
+    return setup
+
+
+def peekapi(framework: str) -> Callable[[str, str], Harness]:
+    """peekapi 0.1.0's middleware, shipping to the sink (it speaks its own format)."""
+
+    def setup(ingest: str, sink: str) -> Harness:
+        from peekapi import PeekApiASGI, PeekApiClient, PeekApiWSGI
+
+        storage = os.path.join(tempfile.mkdtemp(prefix="bench-peekapi-"), "events.jsonl")
+        client = PeekApiClient({"api_key": "bench", "endpoint": f"{sink}/v1/events", "storage_path": storage})
+        app = _build(framework)
+        if framework == "fastapi":
+            app.add_middleware(PeekApiASGI, client=client)
+        else:
+            app.wsgi_app = PeekApiWSGI(app.wsgi_app, client=client)
+
+        def flush() -> None:
+            while client._buffer:  # flush() sends one batch per call
+                client.flush()
+
+        return Harness(app, flush=flush)
+
+    return setup
+
+
+def stock_otlp(framework: str) -> Callable[[str, str], Harness]:
+    """What an OpenTelemetry user already pays: the instrumentor, a BatchSpanProcessor, OTLP/HTTP."""
+
+    def setup(ingest: str, sink: str) -> Harness:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces")))
+        trace.set_tracer_provider(provider)
+        app = _build(framework)
+        if framework == "fastapi":
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+            FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+        else:
+            from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+            FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+        return Harness(app, flush=provider.force_flush)
+
+    return setup
+
+
+def autorun(
+    framework: str,
+    *,
+    beacon: bool,
+    otlp: bool,
+    exclude_asgi_spans: bool = False,
+    unread_meters_off: bool = False,
+) -> Callable[[str, str], Harness]:
+    """Exactly what ``opentelemetry-instrument`` does, in process: its ``initialize()``.
+
+    The distro, configurator and pre-instrument hook are found through their entry points
+    as they are under the real command, with the environment it would be given.
+    """
+
+    def setup(ingest: str, sink: str) -> Harness:
+        env = {
+            "OTEL_SERVICE_NAME": "bench",
+            "BEACON_INGEST_KEY": INGEST_KEY,
+            "BEACON_INGEST_URL": ingest,
+            "BEACON_STORAGE_PATH": tempfile.mkdtemp(prefix="bench-spool-"),
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+        if not beacon:
+            env["BEACON_ENABLED"] = "false"
+        if otlp:
+            env["OTEL_TRACES_EXPORTER"] = "otlp"
+            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{sink}/v1/traces"
+        os.environ.update(env)
+        if exclude_asgi_spans:
+            _exclude_asgi_spans_by_default()
+        if unread_meters_off:
+            _disable_meters_nobody_reads()
+        from opentelemetry import trace
+        from opentelemetry.instrumentation.auto_instrumentation import initialize
+
+        initialize(swallow_exceptions=False)
+        provider = trace.get_tracer_provider()
+        return Harness(_build(framework), flush=provider.force_flush)  # type: ignore[attr-defined]
+
+    return setup
+
+
+def _exclude_asgi_spans_by_default() -> None:
+    """The proposed auto-run default, applied by patching: no ``http send``/``receive`` spans.
+
+    Proposed for ``AutoRun.instrumentor_kwargs``: when Beacon is on and no trace exporter is
+    configured (``OTEL_TRACES_EXPORTER`` is ``none``, the distro's default), nobody would see
+    those INTERNAL spans, so pass ``exclude_spans=["receive", "send"]`` unless the caller
+    passed ``exclude_spans`` itself. Configuring an exporter brings them back.
+    """
+    from opentelemetry.sdk._configuration import _get_exporter_names
+
+    from beacon_otel.autorun import AutoRun
+
+    original = AutoRun.instrumentor_kwargs
+
+    def instrumentor_kwargs(self: AutoRun, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        merged = original(self, name, kwargs)
+        if name == "fastapi" and self.processor is not None and not _get_exporter_names("traces"):
+            merged.setdefault("exclude_spans", ["receive", "send"])
+        return merged
+
+    AutoRun.instrumentor_kwargs = instrumentor_kwargs  # type: ignore[method-assign]
+
+
+def _disable_meters_nobody_reads() -> None:
+    """The proposed auto-run default, applied by patching: no metrics recorded for no reader.
+
+    With ``OTEL_METRICS_EXPORTER=none`` (the distro's default) the SDK configurator still
+    installs a ``MeterProvider`` with no reader, and every HTTP instrumentation records its
+    duration histogram and active-requests counter into it on every request, for nobody.
+    Proposed for ``AutoRun.configurator_kwargs``: when no metrics exporter is configured and
+    the caller gave no ``meter_configurator``, pass the SDK's ``_disable_meter_configurator``.
+    """
+    from opentelemetry.sdk._configuration import _get_exporter_names
+    from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
+
+    from beacon_otel.autorun import AutoRun
+
+    original = AutoRun.configurator_kwargs
+
+    def configurator_kwargs(self: AutoRun, kwargs: dict[str, Any]) -> dict[str, Any]:
+        merged = original(self, kwargs)
+        if self.processor is not None and not _get_exporter_names("metrics"):
+            merged.setdefault("meter_configurator", _disable_meter_configurator)
+        return merged
+
+    AutoRun.configurator_kwargs = configurator_kwargs  # type: ignore[method-assign]
+
+
+def _variants() -> list[Variant]:
+    found: list[Variant] = []
+    for framework in ("fastapi", "flask"):
+        short = "ASGI" if framework == "fastapi" else "WSGI"
+        found += [
+            Variant(f"{framework}/bare", framework, "bare app (floor)", bare(framework)),
+            Variant(f"{framework}/beaconhq", framework, "beaconhq 0.2.0 middleware", beaconhq(framework)),
+            Variant(f"{framework}/peekapi", framework, "peekapi 0.1.0 middleware", peekapi(framework)),
+            Variant(
+                f"{framework}/otlp",
+                framework,
+                "stock OTel + BatchSpanProcessor + OTLP/HTTP",
+                stock_otlp(framework),
+            ),
+            Variant(
+                f"{framework}/instrumented",
+                framework,
+                "OTel instrumentation alone under opentelemetry-instrument (no exporter, Beacon off)",
+                autorun(framework, beacon=False, otlp=False),
+            ),
+            Variant(
+                f"{framework}/otlp-autorun",
+                framework,
+                "OTLP/HTTP under opentelemetry-instrument (Beacon off)",
+                autorun(framework, beacon=False, otlp=True),
+            ),
+            Variant(
+                f"{framework}/beacon",
+                framework,
+                "beacon-otel under opentelemetry-instrument",
+                autorun(framework, beacon=True, otlp=False),
+            ),
+            Variant(
+                f"{framework}/beacon+otlp",
+                framework,
+                "beacon-otel + OTLP/HTTP under opentelemetry-instrument",
+                autorun(framework, beacon=True, otlp=True),
+            ),
+        ]
+        if framework == "fastapi":
+            found.append(
+                Variant(
+                    f"{framework}/beacon-nosend",
+                    framework,
+                    f"beacon-otel, proposed: {short} send/receive spans excluded",
+                    autorun(framework, beacon=True, otlp=False, exclude_asgi_spans=True),
+                )
+            )
+        found.append(
+            Variant(
+                f"{framework}/beacon-proposed",
+                framework,
+                "beacon-otel, proposed: "
+                + ("send/receive spans excluded + " if framework == "fastapi" else "")
+                + "unread meters off",
+                autorun(
+                    framework,
+                    beacon=True,
+                    otlp=False,
+                    exclude_asgi_spans=framework == "fastapi",
+                    unread_meters_off=True,
+                ),
+            )
+        )
+    return found
+
+
+VARIANTS = {variant.key: variant for variant in _variants()}
+
+
+# -- the worker --------------------------------------------------------------------------------
+
+
+def worker(key: str, ingest: str, sink: str) -> None:
+    """Serve ``run N`` / ``quit`` commands on stdin; answer JSON lines on the original stdout."""
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything else printed goes to stderr, never into the protocol
+    sys.stdout = sys.stderr
+    variant = VARIANTS[key]
+    harness = variant.setup(ingest, sink)
+    driver = apps.AsgiDriver(harness.app) if variant.framework == "fastapi" else apps.WsgiDriver(harness.app)
+    served = 0
+    answers.write(json.dumps({"ready": key}) + "\n")
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            break
+        n = int(command[1])
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        driver.run(n, served)
+        wall = time.perf_counter() - wall0
+        harness.flush()
+        cpu = time.process_time() - cpu0
+        served += n
+        answers.write(json.dumps({"wall": wall, "cpu": cpu, "not_ok": driver.not_ok}) + "\n")
+    harness.flush()
+
+
+class WorkerProcess:
+    """The driver's end of one worker."""
+
+    def __init__(self, key: str, ingest: str, sink: str) -> None:
+        self.key = key
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.overhead", "worker", key, ingest, sink],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def ready(self) -> None:
+        answer = self._read()
+        if answer.get("ready") != self.key:
+            raise RuntimeError(f"worker {self.key} did not start: {answer}")
+
+    def run(self, n: int) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"run {n}\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.key} exited (status {self.process.wait()})")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# -- the driver --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One variant over every round."""
+
+    variant: Variant
+    wall_us: list[float]
+    cpu_us: list[float]
+    delivered: dict[str, int]
+    not_ok: int
+
+    @property
+    def wall_median(self) -> float:
+        return statistics.median(self.wall_us)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_us)
+
+
+def _counters(ingest: services.Service, sink: services.Service) -> dict[str, int]:
+    stats, received = ingest.get("/v1/stats"), sink.get("/")
+    return {
+        "beacon_events": stats["events_accepted"],
+        "beacon_batches_rejected": stats["batches_rejected"],
+        "spans": received["spans"],
+        "server_spans": received["server_spans"],
+        "peekapi_events": received["events"],
+    }
+
+
+def measure(keys: list[str], *, rounds: int, requests: int, warmup: int, log=print) -> list[Outcome]:
+    """Run every variant ``rounds`` times ``requests`` requests, interleaved; medians per request."""
+    with services.running(services.dev_ingest(), services.sink()) as (ingest, sink):
+        workers = [WorkerProcess(key, ingest.base_url, sink.base_url) for key in keys]
+        try:
+            for worker_process in workers:
+                worker_process.ready()
+            for worker_process in workers:
+                worker_process.run(warmup)
+            outcomes = {w.key: Outcome(VARIANTS[w.key], [], [], {}, 0) for w in workers}
+            for round_index in range(rounds):
+                shift = round_index % len(workers)
+                for worker_process in workers[shift:] + workers[:shift]:
+                    before = _counters(ingest, sink)
+                    answer = worker_process.run(requests)
+                    after = _counters(ingest, sink)
+                    outcome = outcomes[worker_process.key]
+                    outcome.wall_us.append(answer["wall"] / requests * 1e6)
+                    outcome.cpu_us.append(answer["cpu"] / requests * 1e6)
+                    outcome.not_ok = answer["not_ok"]
+                    for name, value in after.items():
+                        outcome.delivered[name] = outcome.delivered.get(name, 0) + value - before[name]
+                log(
+                    f"  round {round_index + 1}/{rounds}: "
+                    + ", ".join(f"{k} {outcomes[k].wall_us[-1]:.0f}" for k in keys)
+                    + " us/request"
+                )
+        finally:
+            for worker_process in workers:
+                worker_process.stop()
+    return [outcomes[key] for key in keys]
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["worker"]:
+        worker(*argv[1:4])
+        return
+    keys = argv or list(VARIANTS)
+    for outcome in measure(keys, rounds=3, requests=2000, warmup=500):
+        print(
+            f"{outcome.variant.key:28} wall {outcome.wall_median:8.1f} us  cpu {outcome.cpu_median:8.1f} us  "
+            f"{outcome.delivered} not_ok={outcome.not_ok}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
