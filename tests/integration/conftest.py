@@ -178,6 +178,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Server:
+        ready_dir = self._watch_gunicorn_workers()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.argv,
@@ -195,11 +196,33 @@ class Server:
             try:
                 # A bare connect: readiness without a request that would become an event.
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
+                if ready_dir is None or len(list(ready_dir.iterdir())) >= self._gunicorn_workers():
+                    return self
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn workers not all booted after {READY_TIMEOUT}s:\n{self.log()}")
+                time.sleep(0.05)
             except OSError:
                 if time.monotonic() > deadline:
                     pytest.fail(f"{self.argv[1]} not listening after {READY_TIMEOUT}s:\n{self.log()}")
                 time.sleep(0.05)
+
+    def _watch_gunicorn_workers(self) -> Path | None:
+        """For gunicorn, a directory where every booted worker leaves a marker (gunicorn_ready.py)."""
+        if "gunicorn" not in self.argv[:2] or "-c" in self.argv or "--config" in self.argv:
+            return None
+        ready_dir = self.log_path.with_name(self.log_path.stem + "-ready")
+        ready_dir.mkdir()
+        at = self.argv.index("gunicorn") + 1
+        # -c, not --config: opentelemetry-instrument would take --config for one of its own.
+        self.argv[at:at] = ["-c", str(APPS / "gunicorn_ready.py")]
+        self.env["TEST_GUNICORN_READY_DIR"] = str(ready_dir)
+        return ready_dir
+
+    def _gunicorn_workers(self) -> int:
+        for flag in ("--workers", "-w"):
+            if flag in self.argv:
+                return int(self.argv[self.argv.index(flag) + 1])
+        return 1
 
     def request(
         self,
