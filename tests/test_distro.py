@@ -349,7 +349,7 @@ def test_active_distros_finds_instantiated_distros() -> None:
 @pytest.mark.parametrize(
     ("name", "keys"),
     [
-        ("fastapi", {"server_request_hook"}),
+        ("fastapi", {"server_request_hook", "exclude_spans"}),
         ("starlette", {"server_request_hook"}),
         ("flask", {"request_hook", "response_hook"}),
         ("django", {"request_hook", "response_hook"}),
@@ -360,6 +360,24 @@ def test_distro_gives_frameworks_their_hooks(running: AutoRun, name: str, keys: 
     entry_point = FakeEntryPoint(name)
     distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
     assert set(entry_point.received) == keys | {"skip_dep_check"}
+
+
+def test_asgi_internal_spans_are_kept_for_a_trace_exporter(
+    running: AutoRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """send/receive spans are left out only when no trace exporter would see them."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    entry_point = FakeEntryPoint("fastapi")
+    distro.BeaconDistro().load_instrumentor(entry_point)
+    assert entry_point.received["exclude_spans"] == ["receive", "send"]
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    entry_point = FakeEntryPoint("fastapi")
+    distro.BeaconDistro().load_instrumentor(entry_point)
+    assert "exclude_spans" not in entry_point.received
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    entry_point = FakeEntryPoint("fastapi")
+    distro.BeaconDistro().load_instrumentor(entry_point, exclude_spans=["send"])
+    assert entry_point.received["exclude_spans"] == ["send"]  # the user's choice wins
 
 
 def test_other_instrumentors_get_their_kwargs_unchanged(running: AutoRun) -> None:
@@ -533,3 +551,13 @@ def test_sigterm_handler_only_from_the_main_thread(running: AutoRun) -> None:
     thread.join(5)
     assert errors == []
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def test_meters_nobody_reads_are_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No metrics exporter: the SDK's meters are disabled, so requests record nothing for nobody."""
+    from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    assert AutoRun(dict(DRY_RUN)).configurator_kwargs({})["meter_configurator"] is _disable_meter_configurator
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
+    assert "meter_configurator" not in AutoRun(dict(DRY_RUN)).configurator_kwargs({})

@@ -171,3 +171,17 @@ def test_own_requests_are_not_traced(server: Any) -> None:
     finally:
         RequestsInstrumentor().uninstrument()
         provider.shutdown()
+
+
+def test_proxy_settings_are_read_once_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY applies (read when the session is made); NO_PROXY is respected."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url="https://ingest.example.com"))
+    session = transport._new_session()
+    assert session.proxies.get("https") == "http://proxy.example:3128"
+    assert session.trust_env is False  # nor per request, nor ~/.netrc
+    transport.close()
+    monkeypatch.setenv("NO_PROXY", "ingest.example.com")
+    transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url="https://ingest.example.com"))
+    assert "https" not in transport._new_session().proxies
+    transport.close()

@@ -131,11 +131,18 @@ class AutoRun:
         self.protect_credentials()
         sampler = kwargs.get("sampler") or sampler_from_env()
         self._kwargs_sampler = sampler if isinstance(sampler, BeaconSampler) else BeaconSampler(sampler)
-        return {
+        kwargs = {
             **kwargs,
             "span_processors": [processor, *(kwargs.get("span_processors") or ())],
             "sampler": self._kwargs_sampler,
         }
+        if not exporter_names("metrics") and not self.environ.get("OTEL_PYTHON_METER_CONFIGURATOR"):
+            # With no metrics exporter the SDK still installs a MeterProvider that every HTTP
+            # instrumentation records into on every request, for no reader at all.
+            disabled = _disabled_meters()
+            if disabled is not None:
+                kwargs.setdefault("meter_configurator", disabled)
+        return kwargs
 
     def configured(self) -> None:
         """After the SDK configurator: note where the processor went, or attach it now."""
@@ -261,7 +268,28 @@ class AutoRun:
         merged = dict(kwargs)
         for key, hook in ours.items():
             merged[key] = compose(hook, kwargs.get(key))
+        if name == "fastapi" and not exporter_names("traces"):
+            # The ASGI "http send"/"http receive" spans are about 40% of the instrumentation's
+            # cost and carry nothing Beacon reads; with no exporter nobody else sees them.
+            merged.setdefault("exclude_spans", ["receive", "send"])
         return merged
+
+
+def exporter_names(signal: str) -> list[str]:
+    """The exporters ``OTEL_<SIGNAL>_EXPORTER`` names, as the SDK reads them (``none`` is none)."""
+    try:
+        from opentelemetry.sdk._configuration import _get_exporter_names
+    except ImportError:  # pragma: no cover - private SDK names moved: assume some are set
+        return ["unknown"]
+    return list(_get_exporter_names(signal))
+
+
+def _disabled_meters() -> Any:
+    try:
+        from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
+    except ImportError:  # pragma: no cover - private SDK name moved: keep the SDK's default
+        return None
+    return _disable_meter_configurator
 
 
 def header_pattern(header: str) -> str:

@@ -53,10 +53,19 @@ class RequestEvent:
         return event
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def format_ts(time_ns: int) -> str:
     """ISO 8601 in UTC with an explicit offset, millisecond precision."""
-    moment = datetime.fromtimestamp(time_ns / 1e9, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds")
+    global _second_cache
+    second, nanoseconds = divmod(time_ns, 1_000_000_000)
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        # Events of one batch mostly share their second: format it once.
+        prefix = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (second, prefix)
+    return f"{prefix}.{nanoseconds // 1_000_000:03d}+00:00"
 
 
 def encode_batch(events: list[RequestEvent]) -> bytes:

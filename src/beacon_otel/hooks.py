@@ -7,9 +7,9 @@ request beside the span, keyed by span id, and the processor reads it when the s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import threading
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,7 +47,6 @@ class RequestRegistry:
         self.rules = rules
         self._limit = limit
         self._contexts: dict[int, RequestContext] = {}
-        self._lock = threading.Lock()
         self.evicted = 0
         _REGISTRIES.add(self)
 
@@ -57,11 +56,13 @@ class RequestRegistry:
         if getattr(span, "kind", None) is not trace.SpanKind.SERVER or not span.is_recording():
             return None
         context = RequestContext()
-        with self._lock:
-            if len(self._contexts) >= self._limit:
-                self._contexts.pop(next(iter(self._contexts)))
+        contexts = self._contexts
+        # No lock: single dict operations are atomic, and eviction only has to be approximate.
+        if len(contexts) >= self._limit:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                contexts.pop(next(iter(contexts)))
                 self.evicted += 1
-            self._contexts[span.get_span_context().span_id] = context
+        contexts[span.get_span_context().span_id] = context
         return context
 
     def get(self, span: Any) -> RequestContext | None:

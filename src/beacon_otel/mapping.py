@@ -49,40 +49,48 @@ def span_to_event(
     ``request_method`` read the request itself (from the hooks) and win over the span's
     lossy attributes.
     """
-    attributes = span.attributes or {}  # a fresh proxy on every access: read it once
+    attributes = _plain_attributes(span)
     method = _method(attributes, request_method)
     path = _path(attributes, request_path)
     status = _int(attributes.get(_STATUS[0]) or attributes.get(_STATUS[1]))
-    exception = _exception_text(span.events)
-    failed = (
-        status >= 500
-        if status is not None
-        else (exception is not None or span.status.status_code is StatusCode.ERROR)
-    )
-    if status is None:
-        if not failed:
-            raise Unmappable("no_status")
-        # Starlette and raw ASGI/WSGI send the 500 outside the instrumentation's reach.
-        status = 500
-    if not 100 <= status <= 599:
-        raise Unmappable("invalid_status")
     error = None
-    if failed:
+    if status is None or status >= 500:
+        # span.events copies a list on every access: only failed requests need it.
+        exception = _exception_text(span.events)
+        if status is None:
+            if exception is None and span.status.status_code is not StatusCode.ERROR:
+                raise Unmappable("no_status")
+            # Starlette and raw ASGI/WSGI send the 500 outside the instrumentation's reach.
+            status = 500
         error = clean_text(exception, MAX_ERROR) if exception else f"HTTP {status}"
+    elif status < 100:
+        raise Unmappable("invalid_status")
+    if status > 599:
+        raise Unmappable("invalid_status")
     start, end = span.start_time, span.end_time
     if start is None or end is None:
         raise Unmappable("unfinished_span")
     return RequestEvent(
-        end_time_ns=end,
-        method=method,
-        route=_route(route or attributes.get("http.route"), path),
-        path=path,
-        status=status,
-        duration_ms=max(0, (end - start) // 1_000_000),
-        consumer=consumer,
-        error=error,
-        validation_errors=clean_validation_errors(validation_errors) if validation_errors else None,
+        end,
+        method,
+        _route(route or attributes.get("http.route"), path),
+        path,
+        status,
+        max(0, (end - start) // 1_000_000),
+        consumer,
+        error,
+        clean_validation_errors(validation_errors) if validation_errors else None,
     )
+
+
+def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    # span.attributes is a fresh read-only proxy over the SDK's BoundedAttributes, whose
+    # .get() raises and catches KeyError on every miss; the dict behind it answers directly.
+    # Both are read-only here; the fallback keeps other ReadableSpan implementations working.
+    backing = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(backing) is dict:
+        return backing
+    return span.attributes or {}
 
 
 def _method(attributes: Mapping[str, Any], request_method: Callable[[], str | None] | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import gzip
 import json
+import os
 import random
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import requests
 import requests.auth
+import requests.utils
 from opentelemetry.instrumentation.utils import (
     suppress_http_instrumentation,
     suppress_instrumentation,
@@ -156,8 +158,14 @@ class IngestTransport:
         adapter = GuardedAdapter(allow_private=self._allow_private)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        # Setting session.auth keeps requests from replacing our key with ~/.netrc credentials,
-        # while proxy settings from the environment still apply.
+        # Proxy and CA settings from the environment are read once here, not on every POST
+        # (requests scans the whole environment per request otherwise); with trust_env off,
+        # ~/.netrc credentials can never replace our key either.
+        session.proxies = requests.utils.get_environ_proxies(self._url)
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+        session.trust_env = False
         session.auth = self._auth
         self._session = session
         return session

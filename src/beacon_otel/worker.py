@@ -85,6 +85,7 @@ class DeliveryStats:
         self.retried = 0
         self.spooled = 0
         self.recovered = 0
+        self.buffer_full = 0
         self.dropped: collections.Counter[str] = collections.Counter()
 
     def drop(self, reason: str, count: int = 1) -> None:
@@ -98,23 +99,29 @@ class DeliveryStats:
             setattr(self, name, getattr(self, name) + count)
 
     def queued_one(self, evicted_oldest: bool) -> None:
-        """Count an accepted event, and the oldest one it pushed out of a full buffer."""
-        with self._lock:
-            self.queued += 1
-            if evicted_oldest:
-                self.dropped["buffer_full"] += 1
+        """Count an accepted event, and the oldest one it pushed out of a full buffer.
+
+        Called only under the worker's lock, the one writer of these two counters: no lock of
+        its own on the request path.
+        """
+        self.queued += 1
+        if evicted_oldest:
+            self.buffer_full += 1
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of every counter, with ``dropped`` by reason and its total."""
         with self._lock:
+            dropped = dict(self.dropped)
+            if self.buffer_full:
+                dropped["buffer_full"] = self.buffer_full
             return {
                 "queued": self.queued,
                 "sent": self.sent,
                 "retried": self.retried,
                 "spooled": self.spooled,
                 "recovered": self.recovered,
-                "dropped": dict(self.dropped),
-                "dropped_total": sum(self.dropped.values()),
+                "dropped": dropped,
+                "dropped_total": sum(dropped.values()),
             }
 
 
