@@ -38,13 +38,14 @@ def consumer_from_values(
 class ConsumerRules:
     """Identifies the caller of one request from its headers, or from the user's resolver."""
 
-    __slots__ = ("_asgi_names", "_configured", "_resolver", "_wsgi_keys")
+    __slots__ = ("_asgi_names", "_asgi_wanted", "_configured", "_resolver", "_wsgi_keys")
 
     def __init__(self, header: str | None, resolver: ConsumerResolver | None) -> None:
         self._configured = header.lower() if header else None
         self._resolver = resolver
         names = [self._configured, API_KEY_HEADER, AUTHORIZATION_HEADER]
         self._asgi_names = tuple(n.encode("latin-1") if n else b"" for n in names)
+        self._asgi_wanted = frozenset(n for n in self._asgi_names if n)
         self._wsgi_keys = tuple(_wsgi_key(n) if n else "" for n in names)
 
     def from_asgi(self, scope: Mapping[str, Any]) -> str | None:
@@ -55,13 +56,16 @@ class ConsumerRules:
 
     def from_asgi_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """Header rules over raw ASGI ``(name, value)`` byte pairs (names are lower case)."""
-        configured_name, key_name, auth_name = self._asgi_names
-        found: dict[bytes, bytes] = {}
-        for name, value in headers:
-            if name in (configured_name, key_name, auth_name) and name not in found:
-                found[name] = value
-        if not found:
+        wanted = self._asgi_wanted
+        found: dict[bytes, bytes] | None = None
+        for name, value in headers:  # one pass, one set lookup per header: this runs per request
+            if name in wanted:
+                if found is None:
+                    found = {}
+                found.setdefault(name, value)
+        if found is None:
             return None
+        configured_name, key_name, auth_name = self._asgi_names
         return consumer_from_values(
             found.get(configured_name) if configured_name else None,
             found.get(key_name),
