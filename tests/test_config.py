@@ -191,3 +191,40 @@ def test_spool_directory_defaults_to_a_per_user_state_dir(
     """Without storage_path the spool lives under the user's state directory."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert BeaconConfig(ingest_key="k").spool_directory == tmp_path / "beacon-otel" / "spool"
+
+
+def tenant_from_scope(request: object) -> str | None:
+    """A resolver importable by name, for the BEACON_CONSUMER_RESOLVER tests."""
+    return "tenant-from-env"
+
+
+def test_consumer_resolver_by_name_from_the_environment() -> None:
+    """BEACON_CONSUMER_RESOLVER=module:function imports the resolver (usable under auto-run)."""
+    config = BeaconConfig.from_env(
+        {"BEACON_INGEST_KEY": "k", "BEACON_CONSUMER_RESOLVER": "tests.test_config:tenant_from_scope"}
+    )
+    assert config.consumer_resolver is not None
+    assert config.consumer_resolver(object()) == "tenant-from-env"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["tests.test_config", "no_such_module_xyz:f", ":f"],
+)
+def test_bad_resolver_reference_names_the_variable(reference: str) -> None:
+    """A resolver whose module cannot be found fails at startup naming the variable."""
+    with pytest.raises(BeaconConfigError, match="BEACON_CONSUMER_RESOLVER") as info:
+        BeaconConfig.from_env({"BEACON_INGEST_KEY": "k", "BEACON_CONSUMER_RESOLVER": reference})
+    assert reference in str(info.value)
+
+
+def test_resolver_module_is_imported_only_when_first_called() -> None:
+    """The app's module is not imported at startup, before the instrumentations patch it."""
+    import sys
+
+    sys.modules.pop("tests.apps.gunicorn_ready", None)
+    config = BeaconConfig.from_env(
+        {"BEACON_INGEST_KEY": "k", "BEACON_CONSUMER_RESOLVER": "tests.apps.gunicorn_ready:post_worker_init"}
+    )
+    assert "tests.apps.gunicorn_ready" not in sys.modules
+    assert "ImportedCallable('tests.apps.gunicorn_ready:post_worker_init')" in repr(config.consumer_resolver)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import ipaddress
 import os
 import sys
@@ -66,7 +68,7 @@ class BeaconConfig:
     ``BEACON_CONSUMER_HEADER``."""
     consumer_resolver: ConsumerResolver | None = None
     """``resolver(request) -> str | None`` overriding the header rules; a raising resolver
-    counts as no consumer."""
+    counts as no consumer. ``BEACON_CONSUMER_RESOLVER=package.module:function``."""
     on_error: ErrorCallback | None = None
     """Called with every delivery failure; never allowed to break anything."""
     storage_path: Path | None = None
@@ -149,6 +151,7 @@ _ENV_VARIABLES = {
     "debug": "BEACON_DEBUG",
     "compression": "BEACON_COMPRESSION",
     "consumer_header": "BEACON_CONSUMER_HEADER",
+    "consumer_resolver": "BEACON_CONSUMER_RESOLVER",
     "storage_path": "BEACON_STORAGE_PATH",
     "max_storage_bytes": "BEACON_MAX_STORAGE_BYTES",
     "allow_private_endpoints": "BEACON_ALLOW_PRIVATE_ENDPOINTS",
@@ -168,6 +171,8 @@ def _parse_env(name: str, variable: str, raw: str) -> Any:
         if lowered in _FALSE:
             return False
         raise BeaconConfigError(f"Expected {variable} to be one of true/false/1/0/yes/no, got {raw!r}")
+    if name == "consumer_resolver":
+        return _import_callable(variable, raw)
     if name in _INT_FIELDS:
         try:
             return int(raw)
@@ -179,6 +184,44 @@ def _parse_env(name: str, variable: str, raw: str) -> Any:
         except ValueError:
             raise BeaconConfigError(f"Expected {variable} to be a number, got {raw!r}") from None
     return raw
+
+
+def _import_callable(variable: str, reference: str) -> Any:
+    """``package.module:function`` as a callable that imports its target on first use."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise BeaconConfigError(f"Expected {variable} to be 'package.module:function', got {reference!r}")
+    try:
+        found = importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise BeaconConfigError(f"Expected {variable} to name an importable module, got {reference!r}")
+    return ImportedCallable(module_name, attribute)
+
+
+class ImportedCallable:
+    """A function named in the environment, imported when first called.
+
+    Importing it at startup would import the app's own modules before the instrumentations
+    patch the frameworks, and leave the app uninstrumented.
+    """
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.reference = f"{module}:{attribute}"
+        self._target: Any = None
+
+    def __call__(self, *args: Any) -> Any:
+        if self._target is None:
+            module_name, _, attribute = self.reference.partition(":")
+            target: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                target = getattr(target, part)
+            self._target = target
+        return self._target(*args)
+
+    def __repr__(self) -> str:
+        return f"ImportedCallable({self.reference!r})"
 
 
 def _require_int(name: str, value: object, *, minimum: int) -> None:

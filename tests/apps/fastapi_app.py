@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 app = FastAPI()
@@ -37,3 +37,16 @@ def get_order(order_id: int) -> dict[str, int]:
 
 
 app.mount("/api", orders)
+
+
+@app.get("/whoami")
+def whoami(request: Request) -> dict[str, str]:
+    # What an auth layer would do: attach the caller's tenant to the request state.
+    request.state.tenant = request.headers.get("x-tenant-name", "anonymous")
+    return {"tenant": request.state.tenant}
+
+
+def tenant_of(scope: dict[str, object]) -> str | None:
+    """A consumer resolver named by BEACON_CONSUMER_RESOLVER=fastapi_app:tenant_of."""
+    state = scope.get("state")
+    return state.get("tenant") if isinstance(state, dict) else None

@@ -283,6 +283,26 @@ def test_missing_key_warns_once_and_the_app_runs(launch: Launch, otlp: OtlpRecei
     assert len(server_spans(run)) == 1
 
 
+def test_consumer_resolver_named_in_the_environment(
+    launch: Launch, otlp: OtlpReceiver, tmp_path: Path
+) -> None:
+    """BEACON_CONSUMER_RESOLVER under auto-run: the resolver sees what the app set on the request."""
+    with DevIngest() as ingest:
+        env = autorun_env(ingest, otlp, tmp_path, BEACON_CONSUMER_RESOLVER="fastapi_app:tenant_of")
+        calls = [
+            Call(
+                "GET",
+                "/whoami",
+                {"X-Tenant-Name": "acme", "X-API-Key": "key-1"},
+                route="/whoami",
+                consumer="acme",
+            ),
+            Call("GET", "/whoami", route="/whoami", consumer="anonymous"),
+        ]
+        run = serve(launch, UVICORN, env, calls, ingest, otlp)
+    assert sorted(e["consumer"] for e in run.events) == ["acme", "anonymous"]
+
+
 def test_bad_setting_logs_one_error_and_the_app_runs(
     launch: Launch, ingest: DevIngest, otlp: OtlpReceiver, tmp_path: Path
 ) -> None:
