@@ -205,14 +205,14 @@ def test_request_path_fills_in_when_the_span_has_none() -> None:
         "http.response.status_code": 200,
         "http.route": "users/<int:pk>",
     }
-    event = span_to_event(make_span(attributes), request_path=lambda: "/users/12")
+    event = span_to_event(make_span(attributes), request_path="/users/12")
     assert (event.path, event.route) == ("/users/12", "/users/<int:pk>")
 
 
 def test_request_path_wins_over_lossy_attributes() -> None:
     """The request's own path beats a decoded url.path or a cut http.target."""
     attributes = {**OLD, "http.target": "/items/a?b"}  # uvicorn: decoded %3F, looks like a query
-    event = span_to_event(make_span(attributes), request_path=lambda: "/items/a?b")
+    event = span_to_event(make_span(attributes), request_path="/items/a?b")
     assert event.path == "/items/a%3Fb"
 
 

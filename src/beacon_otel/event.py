@@ -70,9 +70,13 @@ def format_ts(time_ns: int) -> str:
 
 def encode_batch(events: list[RequestEvent]) -> bytes:
     """The request body for a batch: ``{"events": [...]}`` as UTF-8 JSON."""
-    payload = {"events": [event.as_dict() for event in events]}
+    return encode_events([event.as_dict() for event in events])
+
+
+def encode_events(events: list[dict[str, Any]]) -> bytes:
+    """The request body for events already in their wire form."""
     # Strings were sanitised to valid UTF-8 already, so ensure_ascii=False is safe and smaller.
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps({"events": events}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def clean_text(value: object, limit: int) -> str:

@@ -94,8 +94,8 @@ class RequestRegistry:
         path = getattr(request, "path", None)  # Django's HttpRequest: already decoded
         if isinstance(path, str):
             return path
-        environ = getattr(request, "environ", request)
-        if not isinstance(environ, Mapping):
+        environ = _environ_of(request)
+        if environ is None:
             return None
         raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
@@ -110,8 +110,8 @@ class RequestRegistry:
             request = context.request
             method = getattr(request, "method", None)  # Django
             if not isinstance(method, str):
-                environ = getattr(request, "environ", request)
-                method = environ.get("REQUEST_METHOD") if isinstance(environ, Mapping) else None
+                environ = _environ_of(request)
+                method = environ.get("REQUEST_METHOD") if environ is not None else None
         return method if isinstance(method, str) else None
 
     def finish(self, context: RequestContext) -> tuple[str | None, str | None]:
@@ -126,8 +126,7 @@ class RequestRegistry:
                 route = mounted_route_template(context.top_app, scope)
         elif not context.resolved and context.request is not None:
             request = context.request
-            environ = getattr(request, "META", None) or getattr(request, "environ", None)
-            context.consumer = self.rules.from_environ(environ or request, request)
+            context.consumer = self.rules.from_environ(_environ_of(request) or {}, request)
         return context.consumer, route
 
     # -- hooks, one set per instrumentation's signature ----------------------------------
@@ -207,6 +206,12 @@ class RequestRegistry:
 
 
 _REGISTRIES: weakref.WeakSet[RequestRegistry] = weakref.WeakSet()
+
+
+def _environ_of(request: Any) -> Mapping[str, Any] | None:
+    """The WSGI environ of what a hook kept: the environ itself, Flask's or Django's request."""
+    environ = getattr(request, "META", None) or getattr(request, "environ", None) or request
+    return environ if isinstance(environ, Mapping) else None
 
 
 def failsafe(hook: Hook) -> Hook:

@@ -40,14 +40,14 @@ def span_to_event(
     consumer: str | None = None,
     route: str | None = None,
     validation_errors: list[dict[str, str]] | None = None,
-    request_path: Callable[[], str | None] | None = None,
+    request_path: str | None = None,
     request_method: Callable[[], str | None] | None = None,
 ) -> RequestEvent:
     """Map a finished SERVER span.
 
     ``route`` overrides ``http.route`` (mounted sub-apps). ``request_path`` and
-    ``request_method`` read the request itself (from the hooks) and win over the span's
-    lossy attributes.
+    ``request_method`` come from the request itself (from the hooks) and win over the span's
+    lossy attributes; the method is asked for only when the span has none of its own.
     """
     attributes = _plain_attributes(span)
     method = _method(attributes, request_method)
@@ -108,8 +108,8 @@ def _method(attributes: Mapping[str, Any], request_method: Callable[[], str | No
     return clean_method(method)
 
 
-def _path(attributes: Mapping[str, Any], request_path: Callable[[], str | None] | None) -> str:
-    path = request_path() if request_path is not None else None
+def _path(attributes: Mapping[str, Any], request_path: str | None) -> str:
+    path = request_path
     if not path:
         path = attributes.get("url.path")
     if not path:

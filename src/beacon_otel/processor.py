@@ -90,7 +90,7 @@ class BeaconSpanProcessor(SpanProcessor):
         if context is not None:
             consumer, route = self.requests.finish(context)
             validation_errors = context.validation_errors
-            request_path = functools.partial(self.requests.request_path, context)
+            request_path = self.requests.request_path(context)
             request_method = functools.partial(self.requests.request_method, context)
         try:
             event = span_to_event(

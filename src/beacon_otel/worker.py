@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import json
 import logging
 import os
 import threading
@@ -20,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from beacon_otel.event import RequestEvent
+from beacon_otel.event import RequestEvent, encode_events
 from beacon_otel.transport import Outcome, Verdict, backoff_delay
 
 logger = logging.getLogger("beacon_otel")
@@ -126,19 +125,18 @@ class DeliveryStats:
 
 
 class _Batch:
-    __slots__ = ("attempts", "events")
+    __slots__ = ("_body", "attempts", "events")
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self.events = events
         self.attempts = 0
+        self._body: bytes | None = None
 
     def body(self) -> bytes:
-        return encode_events(self.events)
-
-
-def encode_events(events: list[dict[str, Any]]) -> bytes:
-    """The request body for wire-format events."""
-    return json.dumps({"events": events}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # Encoded once: retries and the spool send the same bytes.
+        if self._body is None:
+            self._body = encode_events(self.events)
+        return self._body
 
 
 class DeliveryWorker:
