@@ -568,6 +568,49 @@ def test_stop_ends_idle_keepalive_connections(session: requests.Session) -> None
         server.events()
 
 
+def test_stop_answers_the_batch_it_is_storing(
+    tmp_path: Path, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch being stored when stop() cuts connections is still answered 202.
+
+    Cutting it off after the store would make the client resend a batch that arrived.
+    """
+    server = DevIngest(db_path=str(tmp_path / "dev.sqlite3")).start()
+    storing, connections_cut = threading.Event(), threading.Event()
+    handle_batch, running = server._handle_batch, server._server
+    assert running is not None
+    close_connections = running.close_connections
+
+    def slow_handle_batch(*args: Any) -> Any:
+        storing.set()
+        connections_cut.wait(10)  # store only once stop() has dealt with open connections
+        return handle_batch(*args)
+
+    def close_and_tell() -> None:
+        close_connections()
+        connections_cut.set()
+
+    monkeypatch.setattr(server, "_handle_batch", slow_handle_batch)
+    monkeypatch.setattr(running, "close_connections", close_and_tell)
+    answers: queue.Queue[int | Exception] = queue.Queue()
+
+    def send() -> None:
+        try:
+            answers.put(post(session, server.url, [make_event()]).status_code)
+        except requests.RequestException as exc:
+            answers.put(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert storing.wait(10)
+    server.stop()
+    sender.join(10)
+    assert answers.get_nowait() == 202
+    monkeypatch.undo()
+    with server:
+        assert server.events() == [make_event()]
+
+
 def test_file_database_survives_restart(tmp_path: Path, session: requests.Session) -> None:
     """With a file database, events survive stop/start, and a restart keeps the port."""
     server = DevIngest(db_path=str(tmp_path / "dev.sqlite3"))

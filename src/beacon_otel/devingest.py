@@ -298,6 +298,7 @@ class _Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.ingest = ingest
         self.connections: set[socket.socket] = set()
+        self.answering: set[socket.socket] = set()  # connections between request and response
         self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -316,10 +317,27 @@ class _Server(ThreadingHTTPServer):
             self.connections.discard(request)
         super().shutdown_request(request)
 
-    def close_connections(self) -> None:
-        """Unblock handler threads waiting on idle keep-alive connections."""
+    def begin_answer(self, sock: socket.socket) -> bool:
+        """Claim ``sock`` until its response is sent; False once stopping has begun."""
         with self.connections_lock:
-            for sock in self.connections:
+            if self.ingest._stopping.is_set():
+                return False
+            self.answering.add(sock)
+            return True
+
+    def end_answer(self, sock: socket.socket) -> None:
+        with self.connections_lock:
+            self.answering.discard(sock)
+
+    def close_connections(self) -> None:
+        """Unblock handler threads waiting on idle keep-alive connections.
+
+        A connection that is being answered is left to finish: cutting it after the batch
+        is stored but before the 202 is sent would make the client resend a batch that
+        already arrived, the duplicate a real ingest's graceful shutdown never causes.
+        """
+        with self.connections_lock:
+            for sock in self.connections - self.answering:
                 with contextlib.suppress(OSError):  # already closed by the client
                     sock.shutdown(socket.SHUT_RDWR)
 
@@ -353,6 +371,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, view()) if view else self._send(404, {"error": "not found"})
 
     def do_POST(self) -> None:
+        if not self.server.begin_answer(self.connection):
+            self.close_connection = True  # stopping: answer nothing, so the client retries
+            return None
+        try:
+            self._post()
+        finally:
+            self.server.end_answer(self.connection)
+            if self.server.ingest._stopping.is_set():
+                self.close_connection = True
+
+    def _post(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == INGEST_PATH:
             arrival = self.server.ingest._record_arrival()  # before the body: that is when it arrived
