@@ -87,8 +87,8 @@ class SpooledBatch:
         """Delivered or permanently refused: delete the leased file."""
         if not self._done:
             self._done = True
+            self._spool.stats.recovered += 1  # before the file goes, so an empty spool shows it
             self._spool._delete_lease(self.path, self._size)
-            self._spool.stats.recovered += 1
 
     def release(self) -> None:
         """Not delivered: give the lease back so the batch is retried later, in its place in the order."""
@@ -339,10 +339,10 @@ class Spool:
         header, newline, body = data.partition(b"\n")
         match = _HEADER.fullmatch(header)
         if not newline or match is None or hashlib.sha256(body).hexdigest().encode() != match[2]:
+            self.stats.corrupt_removed += 1
             _held.discard(str(lease))
             _remove(lease)
             self._size_measured_at = -math.inf
-            self.stats.corrupt_removed += 1
             return None
         return SpooledBatch(self, name, lease, body, int(match[1]), len(data))
 

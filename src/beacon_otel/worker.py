@@ -439,8 +439,9 @@ class DeliveryWorker:
                 return
             outcome = self._safe_send(spooled.body)
             if outcome.verdict is Verdict.ACCEPTED:
-                _safe(spooled.ack, None)
+                # Counted before the file goes: whoever sees the spool empty sees the count.
                 self._stats.add("recovered", spooled.events)
+                _safe(spooled.ack, None)
                 self._healthy()
             elif outcome.verdict is Verdict.RETRY:
                 _safe(spooled.release, None)

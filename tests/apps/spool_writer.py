@@ -92,8 +92,9 @@ def drain(args: argparse.Namespace) -> int:
             print(json.dumps({"stalled": True, "left": sorted(p.name for p in directory.iterdir())}))
             return 1
         time.sleep(0.05)
-    print(json.dumps({"seconds": time.monotonic() - started, **counters(processor)}), flush=True)
-    processor.shutdown()
+    seconds = time.monotonic() - started
+    processor.shutdown()  # joins the delivery thread: every counter is final
+    print(json.dumps({"seconds": seconds, **counters(processor)}), flush=True)
     return 0
 
 
