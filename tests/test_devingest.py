@@ -24,10 +24,10 @@ from beacon_otel.devingest import (
     DevIngest,
     Fault,
     IngestTimeout,
-    _percentile,
     format_summary,
     validate_event,
 )
+from beacon_otel.devingest.summary import _percentile
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
 DELETE = object()  # marks a key to remove from the valid event

@@ -1,0 +1,31 @@
+"""Local dev ingest: a Beacon ingest server that validates as strictly as the contract.
+
+The modules, one concern each:
+
+- ``server``: DevIngest, the object tests and the CLI drive (start/stop, stored events,
+  summary, stats, fault script, waiting for events);
+- ``httpd``: the HTTP server and request handler that answer for a DevIngest;
+- ``validation``: the contract's checks of a request, its body and each event;
+- ``summary``: the per-route summary and the lines the CLI prints;
+- ``faults``: Fault, one scripted misbehaviour for client tests.
+"""
+
+from __future__ import annotations
+
+from beacon_otel.devingest.faults import Fault
+from beacon_otel.devingest.httpd import INGEST_PATH as INGEST_PATH
+from beacon_otel.devingest.server import DevIngest, IngestTimeout
+from beacon_otel.devingest.summary import format_rejection, format_summary
+from beacon_otel.devingest.validation import MAX_BODY_BYTES as MAX_BODY_BYTES
+from beacon_otel.devingest.validation import MAX_PROBLEMS as MAX_PROBLEMS
+from beacon_otel.devingest.validation import Problem as Problem
+from beacon_otel.devingest.validation import validate_event
+
+__all__ = [
+    "DevIngest",
+    "Fault",
+    "IngestTimeout",
+    "format_rejection",
+    "format_summary",
+    "validate_event",
+]

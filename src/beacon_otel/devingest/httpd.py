@@ -1,0 +1,184 @@
+"""The HTTP side of the dev ingest: routes, request bodies, and a server that stops cleanly.
+
+_Server tracks connections so stop() can end idle keep-alive ones without cutting off a
+response it still owes; _Handler routes each request to the DevIngest that owns the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from beacon_otel.devingest.faults import Fault
+from beacon_otel.devingest.validation import MAX_BODY_BYTES, _Refused
+
+if TYPE_CHECKING:  # only for annotations: server.py imports this module
+    from beacon_otel.devingest.server import DevIngest
+
+INGEST_PATH = "/v1/ingest"
+
+
+class _Server(ThreadingHTTPServer):
+    """HTTP server that knows its DevIngest and can close idle keep-alive connections."""
+
+    daemon_threads = False  # server_close() joins only non-daemon handlers: stop() leaves none
+    request_queue_size = 128  # the default 5 drops connections when a load demo bursts
+
+    def __init__(self, address: tuple[str, int], ingest: DevIngest) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.ingest = ingest
+        self.connections: set[socket.socket] = set()
+        self.answering: set[socket.socket] = set()  # connections between request and response
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup, which can stall for seconds.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def begin_answer(self, sock: socket.socket) -> bool:
+        """Claim ``sock`` until its response is sent; False once stopping has begun."""
+        with self.connections_lock:
+            if self.ingest._stopping.is_set():
+                return False
+            self.answering.add(sock)
+            return True
+
+    def end_answer(self, sock: socket.socket) -> None:
+        with self.connections_lock:
+            self.answering.discard(sock)
+
+    def close_connections(self) -> None:
+        """Unblock handler threads waiting on idle keep-alive connections.
+
+        A connection that is being answered is left to finish: cutting it after the batch
+        is stored but before the 202 is sent would make the client resend a batch that
+        already arrived, the duplicate a real ingest's graceful shutdown never causes.
+        """
+        with self.connections_lock:
+            for sock in self.connections - self.answering:
+                with contextlib.suppress(OSError):  # already closed by the client
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that vanish mid-request are normal here (timeouts, fault tests).
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes requests to the DevIngest that owns the server."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client's pooled session expects
+    timeout = 30  # a client that announces a body and never sends it must not pin a thread
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stall
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # DevIngest reports batches itself; per-request lines are noise
+
+    def do_GET(self) -> None:
+        ingest = self.server.ingest
+        views: dict[str, Callable[[], object]] = {
+            "/healthz": lambda: {"ok": True},
+            "/v1/events": ingest.events,
+            "/v1/summary": ingest.summary,
+            "/v1/stats": ingest.stats,
+            "/v1/_arrivals": ingest.arrivals,
+            "/v1/_faults": lambda: [asdict(f) for f in ingest.faults],
+        }
+        view = views.get(self.path.split("?", 1)[0])
+        self._send(200, view()) if view else self._send(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        if not self.server.begin_answer(self.connection):
+            self.close_connection = True  # stopping: answer nothing, so the client retries
+            return None
+        try:
+            self._post()
+        finally:
+            self.server.end_answer(self.connection)
+            if self.server.ingest._stopping.is_set():
+                self.close_connection = True
+
+    def _post(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == INGEST_PATH:
+            arrival = self.server.ingest._record_arrival()  # before the body: that is when it arrived
+            return self._ingest(arrival, self._read_body())
+        body = self._read_body()
+        if isinstance(body, _Refused):
+            return self._send(body.status, {"error": body.message})
+        try:
+            if path == "/v1/_faults":
+                faults = [Fault.from_dict(f) for f in json.loads(body or b"[]")]
+                self.server.ingest.script(faults)
+                return self._send(200, {"scripted": len(faults)})
+        except (ValueError, TypeError) as exc:
+            return self._send(400, {"error": f"expected a JSON list of faults: {exc}"})
+        if path == "/v1/_reset":
+            self.server.ingest.reset()
+            return self._send(200, {"reset": True})
+        return self._send(404, {"error": "not found"})
+
+    def _ingest(self, arrival: dict[str, Any], body: bytes | _Refused) -> None:
+        """Answer one ingest POST: the next scripted fault if any, else validate and store."""
+        ingest = self.server.ingest
+        if (fault := ingest._next_fault()) is not None:
+            ingest._emit(f"injected fault: {fault}")
+            ingest._stopping.wait(fault.hang)  # stop() cuts a hang short
+            if fault.drop:
+                ingest._finish_arrival(arrival, "dropped", None)
+                self.close_connection = True
+                return None
+            if fault.status is not None:
+                ingest._finish_arrival(arrival, "fault", fault.status)
+                return self._send(fault.status, {"error": "injected fault"}, fault.headers)
+        status, answer = ingest._handle_batch(self.headers, body)
+        outcome = "accepted" if status == 202 else "rejected"
+        ingest._finish_arrival(arrival, outcome, status, answer.get("accepted", 0))
+        return self._send(status, answer, {"WWW-Authenticate": "Bearer"} if status == 401 else {})
+
+    def _read_body(self) -> bytes | _Refused:
+        """Read the whole request body, or say why it cannot be used."""
+        # Always read it all before answering: closing with unread input resets the TCP
+        # connection, and the client would see a reset instead of our status.
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():  # also refuses chunked bodies, which http.server cannot read
+            self.close_connection = True  # unknown framing: the stream cannot be reused
+            return _Refused(400, "a Content-Length header is required")
+        if (remaining := int(length)) <= MAX_BODY_BYTES:
+            return self.rfile.read(remaining)
+        while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 20))):
+            remaining -= len(chunk)
+        return _Refused(413, f"body is over {MAX_BODY_BYTES} bytes")
+
+    def _send(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
+        """Send a JSON response with an exact Content-Length."""
+        data = b"" if status in (204, 304) else json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if status not in (204, 304):  # these two must not announce a body
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

@@ -1,0 +1,203 @@
+"""The contract's checks: whether an ingest request, its body and each event are acceptable.
+
+A request is either refused as a whole (`_Refused`, with its HTTP status) or its events
+are returned; every check is as strict as the contract.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hmac
+import io
+import json
+import re
+import zlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_PROBLEMS = 100  # enough to diagnose a bad batch without echoing a 10 MiB one back
+_INT64_MAX = 2**63 - 1  # SQLite's INTEGER; a larger duration is no longer a duration
+# Extended ISO 8601 with an explicit offset; fromisoformat alone also takes naive and basic forms.
+_TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.(\d{1,9}))?)?(?:Z|[+-]\d{2}:\d{2})")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_NUL_RE = re.compile(r"\x00")
+
+Problem = dict[str, Any]
+
+
+class _Refused(Exception):
+    """A request the ingest refuses as a whole, with its HTTP status."""
+
+    def __init__(self, status: int, message: str, problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.problems = status, message, problems or []
+
+
+def _text_problem(value: object, max_len: int, *, min_len: int = 0, line: bool = False) -> str | None:
+    """Return why `value` is not an acceptable contract string, or None."""
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    if not min_len <= len(value) <= max_len:
+        return f"length {len(value)} is outside {min_len}..{max_len}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # the JSON decoder turns a "\ud800" escape into a lone surrogate
+        return "contains a lone surrogate (not valid UTF-8)"
+    # Clients strip control characters from request-line fields (method, route, path);
+    # free text may keep newlines and tabs, but a NUL is always a client bug.
+    if (_CONTROL_RE if line else _NUL_RE).search(value):
+        return "contains a control character" if line else "contains a NUL character"
+    return None
+
+
+def _nullable_text_problem(value: object, max_len: int) -> str | None:
+    """Return why `value` is neither null nor an acceptable string, or None."""
+    return None if value is None else _text_problem(value, max_len)
+
+
+def _ts_problem(value: object) -> str | None:
+    """Return why `value` is not an ISO 8601 time with an explicit offset, or None."""
+    if problem := _text_problem(value, 64, min_len=1):
+        return problem
+    if not (match := _TS_RE.fullmatch(str(value))):
+        return "expected ISO 8601 with an explicit offset, e.g. 2026-06-03T12:00:00.000+00:00"
+    # Normalise so every Python version parses the same set (3.10 lacks "Z", 7+ digits).
+    text = match.group(0).replace("Z", "+00:00")
+    if fraction := match.group(1):
+        text = text.replace("." + fraction, "." + fraction[:6].ljust(6, "0"))
+    try:
+        return None if datetime.fromisoformat(text).tzinfo else "naive time (no offset)"
+    except ValueError as exc:
+        return f"not a valid date/time: {exc}"
+
+
+def _method_problem(value: object) -> str | None:
+    """Return why `value` is not an upper-case ASCII HTTP method, or None."""
+    if problem := _text_problem(value, 16, min_len=1, line=True):
+        return problem
+    if not str(value).isascii() or " " in str(value):
+        return "must be ASCII without spaces"
+    return None if value == str(value).upper() else "must be upper case"
+
+
+def _path_problem(value: object, max_len: int, *, query: bool) -> str | None:
+    """Return why `value` is not an acceptable route (query=True) or path, or None."""
+    if problem := _text_problem(value, max_len, min_len=1, line=True):
+        return problem
+    if not str(value).startswith("/"):
+        return "must start with '/'"
+    return None if query or "?" not in str(value) else "must not contain a query string"
+
+
+def _int_problem(value: object, low: int, high: int) -> str | None:
+    """Return why `value` is not a JSON integer in low..high, or None."""
+    if type(value) is not int:  # bool is an int subclass, and 1.0 is not an integer here
+        return f"expected an integer, got {type(value).__name__}"
+    return None if low <= value <= high else f"{value} is outside {low}..{high}"
+
+
+_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "ts": _ts_problem,
+    "method": _method_problem,
+    "route": lambda v: _path_problem(v, 2048, query=True),
+    "path": lambda v: _path_problem(v, 4096, query=False),
+    "status": lambda v: _int_problem(v, 100, 599),
+    "duration_ms": lambda v: _int_problem(v, 0, _INT64_MAX),
+    "consumer": lambda v: _nullable_text_problem(v, 256),
+    "error": lambda v: _nullable_text_problem(v, 8192),
+}
+_VALIDATION_ERROR_LIMITS = {"field": 512, "message": 1024, "type": 256}
+
+
+def _validation_errors_problems(value: object) -> list[tuple[str, str | None]]:
+    """Return (field, problem) pairs for the optional validation_errors array."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 50:
+        return [("validation_errors", "expected an array of 1..50 items (omit it when empty)")]
+    found: list[tuple[str, str | None]] = []
+    for i, item in enumerate(value):
+        name = f"validation_errors[{i}]"
+        if not isinstance(item, dict):
+            found.append((name, "expected an object"))
+            continue
+        found += [(f"{name}.{k}", "unknown key") for k in item if k not in _VALIDATION_ERROR_LIMITS]
+        found += [(f"{name}.{k}", "missing") for k in ("field", "message") if k not in item]
+        found += [
+            (f"{name}.{k}", _text_problem(item[k], limit))
+            for k, limit in _VALIDATION_ERROR_LIMITS.items()
+            if k in item
+        ]
+    return found
+
+
+def validate_event(event: object, index: int = 0) -> list[Problem]:
+    """Return every contract violation in one event (empty when the event is valid)."""
+    if not isinstance(event, dict):
+        return [{"index": index, "field": None, "problem": "expected an object"}]
+    found = [(k, "unknown key") for k in event if k not in _CHECKS and k != "validation_errors"]
+    found += [(k, "missing") for k in _CHECKS if k not in event]
+    found += [(k, check(event[k])) for k, check in _CHECKS.items() if k in event]
+    if "validation_errors" in event:
+        found += _validation_errors_problems(event["validation_errors"])
+    return [{"index": index, "field": f, "problem": p} for f, p in found if p]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing duplicate keys (servers disagree on which one wins)."""
+    if len(obj := dict(pairs)) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return obj
+
+
+def _not_json(name: str) -> None:
+    """Refuse NaN and Infinity, which Python accepts but JSON does not."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_batch(headers: Any, body: bytes | _Refused, ingest_key: str | None) -> list[dict[str, Any]]:
+    """Check auth, headers and body exactly as the contract says; return the events."""
+    auth = headers.get("Authorization", "")
+    key = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
+    if not key or key != key.strip():
+        raise _Refused(401, "expected 'Authorization: Bearer <ingest key>'")
+    if ingest_key is not None and not hmac.compare_digest(key.encode(), ingest_key.encode()):
+        raise _Refused(401, "unknown ingest key")
+    content_type = headers.get("Content-Type", "")
+    media_type, _, params = content_type.replace(" ", "").lower().partition(";")
+    # The only parameter JSON can carry is charset, and JSON is UTF-8 (RFC 8259).
+    if media_type != "application/json" or params not in ("", "charset=utf-8"):
+        raise _Refused(400, f"Content-Type must be application/json, got {content_type!r}")
+    encoding = headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() != "gzip":
+        raise _Refused(400, f"unsupported Content-Encoding {encoding!r} (only gzip)")
+    if isinstance(body, _Refused):
+        raise body
+    raw = _gunzip(body) if encoding is not None else body
+    try:
+        doc = json.loads(raw.decode(), object_pairs_hook=_unique_keys, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+        raise _Refused(400, f"body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(doc, dict) or set(doc) != {"events"}:
+        raise _Refused(400, 'expected a JSON object with exactly one key, "events"')
+    events = doc["events"]
+    if not isinstance(events, list) or not events:
+        raise _Refused(400, '"events" must be a non-empty array')
+    problems = [p for i, event in enumerate(events) for p in validate_event(event, i)]
+    if problems:
+        bad = len({p["index"] for p in problems})
+        message = f"{bad} invalid event(s): the whole batch is rejected"
+        raise _Refused(400, message, problems[:MAX_PROBLEMS])
+    return events
+
+
+def _gunzip(body: bytes) -> bytes:
+    """Decompress a gzip body, refusing one that inflates past the size limit."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(body)) as f:
+            data = f.read(MAX_BODY_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _Refused(400, f"invalid gzip body: {exc}") from None
+    if len(data) > MAX_BODY_BYTES:
+        raise _Refused(413, f"decompressed body is over {MAX_BODY_BYTES} bytes")
+    return data
