@@ -114,20 +114,26 @@ class RequestRegistry:
                 method = environ.get("REQUEST_METHOD") if environ is not None else None
         return method if isinstance(method, str) else None
 
-    def finish(self, context: RequestContext) -> tuple[str | None, str | None]:
-        """The consumer and, for mounted sub-apps, the full route template of a finished request."""
-        route = None
-        scope = context.scope
-        if scope is not None:
-            if not context.resolved:
+    def consumer(self, context: RequestContext) -> str | None:
+        """The consumer of a finished request, resolved once (a response hook may have already)."""
+        if not context.resolved:
+            scope = context.scope
+            if scope is not None:
                 # Resolved at the end, so the resolver sees what the app's auth layer set.
                 context.consumer = self.rules.from_asgi(scope)
-            if context.top_app is not None and was_mounted(scope):
-                route = mounted_route_template(context.top_app, scope)
-        elif not context.resolved and context.request is not None:
-            request = context.request
-            context.consumer = self.rules.from_environ(_environ_of(request) or {}, request)
-        return context.consumer, route
+            elif context.request is not None:
+                request = context.request
+                context.consumer = self.rules.from_environ(_environ_of(request) or {}, request)
+            context.resolved = True
+        return context.consumer
+
+    @staticmethod
+    def route(context: RequestContext) -> str | None:
+        """For a request routed into a mounted sub-app, the full route template; else ``None``."""
+        scope = context.scope
+        if scope is not None and context.top_app is not None and was_mounted(scope):
+            return mounted_route_template(context.top_app, scope)
+        return None
 
     # -- hooks, one set per instrumentation's signature ----------------------------------
 

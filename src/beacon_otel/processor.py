@@ -14,8 +14,9 @@ from opentelemetry.trace import SpanKind
 
 from beacon_otel.config import BeaconConfig
 from beacon_otel.consumer import ConsumerRules
-from beacon_otel.hooks import Hook, RequestRegistry
-from beacon_otel.mapping import Unmappable, span_to_event
+from beacon_otel.event import RequestEvent
+from beacon_otel.hooks import Hook, RequestContext, RequestRegistry
+from beacon_otel.mapping import Unmappable, is_http, span_to_event
 from beacon_otel.spool import Spool
 from beacon_otel.transport import IngestTransport, InMemoryTransport
 from beacon_otel.worker import DeliveryError, DeliveryStats, DeliveryWorker
@@ -25,6 +26,21 @@ logger = logging.getLogger("beacon_otel")
 _SERVER = SpanKind.SERVER
 _REQUEST_SPAN: ContextVar[Span | None] = ContextVar("beacon_request_span", default=None)
 _REPORT_INTERVAL = 60.0
+
+
+class _FinishedRequest:
+    """A finished request in the buffer; the delivery thread maps it when it makes the batch."""
+
+    __slots__ = ("context", "processor", "span")
+
+    def __init__(self, processor: BeaconSpanProcessor, span: ReadableSpan, context: RequestContext | None):
+        self.processor = processor
+        self.span = span
+        self.context = context
+
+    def as_dict(self) -> dict[str, Any] | None:
+        event = self.processor.event_for(self.span, self.context)
+        return event.as_dict() if event is not None else None
 
 
 class BeaconSpanProcessor(SpanProcessor):
@@ -50,6 +66,9 @@ class BeaconSpanProcessor(SpanProcessor):
             spool=self.spool,
         )
         self._nested: set[int] = set()
+        self._enabled = config.enabled
+        self._resolve_on_request_thread = self.requests.rules.has_resolver
+        self._defer_limit = 2 * config.batch_size
         self._last_log: dict[str, float] = {}
         self._shut_down = False
 
@@ -71,29 +90,48 @@ class BeaconSpanProcessor(SpanProcessor):
         _REQUEST_SPAN.set(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Map a finished SERVER span and queue its event; never raises."""
-        if span.kind is not _SERVER or not self.config.enabled:
+        """Queue a finished SERVER span's request for mapping; never raises, never waits."""
+        if span.kind is not _SERVER or not self._enabled:
             return
-        if self._nested and span.context.span_id in self._nested:
-            self._nested.discard(span.context.span_id)
+        span_context = span.context
+        span_id = span_context.span_id if span_context else None
+        if self._nested and span_id in self._nested:
+            self._nested.discard(span_id)
             return
         try:
-            self._on_server_span_end(span)
+            context = self.requests.pop(span_id) if span_id is not None else None
+            if context is not None and self._resolve_on_request_thread:
+                # A user's resolver may read request-local state (context variables, the
+                # framework's current request): it runs now, while the request is current.
+                self.requests.consumer(context)
+            if not is_http(span):
+                return  # a gRPC or other non-HTTP server span: not ours, not counted
+            if self._worker.backlog() < self._defer_limit:
+                # The usual case: the delivery thread maps the span when it makes the batch,
+                # so the request thread only queues it (a finished span no longer changes).
+                self._worker.submit(_FinishedRequest(self, span, context))
+            else:
+                # The delivery thread is behind (an outage, a slow ingest): map now, so the
+                # buffer holds compact events and memory stays bounded by max_buffer_size.
+                event = self.event_for(span, context)
+                if event is not None:
+                    self._worker.submit(event)
         except Exception:
             # A processor that raises breaks raw WSGI requests and starves later processors.
             self.stats.drop("internal_error")
-            logger.debug("beacon-otel could not map a span", exc_info=True)
+            logger.debug("beacon-otel could not queue a span", exc_info=True)
 
-    def _on_server_span_end(self, span: ReadableSpan) -> None:
-        context = self.requests.pop(span.context.span_id) if span.context else None
-        consumer = route = validation_errors = request_path = request_method = None
-        if context is not None:
-            consumer, route = self.requests.finish(context)
-            validation_errors = context.validation_errors
-            request_path = self.requests.request_path(context)
-            request_method = functools.partial(self.requests.request_method, context)
+    def event_for(self, span: ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
+        """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
         try:
-            event = span_to_event(
+            consumer = route = validation_errors = request_path = request_method = None
+            if context is not None:
+                consumer = self.requests.consumer(context)
+                route = self.requests.route(context)
+                validation_errors = context.validation_errors
+                request_path = self.requests.request_path(context)
+                request_method = functools.partial(self.requests.request_method, context)
+            return span_to_event(
                 span,
                 consumer=consumer,
                 route=route,
@@ -102,10 +140,11 @@ class BeaconSpanProcessor(SpanProcessor):
                 request_method=request_method,
             )
         except Unmappable as exc:
-            if exc.reason != "not_http":  # a non-HTTP server span (gRPC, ...) is not ours
-                self.stats.drop(f"unmappable_{exc.reason}")
-            return
-        self._worker.submit(event)
+            self.stats.drop(f"unmappable_{exc.reason}")
+        except Exception:
+            self.stats.drop("internal_error")
+            logger.debug("beacon-otel could not map a span", exc_info=True)
+        return None
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver what is buffered; True when everything went within the timeout."""

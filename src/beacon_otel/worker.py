@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from beacon_otel.event import RequestEvent, encode_events
+from beacon_otel.event import encode_events
 from beacon_otel.transport import Outcome, Verdict, backoff_delay
 
 logger = logging.getLogger("beacon_otel")
@@ -29,6 +29,14 @@ MAX_ATTEMPTS = 6
 REPLAY_BATCHES_PER_CYCLE = 10
 REPLAY_PAUSE = 0.2
 """Seconds between replay cycles while the spool still holds batches and the ingest is up."""
+
+
+class Queued(Protocol):
+    """An event in the buffer: a ``RequestEvent``, or a request still to be mapped."""
+
+    def as_dict(self) -> dict[str, Any] | None:
+        """The event in its wire form; ``None`` when it cannot be one (counted by the item)."""
+        ...
 
 
 class Transport(Protocol):
@@ -97,16 +105,6 @@ class DeliveryStats:
         with self._lock:
             setattr(self, name, getattr(self, name) + count)
 
-    def queued_one(self, evicted_oldest: bool) -> None:
-        """Count an accepted event, and the oldest one it pushed out of a full buffer.
-
-        Called only under the worker's lock, the one writer of these two counters: no lock of
-        its own on the request path.
-        """
-        self.queued += 1
-        if evicted_oldest:
-            self.buffer_full += 1
-
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of every counter, with ``dropped`` by reason and its total."""
         with self._lock:
@@ -125,18 +123,31 @@ class DeliveryStats:
 
 
 class _Batch:
+    """Up to ``batch_size`` events; their wire form is made on the delivery thread, once."""
+
     __slots__ = ("_body", "attempts", "events")
 
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self.events = events
+    def __init__(self, events: list[Queued] | list[dict[str, Any]]) -> None:
+        self.events: list[Any] = events
         self.attempts = 0
         self._body: bytes | None = None
 
     def body(self) -> bytes:
+        """The request body; from then on ``events`` holds the wire dicts, unmappable ones left out."""
         # Encoded once: retries and the spool send the same bytes.
         if self._body is None:
+            self.events = _wire(self.events)
             self._body = encode_events(self.events)
         return self._body
+
+
+def _wire(items: list[Any]) -> list[dict[str, Any]]:
+    wire = []
+    for item in items:
+        event = item if type(item) is dict else item.as_dict()
+        if event is not None:
+            wire.append(event)
+    return wire
 
 
 class DeliveryWorker:
@@ -179,7 +190,7 @@ class DeliveryWorker:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
-        self._buffer: collections.deque[RequestEvent] = collections.deque()
+        self._buffer: collections.deque[Queued] = collections.deque()
         self._pending: collections.deque[_Batch] = collections.deque()
         self._failures = 0  # consecutive transient failures: how unwell the ingest is
         self._retry_at = 0.0
@@ -192,7 +203,7 @@ class DeliveryWorker:
 
     # -- request path --------------------------------------------------------------------
 
-    def submit(self, event: RequestEvent) -> bool:
+    def submit(self, event: Queued) -> bool:
         """Queue one event without blocking; returns False if it was refused (and counted)."""
         if self._pid != os.getpid():
             # uWSGI and friends fork from C without running at-fork hooks.
@@ -201,16 +212,23 @@ class DeliveryWorker:
             if self._stopped:
                 self._stats.drop("after_shutdown")
                 return False
-            evicted = len(self._buffer) >= self._max_buffer
-            if evicted:
+            # The stats are written here under the worker's lock, their one writer on this
+            # path: no second lock per request.
+            stats = self._stats
+            if len(self._buffer) >= self._max_buffer:
                 self._buffer.popleft()  # the oldest goes first: recent traffic matters most
+                stats.buffer_full += 1
             self._buffer.append(event)
-            self._stats.queued_one(evicted)
+            stats.queued += 1
             if self._thread is None:
                 self._start_thread()
             elif len(self._buffer) == self._batch_size:
                 self._wake.notify()
         return True
+
+    def backlog(self) -> int:
+        """Events in the buffer, read without the lock: approximate, for a cheap decision."""
+        return len(self._buffer)
 
     def buffered(self) -> int:
         """Events waiting in memory, in the buffer or in batches awaiting a retry."""
@@ -261,7 +279,7 @@ class DeliveryWorker:
         with self._lock:
             batches = list(self._pending)
             self._pending.clear()
-            events = [event.as_dict() for event in self._buffer]
+            events = list(self._buffer)
             self._buffer.clear()
         # A batch still in flight on a hung connection is kept too: delivery is at least once.
         batches += [_Batch(events[i : i + self._batch_size]) for i in range(0, len(events), self._batch_size)]
@@ -351,7 +369,7 @@ class DeliveryWorker:
                         break
                     count = min(self._batch_size, len(self._buffer))
                     events = [self._buffer.popleft() for _ in range(count)]
-                    self._pending.append(_Batch([event.as_dict() for event in events]))
+                    self._pending.append(_Batch(events))  # mapped by body(), outside the lock
                 batch = self._pending[0]
                 self._busy = True
             try:
@@ -366,7 +384,11 @@ class DeliveryWorker:
             self._idle.notify_all()
 
     def _attempt(self, batch: _Batch, stopping: bool) -> Verdict:
-        outcome = self._safe_send(batch.body())
+        body = batch.body()
+        if not batch.events:  # every request in it was unmappable (and counted): nothing to send
+            self._forget(batch)
+            return Verdict.ACCEPTED
+        outcome = self._safe_send(body)
         batch.attempts += 1
         verdict = outcome.verdict
         if verdict is Verdict.ACCEPTED:
@@ -407,8 +429,11 @@ class DeliveryWorker:
 
     def _keep_for_later(self, batch: _Batch, *, reason: str, outcome: Outcome | None = None) -> None:
         """Spool a batch that cannot go now; without a spool it is lost, counted and reported."""
+        body = batch.body()
         count = len(batch.events)
-        if self._spool is not None and _safe(lambda: self._spool.write(batch.body(), count), False):
+        if not count:
+            return
+        if self._spool is not None and _safe(lambda: self._spool.write(body, count), False):
             self._stats.add("spooled", count)
             with self._lock:
                 if self._replay_at is None:
@@ -423,7 +448,7 @@ class DeliveryWorker:
             with self._lock:
                 if len(self._buffer) < self._batch_size:
                     return
-                events = [self._buffer.popleft().as_dict() for _ in range(self._batch_size)]
+                events = [self._buffer.popleft() for _ in range(self._batch_size)]
             self._keep_for_later(_Batch(events), reason="retries_exhausted")
 
     def _replay(self) -> None:
