@@ -218,6 +218,33 @@ def test_bad_resolver_reference_names_the_variable(reference: str) -> None:
     assert reference in str(info.value)
 
 
+failures: list[Exception] = []
+
+
+def record_failure(error: Exception) -> None:
+    """An on_error callback importable by name, for the BEACON_ON_ERROR tests."""
+    failures.append(error)
+
+
+def test_on_error_by_name_from_the_environment() -> None:
+    """BEACON_ON_ERROR=module:function imports the callback (usable under auto-run)."""
+    config = BeaconConfig.from_env(
+        {"BEACON_INGEST_KEY": "k", "BEACON_ON_ERROR": "tests.test_config:record_failure"}
+    )
+    assert config.on_error is not None
+    error = RuntimeError("lost")
+    config.on_error(error)  # type: ignore[arg-type]
+    assert failures[-1] is error
+
+
+@pytest.mark.parametrize("reference", ["tests.test_config", "no_such_module_xyz:f"])
+def test_bad_on_error_reference_names_the_variable(reference: str) -> None:
+    """An on_error callback whose module cannot be found fails at startup naming the variable."""
+    with pytest.raises(BeaconConfigError, match="BEACON_ON_ERROR") as info:
+        BeaconConfig.from_env({"BEACON_INGEST_KEY": "k", "BEACON_ON_ERROR": reference})
+    assert reference in str(info.value)
+
+
 def test_resolver_module_is_imported_only_when_first_called() -> None:
     """The app's module is not imported at startup, before the instrumentations patch it."""
     import sys

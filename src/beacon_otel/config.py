@@ -70,7 +70,8 @@ class BeaconConfig:
     """``resolver(request) -> str | None`` overriding the header rules; a raising resolver
     counts as no consumer. ``BEACON_CONSUMER_RESOLVER=package.module:function``."""
     on_error: ErrorCallback | None = None
-    """Called with every delivery failure; never allowed to break anything."""
+    """Called with every delivery failure (a ``DeliveryError``), on the delivery thread; never
+    allowed to break anything. ``BEACON_ON_ERROR=package.module:function``."""
     storage_path: Path | None = None
     """Directory of the disk spool; ``None`` means a per-user private directory.
     ``BEACON_STORAGE_PATH``."""
@@ -111,7 +112,7 @@ class BeaconConfig:
                 "Expected consumer_header (BEACON_CONSUMER_HEADER) to be an HTTP header name, "
                 f"got {self.consumer_header!r}"
             )
-        for name in ("consumer_resolver", "on_error"):
+        for name in _CALLABLE_FIELDS:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise BeaconConfigError(f"Expected {name} to be callable, got {value!r}")
@@ -152,12 +153,14 @@ _ENV_VARIABLES = {
     "compression": "BEACON_COMPRESSION",
     "consumer_header": "BEACON_CONSUMER_HEADER",
     "consumer_resolver": "BEACON_CONSUMER_RESOLVER",
+    "on_error": "BEACON_ON_ERROR",
     "storage_path": "BEACON_STORAGE_PATH",
     "max_storage_bytes": "BEACON_MAX_STORAGE_BYTES",
     "allow_private_endpoints": "BEACON_ALLOW_PRIVATE_ENDPOINTS",
 }
 _INT_FIELDS = {"batch_size", "max_buffer_size", "max_storage_bytes"}
 _FLOAT_FIELDS = {"flush_interval", "timeout", "shutdown_timeout"}
+_CALLABLE_FIELDS = {"consumer_resolver", "on_error"}
 _BOOL_FIELDS = {"enabled", "dry_run", "debug", "compression", "allow_private_endpoints"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -171,7 +174,7 @@ def _parse_env(name: str, variable: str, raw: str) -> Any:
         if lowered in _FALSE:
             return False
         raise BeaconConfigError(f"Expected {variable} to be one of true/false/1/0/yes/no, got {raw!r}")
-    if name == "consumer_resolver":
+    if name in _CALLABLE_FIELDS:
         return _import_callable(variable, raw)
     if name in _INT_FIELDS:
         try:

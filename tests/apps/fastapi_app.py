@@ -46,6 +46,15 @@ def whoami(request: Request) -> dict[str, str]:
     return {"tenant": request.state.tenant}
 
 
+def record_failure(error: Exception) -> None:
+    """An on_error callback named by BEACON_ON_ERROR=fastapi_app:record_failure.
+
+    Appends one line per failure to the file named by BEACON_TEST_FAILURE_LOG.
+    """
+    with open(os.environ["BEACON_TEST_FAILURE_LOG"], "a", encoding="utf-8") as log:
+        log.write(f"{type(error).__name__} {getattr(error, 'reason', '')} {getattr(error, 'status', '')}\n")
+
+
 def tenant_of(scope: dict[str, object]) -> str | None:
     """A consumer resolver named by BEACON_CONSUMER_RESOLVER=fastapi_app:tenant_of."""
     state = scope.get("state")

@@ -303,6 +303,23 @@ def test_consumer_resolver_named_in_the_environment(
     assert sorted(e["consumer"] for e in run.events) == ["acme", "anonymous"]
 
 
+def test_on_error_named_in_the_environment(launch: Launch, otlp: OtlpReceiver, tmp_path: Path) -> None:
+    """BEACON_ON_ERROR under auto-run: a refused key reaches the callback, once per batch."""
+    failure_log = tmp_path / "failures.log"
+    with DevIngest(ingest_key="the-right-key") as ingest:
+        env = autorun_env(
+            ingest,
+            otlp,
+            tmp_path,
+            BEACON_ON_ERROR="fastapi_app:record_failure",
+            BEACON_TEST_FAILURE_LOG=str(failure_log),
+        )
+        run = serve(launch, UVICORN, env, FASTAPI_CALLS[:2], ingest, otlp)
+        assert ingest.stats()["batches_rejected"] == 1
+    assert run.events == []
+    assert failure_log.read_text().splitlines() == ["DeliveryError rejected 401"]
+
+
 def test_bad_setting_logs_one_error_and_the_app_runs(
     launch: Launch, ingest: DevIngest, otlp: OtlpReceiver, tmp_path: Path
 ) -> None:
