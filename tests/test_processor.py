@@ -175,7 +175,7 @@ def test_unknown_framework_is_a_clear_error(pipeline: Pipeline) -> None:
 
 def test_on_error_that_raises_is_contained(caplog: pytest.LogCaptureFixture) -> None:
     """A raising on_error is logged at debug, never propagated; failures log one warning."""
-    from beacon_otel.worker import DeliveryError
+    from beacon_otel.stats import DeliveryError
 
     def on_error(error: BaseException) -> None:
         raise RuntimeError("user bug")

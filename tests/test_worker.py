@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from beacon_otel.event import RequestEvent
+from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import Outcome, Verdict
-from beacon_otel.worker import DeliveryError, DeliveryStats, DeliveryWorker
+from beacon_otel.worker import DeliveryWorker
 
 
 class ScriptedTransport:

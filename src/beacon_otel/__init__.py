@@ -4,8 +4,8 @@ from beacon_otel.config import BeaconConfig, BeaconConfigError
 from beacon_otel.distro import configure
 from beacon_otel.processor import BeaconSpanProcessor
 from beacon_otel.sampling import BeaconSampler
+from beacon_otel.stats import DeliveryError
 from beacon_otel.version import __version__
-from beacon_otel.worker import DeliveryError
 
 __all__ = [
     "BeaconConfig",

@@ -18,8 +18,9 @@ from beacon_otel.event import RequestEvent
 from beacon_otel.hooks import Hook, RequestContext, RequestRegistry
 from beacon_otel.mapping import Unmappable, is_http, span_to_event
 from beacon_otel.spool import Spool
+from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import IngestTransport, InMemoryTransport
-from beacon_otel.worker import DeliveryError, DeliveryStats, DeliveryWorker
+from beacon_otel.worker import DeliveryWorker
 
 logger = logging.getLogger("beacon_otel")
 

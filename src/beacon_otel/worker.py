@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from beacon_otel.event import encode_events
+from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import Outcome, Verdict, backoff_delay
 
 logger = logging.getLogger("beacon_otel")
@@ -68,58 +69,6 @@ class BatchStore(Protocol):
     def claim(self) -> SpooledBatch | None: ...
 
     def pending(self) -> int: ...
-
-
-class DeliveryError(Exception):
-    """A batch could not be delivered; given to ``on_error``."""
-
-    def __init__(self, reason: str, events: int, outcome: Outcome | None = None) -> None:
-        status = f" (HTTP {outcome.status})" if outcome and outcome.status else ""
-        detail = f": {outcome.detail}" if outcome and outcome.detail else ""
-        super().__init__(f"{events} Beacon events {_REASON_TEXT.get(reason, reason)}{status}{detail}")
-        self.reason = reason
-        self.events = events
-        self.status = outcome.status if outcome else None
-
-
-class DeliveryStats:
-    """Counters of what happened to events, readable at any time."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.queued = 0
-        self.sent = 0
-        self.retried = 0
-        self.spooled = 0
-        self.recovered = 0
-        self.buffer_full = 0
-        self.dropped: collections.Counter[str] = collections.Counter()
-
-    def drop(self, reason: str, count: int = 1) -> None:
-        """Count ``count`` events lost for ``reason``."""
-        with self._lock:
-            self.dropped[reason] += count
-
-    def add(self, name: str, count: int = 1) -> None:
-        """Increase a plain counter."""
-        with self._lock:
-            setattr(self, name, getattr(self, name) + count)
-
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy of every counter, with ``dropped`` by reason and its total."""
-        with self._lock:
-            dropped = dict(self.dropped)
-            if self.buffer_full:
-                dropped["buffer_full"] = self.buffer_full
-            return {
-                "queued": self.queued,
-                "sent": self.sent,
-                "retried": self.retried,
-                "spooled": self.spooled,
-                "recovered": self.recovered,
-                "dropped": dropped,
-                "dropped_total": sum(dropped.values()),
-            }
 
 
 class _Batch:
@@ -497,13 +446,6 @@ class DeliveryWorker:
         # locks, the thread and the HTTP connection pool must not be shared.
         self._reset_state()
         self._transport.reset()
-
-
-_REASON_TEXT = {
-    "rejected": "refused by the ingest",
-    "retries_exhausted": "not delivered after retries and not spooled",
-    "shutdown": "not delivered before the shutdown deadline and not spooled",
-}
 
 
 def _safe(call: Callable[[], Any], default: Any) -> Any:
