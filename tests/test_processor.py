@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 import time
 from typing import Any
 
@@ -57,7 +56,7 @@ def test_internal_failure_never_reaches_the_caller(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("beacon_otel.processor.is_http", broken)
+    monkeypatch.setattr(pipeline.processor._worker, "submit", broken)
     pipeline.provider.get_tracer("t").start_span("GET /x", kind=SpanKind.SERVER, attributes=HTTP).end()
     assert pipeline.processor.stats.snapshot()["dropped"] == {"internal_error": 1}
     assert len(pipeline.exporter.get_finished_spans()) == 1
@@ -66,7 +65,7 @@ def test_internal_failure_never_reaches_the_caller(
 def test_mapping_failure_costs_only_its_own_event(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A span whose mapping breaks is counted; the batch around it and the delivery thread go on."""
+    """A span whose mapping breaks is counted; the requests around it are delivered."""
     import beacon_otel.processor
 
     real = beacon_otel.processor.span_to_event
@@ -86,49 +85,8 @@ def test_mapping_failure_costs_only_its_own_event(
     assert pipeline.processor.stats.snapshot()["dropped"] == {"internal_error": 1}
 
 
-def _record_mapping_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    import beacon_otel.processor
-
-    real, threads = beacon_otel.processor.span_to_event, []
-
-    def recording(span: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(span, **kwargs)
-
-    monkeypatch.setattr("beacon_otel.processor.span_to_event", recording)
-    return threads
-
-
-def test_spans_are_mapped_on_the_delivery_thread(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    """on_end only queues the finished span: the request thread never pays for the mapping."""
-    threads = _record_mapping_threads(monkeypatch)
-    tracer = pipeline.provider.get_tracer("t")
-    for _ in range(3):
-        tracer.start_span("GET /x", kind=SpanKind.SERVER, attributes=HTTP).end()
-    assert threads == []
-    assert len(pipeline.events()) == 3
-    assert threads == ["beacon-otel-delivery"] * 3
-
-
-def test_a_backlog_is_mapped_on_the_request_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past two batches waiting, spans are mapped at once, so the buffer holds compact events."""
-    built = make_pipeline(batch_size=2, flush_interval=3600.0)
-    try:
-        threads = _record_mapping_threads(monkeypatch)
-        # Hold the delivery thread back: nothing leaves the buffer until the test flushes.
-        monkeypatch.setattr(built.processor._worker, "_should_work", lambda next_flush: False)
-        tracer = built.provider.get_tracer("t")
-        for n in range(6):
-            tracer.start_span("GET", kind=SpanKind.SERVER, attributes={**HTTP, "url.path": f"/{n}"}).end()
-        assert threads == ["MainThread"] * 2  # the first four were queued unmapped
-        monkeypatch.undo()
-        assert [e["path"] for e in built.events()] == [f"/{n}" for n in range(6)]
-    finally:
-        built.provider.shutdown()
-
-
 def test_resolver_runs_while_the_request_is_current() -> None:
-    """A consumer resolver runs in on_end on the request's thread, seeing its context variables."""
+    """A consumer resolver runs on the request's thread when its span ends, seeing its context."""
     current_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("user", default=None)
     built = make_pipeline(consumer_resolver=lambda scope: current_user.get())
     try:

@@ -48,11 +48,6 @@ class ConsumerRules:
         self._asgi_wanted = frozenset(n for n in self._asgi_names if n)
         self._wsgi_keys = tuple(_wsgi_key(n) if n else "" for n in names)
 
-    @property
-    def has_resolver(self) -> bool:
-        """True when a user's resolver decides (it must run while the request is current)."""
-        return self._resolver is not None
-
     def from_asgi(self, scope: Mapping[str, Any]) -> str | None:
         """The consumer of an ASGI request (``scope`` is what a resolver receives)."""
         if self._resolver is not None:

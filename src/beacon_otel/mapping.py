@@ -83,12 +83,6 @@ def span_to_event(
     )
 
 
-def is_http(span: ReadableSpan) -> bool:
-    """True for a span of an HTTP request (a gRPC or other server span is not Beacon's)."""
-    attributes = _plain_attributes(span)
-    return _METHOD[0] in attributes or _METHOD[1] in attributes
-
-
 def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     # span.attributes is a fresh read-only proxy over the SDK's BoundedAttributes, whose
     # .get() raises and catches KeyError on every miss; the dict behind it answers directly.

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from beacon_otel.event import encode_events
+from beacon_otel.event import RequestEvent, encode_events
 from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import Outcome, Verdict, backoff_delay
 
@@ -30,14 +30,6 @@ MAX_ATTEMPTS = 6
 REPLAY_BATCHES_PER_CYCLE = 10
 REPLAY_PAUSE = 0.2
 """Seconds between replay cycles while the spool still holds batches and the ingest is up."""
-
-
-class Queued(Protocol):
-    """An event in the buffer: a ``RequestEvent``, or a request still to be mapped."""
-
-    def as_dict(self) -> dict[str, Any] | None:
-        """The event in its wire form; ``None`` when it cannot be one (counted by the item)."""
-        ...
 
 
 class Transport(Protocol):
@@ -72,17 +64,17 @@ class BatchStore(Protocol):
 
 
 class _Batch:
-    """Up to ``batch_size`` events; their wire form is made on the delivery thread, once."""
+    """Up to ``batch_size`` events; their wire form is made once, outside the worker's lock."""
 
     __slots__ = ("_body", "attempts", "events")
 
-    def __init__(self, events: list[Queued] | list[dict[str, Any]]) -> None:
+    def __init__(self, events: list[RequestEvent] | list[dict[str, Any]]) -> None:
         self.events: list[Any] = events
         self.attempts = 0
         self._body: bytes | None = None
 
     def body(self) -> bytes:
-        """The request body; from then on ``events`` holds the wire dicts, unmappable ones left out."""
+        """The request body; from then on ``events`` holds the wire dicts."""
         # Encoded once: retries and the spool send the same bytes.
         if self._body is None:
             self.events = _wire(self.events)
@@ -90,13 +82,9 @@ class _Batch:
         return self._body
 
 
-def _wire(items: list[Any]) -> list[dict[str, Any]]:
-    wire = []
-    for item in items:
-        event = item if type(item) is dict else item.as_dict()
-        if event is not None:
-            wire.append(event)
-    return wire
+def _wire(events: list[Any]) -> list[dict[str, Any]]:
+    # The halves of a split batch are wire dicts already.
+    return [event if type(event) is dict else event.as_dict() for event in events]
 
 
 class DeliveryWorker:
@@ -139,7 +127,7 @@ class DeliveryWorker:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
-        self._buffer: collections.deque[Queued] = collections.deque()
+        self._buffer: collections.deque[RequestEvent] = collections.deque()
         self._pending: collections.deque[_Batch] = collections.deque()
         self._failures = 0  # consecutive transient failures: how unwell the ingest is
         self._retry_at = 0.0
@@ -152,7 +140,7 @@ class DeliveryWorker:
 
     # -- request path --------------------------------------------------------------------
 
-    def submit(self, event: Queued) -> bool:
+    def submit(self, event: RequestEvent) -> bool:
         """Queue one event without blocking; returns False if it was refused (and counted)."""
         if self._pid != os.getpid():
             # uWSGI and friends fork from C without running at-fork hooks.
@@ -174,10 +162,6 @@ class DeliveryWorker:
             elif len(self._buffer) == self._batch_size:
                 self._wake.notify()
         return True
-
-    def backlog(self) -> int:
-        """Events in the buffer, read without the lock: approximate, for a cheap decision."""
-        return len(self._buffer)
 
     def buffered(self) -> int:
         """Events waiting in memory, in the buffer or in batches awaiting a retry."""
@@ -333,11 +317,7 @@ class DeliveryWorker:
             self._idle.notify_all()
 
     def _attempt(self, batch: _Batch, stopping: bool) -> Verdict:
-        body = batch.body()
-        if not batch.events:  # every request in it was unmappable (and counted): nothing to send
-            self._forget(batch)
-            return Verdict.ACCEPTED
-        outcome = self._safe_send(body)
+        outcome = self._safe_send(batch.body())
         batch.attempts += 1
         verdict = outcome.verdict
         if verdict is Verdict.ACCEPTED:
@@ -380,8 +360,6 @@ class DeliveryWorker:
         """Spool a batch that cannot go now; without a spool it is lost, counted and reported."""
         body = batch.body()
         count = len(batch.events)
-        if not count:
-            return
         if self._spool is not None and _safe(lambda: self._spool.write(body, count), False):
             self._stats.add("spooled", count)
             with self._lock:
