@@ -65,6 +65,21 @@ def test_long_consumer_is_truncated_to_256() -> None:
     assert rules.from_asgi(asgi(x_api_key="k" * 2048)) == "k" * 256
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"key-123", "key-123"),
+        (b"k\x00ey", "k\ufffdey"),  # NUL is not valid in the contract's strings
+        (b"k\xffey", "k\ufffdey"),  # invalid UTF-8
+        (b"\x00" + b"k" * 300, "\ufffd" + "k" * 255),
+    ],
+)
+def test_header_values_become_clean_text(raw: bytes, expected: str) -> None:
+    """Plain ASCII passes as is; NUL, invalid UTF-8 and excess length are cleaned."""
+    rules = ConsumerRules(None, None)
+    assert rules.from_asgi({"headers": [(b"x-api-key", raw)]}) == expected
+
+
 def test_resolver_overrides_headers_and_gets_the_request() -> None:
     """The resolver receives the framework's request object and wins over every header."""
     seen: list[Any] = []

@@ -244,3 +244,16 @@ def test_unknown_methods_come_from_the_request(
 ) -> None:
     """Old conventions keep no original method: the hooks' request knows it."""
     assert span_to_event(make_span(attributes), request_method=lambda: from_request).method == method
+
+
+def test_route_templates_are_cleaned_once_and_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template maps the same from the cache; past the limit, templates are cleaned each time."""
+    from beacon_otel import mapping
+
+    monkeypatch.setattr(mapping, "_clean_routes", {})
+    monkeypatch.setattr(mapping, "_CLEAN_ROUTES_LIMIT", 2)
+    for _ in range(2):
+        assert mapping._route("users/<int:pk>", "/users/1") == "/users/<int:pk>"
+        assert mapping._route("/a\x01{b}", "/a") == "/a%01{b}"
+        assert mapping._route("/third/{x}", "/third/1") == "/third/{x}"
+    assert mapping._clean_routes == {"users/<int:pk>": "/users/<int:pk>", "/a\x01{b}": "/a%01{b}"}

@@ -27,12 +27,19 @@ def consumer_from_values(
     """Apply the contract's precedence to the three candidate raw header values."""
     # Raw bytes, so that ASGI and WSGI servers give the same consumer for the same header.
     if configured:
-        return clean_text(configured, MAX_CONSUMER)
+        return _header_text(configured)
     if api_key:
-        return clean_text(api_key, MAX_CONSUMER)
+        return _header_text(api_key)
     if authorization:
         return hash_authorization(authorization)
     return None
+
+
+def _header_text(value: bytes) -> str:
+    # The usual value (short ASCII, no NUL) is its own clean text: skip the general path.
+    if len(value) <= MAX_CONSUMER and value.isascii() and b"\x00" not in value:
+        return value.decode("ascii")
+    return clean_text(value, MAX_CONSUMER)
 
 
 class ConsumerRules:

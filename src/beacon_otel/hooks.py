@@ -39,6 +39,49 @@ class RequestContext:
         self.request: Any = None
         self.validation_errors: list[dict[str, str]] | None = None
 
+    def route(self) -> str | None:
+        """For a request routed into a mounted sub-app, the full route template; else ``None``."""
+        scope = self.scope
+        if scope is not None and self.top_app is not None and was_mounted(scope):
+            return mounted_route_template(self.top_app, scope)
+        return None
+
+    def path(self) -> str | None:
+        """The request's path as the server received it, without the query string.
+
+        Exact where span attributes are not: ``url.path`` is percent-decoded (an encoded
+        ``?`` looks like a query), WSGI's is latin-1 mojibake of UTF-8 bytes, old-convention
+        ``http.target`` is cut at a decoded ``?``, and new-convention WSGI spans have no path
+        at all when the server gives neither RAW_URI nor REQUEST_URI.
+        """
+        if self.scope is not None:
+            path = self.scope.get("path")
+            return path if isinstance(path, str) else None
+        request = self.request
+        if request is None:
+            return None
+        path = getattr(request, "path", None)  # Django's HttpRequest: already decoded
+        if isinstance(path, str):
+            return path
+        environ = _environ_of(request)
+        if environ is None:
+            return None
+        raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
+        return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
+
+    def method(self) -> str | None:
+        """The method as sent: the instrumentations fold unknown ones (PURGE) into ``_OTHER``."""
+        if self.scope is not None:
+            method = self.scope.get("method")
+        else:
+            request = self.request
+            method = getattr(request, "method", None)  # Django
+            if not isinstance(method, str):
+                environ = _environ_of(request)
+                method = environ.get("REQUEST_METHOD") if environ is not None else None
+        return method if isinstance(method, str) else None
+
 
 class RequestRegistry:
     """Request contexts keyed by server span id, bounded so a span that never ends cannot leak."""
@@ -76,44 +119,6 @@ class RequestRegistry:
     def __len__(self) -> int:
         return len(self._contexts)
 
-    @staticmethod
-    def request_path(context: RequestContext) -> str | None:
-        """The request's path as the server received it, without the query string.
-
-        Exact where span attributes are not: ``url.path`` is percent-decoded (an encoded
-        ``?`` looks like a query), WSGI's is latin-1 mojibake of UTF-8 bytes, old-convention
-        ``http.target`` is cut at a decoded ``?``, and new-convention WSGI spans have no path
-        at all when the server gives neither RAW_URI nor REQUEST_URI.
-        """
-        if context.scope is not None:
-            path = context.scope.get("path")
-            return path if isinstance(path, str) else None
-        request = context.request
-        if request is None:
-            return None
-        path = getattr(request, "path", None)  # Django's HttpRequest: already decoded
-        if isinstance(path, str):
-            return path
-        environ = _environ_of(request)
-        if environ is None:
-            return None
-        raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
-        return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
-
-    @staticmethod
-    def request_method(context: RequestContext) -> str | None:
-        """The method as sent: the instrumentations fold unknown ones (PURGE) into ``_OTHER``."""
-        if context.scope is not None:
-            method = context.scope.get("method")
-        else:
-            request = context.request
-            method = getattr(request, "method", None)  # Django
-            if not isinstance(method, str):
-                environ = _environ_of(request)
-                method = environ.get("REQUEST_METHOD") if environ is not None else None
-        return method if isinstance(method, str) else None
-
     def consumer(self, context: RequestContext) -> str | None:
         """The consumer of a finished request, resolved once (a response hook may have already)."""
         if not context.resolved:
@@ -126,14 +131,6 @@ class RequestRegistry:
                 context.consumer = self.rules.from_environ(_environ_of(request) or {}, request)
             context.resolved = True
         return context.consumer
-
-    @staticmethod
-    def route(context: RequestContext) -> str | None:
-        """For a request routed into a mounted sub-app, the full route template; else ``None``."""
-        scope = context.scope
-        if scope is not None and context.top_app is not None and was_mounted(scope):
-            return mounted_route_template(context.top_app, scope)
-        return None
 
     # -- hooks, one set per instrumentation's signature ----------------------------------
 

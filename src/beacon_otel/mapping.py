@@ -138,13 +138,23 @@ def _url_path(url: Any) -> str | None:
         return None
 
 
+# An app has a fixed set of route templates: each is cleaned once. Bounded all the same.
+_clean_routes: dict[str, str] = {}
+_CLEAN_ROUTES_LIMIT = 10_000
+
+
 def _route(template: Any, path: str) -> str:
     if not template:
         return path[:MAX_ROUTE]  # no route matched (404): the contract wants the concrete path
+    if type(template) is str and (cached := _clean_routes.get(template)) is not None:
+        return cached
     route = str(template)
     if not route.startswith("/"):
         route = "/" + route  # Django reports "users/<int:pk>"
-    return clean_url_text(route, MAX_ROUTE)
+    route = clean_url_text(route, MAX_ROUTE)
+    if type(template) is str and len(_clean_routes) < _CLEAN_ROUTES_LIMIT:
+        _clean_routes[template] = route
+    return route
 
 
 def _int(value: Any) -> int | None:

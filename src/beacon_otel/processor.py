@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from contextvars import ContextVar
@@ -102,10 +101,10 @@ class BeaconSpanProcessor(SpanProcessor):
             consumer = route = validation_errors = request_path = request_method = None
             if context is not None:
                 consumer = self.requests.consumer(context)
-                route = self.requests.route(context)
+                route = context.route()
                 validation_errors = context.validation_errors
-                request_path = self.requests.request_path(context)
-                request_method = functools.partial(self.requests.request_method, context)
+                request_path = context.path()
+                request_method = context.method
             return span_to_event(
                 span,
                 consumer=consumer,
