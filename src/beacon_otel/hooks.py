@@ -23,6 +23,8 @@ logger = logging.getLogger("beacon_otel")
 
 Hook = Callable[..., None]
 
+_SERVER = trace.SpanKind.SERVER
+
 FRAMEWORKS = ("asgi", "fastapi", "starlette", "wsgi", "flask", "django")
 
 
@@ -96,7 +98,7 @@ class RequestRegistry:
     def open(self, span: Any) -> RequestContext | None:
         """A new context for a recording SERVER span; ``None`` for any other span."""
         # NonRecordingSpan has no .kind; sampled-out spans never reach on_end, so keep nothing.
-        if getattr(span, "kind", None) is not trace.SpanKind.SERVER or not span.is_recording():
+        if getattr(span, "kind", None) is not _SERVER or not span.is_recording():
             return None
         context = RequestContext()
         contexts = self._contexts
