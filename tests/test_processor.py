@@ -219,3 +219,16 @@ def test_events_left_at_shutdown_are_spooled_and_replayed_by_the_next_start(tmp_
         assert second.stats.snapshot()["recovered"] == 7
         second.shutdown()
     assert not list(tmp_path.glob("batch-*"))
+
+
+@pytest.mark.parametrize("framework", ["wsgi", "flask", "django"])
+def test_response_hooks_only_for_a_resolver(framework: str) -> None:
+    """Header rules need no response hook (the request hook keeps the environ); a resolver does."""
+    plain = make_pipeline()
+    resolved = make_pipeline(consumer_resolver=lambda request: "tenant")
+    try:
+        assert set(plain.processor.hooks(framework)) == {"request_hook"}
+        assert set(resolved.processor.hooks(framework)) == {"request_hook", "response_hook"}
+    finally:
+        plain.provider.shutdown()
+        resolved.provider.shutdown()

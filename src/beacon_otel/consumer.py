@@ -55,6 +55,11 @@ class ConsumerRules:
         self._asgi_wanted = frozenset(n for n in self._asgi_names if n)
         self._wsgi_keys = tuple(_wsgi_key(n) if n else "" for n in names)
 
+    @property
+    def has_resolver(self) -> bool:
+        """True when the user's resolver decides, rather than the header rules."""
+        return self._resolver is not None
+
     def from_asgi(self, scope: Mapping[str, Any]) -> str | None:
         """The consumer of an ASGI request (``scope`` is what a resolver receives)."""
         if self._resolver is not None:

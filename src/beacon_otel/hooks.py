@@ -142,22 +142,25 @@ class RequestRegistry:
             if framework == "fastapi":
                 capture_fastapi_validation_errors()
             return {"server_request_hook": failsafe(self._asgi_request)}
-        if framework == "wsgi":
-            return {
-                "request_hook": failsafe(self._wsgi_request),
-                "response_hook": failsafe(self._wsgi_response),
-            }
-        if framework == "flask":
-            return {
-                "request_hook": failsafe(self._wsgi_request),
-                "response_hook": failsafe(self._flask_response),
-            }
-        if framework == "django":
-            return {
-                "request_hook": failsafe(self._django_request),
-                "response_hook": failsafe(self._django_response),
-            }
-        raise ValueError(f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+        request_hooks = {
+            "wsgi": self._wsgi_request,
+            "flask": self._wsgi_request,
+            "django": self._django_request,
+        }
+        response_hooks = {
+            "wsgi": self._wsgi_response,
+            "flask": self._flask_response,
+            "django": self._django_response,
+        }
+        if framework not in request_hooks:
+            raise ValueError(f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+        hooks = {"request_hook": failsafe(request_hooks[framework])}
+        if self.rules.has_resolver:
+            # A resolver may need the framework's request while it is current (flask.request,
+            # Django's request.user). Header rules read the environ the request hook kept,
+            # when the span ends: no response hook, no cost per response.
+            hooks["response_hook"] = failsafe(response_hooks[framework])
+        return hooks
 
     def _asgi_request(self, span: Any, scope: Mapping[str, Any]) -> None:
         context = self.open(span)
