@@ -144,17 +144,17 @@ def stock_otlp(framework: str) -> Callable[[str, str], Harness]:
 
 
 def autorun(
-    framework: str,
-    *,
-    beacon: bool,
-    otlp: bool,
-    exclude_asgi_spans: bool = False,
-    unread_meters_off: bool = False,
+    framework: str, *, beacon: bool, otlp: bool, meters_off: bool = False
 ) -> Callable[[str, str], Harness]:
     """Exactly what ``opentelemetry-instrument`` does, in process: its ``initialize()``.
 
     The distro, configurator and pre-instrument hook are found through their entry points
-    as they are under the real command, with the environment it would be given.
+    as they are under the real command, with the environment it would be given. With Beacon
+    on, that includes the distro's defaults (``src/beacon_otel/autorun.py``): no ASGI
+    send/receive spans when no trace exporter is configured, no ``MeterProvider`` when no
+    metrics exporter is; with Beacon off the distro leaves the SDK's defaults alone.
+    ``meters_off`` gives a Beacon-off run the distro's meter default anyway, so that the
+    difference between it and Beacon + OTLP is Beacon's own work and nothing else.
     """
 
     def setup(ingest: str, sink: str) -> Harness:
@@ -173,13 +173,11 @@ def autorun(
             env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
             env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{sink}/v1/traces"
         os.environ.update(env)
-        if exclude_asgi_spans:
-            _exclude_asgi_spans_by_default()
-        if unread_meters_off:
-            _disable_meters_nobody_reads()
         from opentelemetry import trace
         from opentelemetry.instrumentation.auto_instrumentation import initialize
 
+        if meters_off:
+            _install_no_unread_meters()
         initialize(swallow_exceptions=False)
         provider = trace.get_tracer_provider()
         return Harness(_build(framework), flush=provider.force_flush)  # type: ignore[attr-defined]
@@ -187,58 +185,17 @@ def autorun(
     return setup
 
 
-def _exclude_asgi_spans_by_default() -> None:
-    """The proposed auto-run default, applied by patching: no ``http send``/``receive`` spans.
-
-    Proposed for ``AutoRun.instrumentor_kwargs``: when Beacon is on and no trace exporter is
-    configured (``OTEL_TRACES_EXPORTER`` is ``none``, the distro's default), nobody would see
-    those INTERNAL spans, so pass ``exclude_spans=["receive", "send"]`` unless the caller
-    passed ``exclude_spans`` itself. Configuring an exporter brings them back.
-    """
-    from opentelemetry.sdk._configuration import _get_exporter_names
-
-    from beacon_otel.autorun import AutoRun
-
-    original = AutoRun.instrumentor_kwargs
-
-    def instrumentor_kwargs(self: AutoRun, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        merged = original(self, name, kwargs)
-        if name == "fastapi" and self.processor is not None and not _get_exporter_names("traces"):
-            merged.setdefault("exclude_spans", ["receive", "send"])
-        return merged
-
-    AutoRun.instrumentor_kwargs = instrumentor_kwargs  # type: ignore[method-assign]
-
-
-def _disable_meters_nobody_reads() -> None:
-    """The proposed auto-run default, applied by patching: no metrics recorded for no reader.
-
-    With ``OTEL_METRICS_EXPORTER=none`` (the distro's default) the SDK configurator still
-    installs a ``MeterProvider`` with no reader, and every HTTP instrumentation records its
-    duration histogram and active-requests counter into it on every request, for nobody.
-    Proposed for ``AutoRun.configurator_kwargs``: when no metrics exporter is configured and
-    the caller gave no ``meter_configurator``, pass the SDK's ``_disable_meter_configurator``.
-    """
-    from opentelemetry.sdk._configuration import _get_exporter_names
+def _install_no_unread_meters() -> None:
+    """Make the SDK configurator install no ``MeterProvider``, as the distro does with Beacon on."""
+    from opentelemetry.sdk import _configuration
     from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
 
-    from beacon_otel.autorun import AutoRun
-
-    original = AutoRun.configurator_kwargs
-
-    def configurator_kwargs(self: AutoRun, kwargs: dict[str, Any]) -> dict[str, Any]:
-        merged = original(self, kwargs)
-        if self.processor is not None and not _get_exporter_names("metrics"):
-            merged.setdefault("meter_configurator", _disable_meter_configurator)
-        return merged
-
-    AutoRun.configurator_kwargs = configurator_kwargs  # type: ignore[method-assign]
+    _configuration._import_meter_configurator = lambda name: _disable_meter_configurator  # type: ignore[assignment]
 
 
 def _variants() -> list[Variant]:
     found: list[Variant] = []
     for framework in ("fastapi", "flask"):
-        short = "ASGI" if framework == "fastapi" else "WSGI"
         found += [
             Variant(f"{framework}/bare", framework, "bare app (floor)", bare(framework)),
             Variant(f"{framework}/beaconhq", framework, "beaconhq 0.2.0 middleware", beaconhq(framework)),
@@ -262,6 +219,12 @@ def _variants() -> list[Variant]:
                 autorun(framework, beacon=False, otlp=True),
             ),
             Variant(
+                f"{framework}/otlp-autorun-same-defaults",
+                framework,
+                "OTLP/HTTP under opentelemetry-instrument (Beacon off, no unread meters as with Beacon on)",
+                autorun(framework, beacon=False, otlp=True, meters_off=True),
+            ),
+            Variant(
                 f"{framework}/beacon",
                 framework,
                 "beacon-otel under opentelemetry-instrument",
@@ -274,31 +237,6 @@ def _variants() -> list[Variant]:
                 autorun(framework, beacon=True, otlp=True),
             ),
         ]
-        if framework == "fastapi":
-            found.append(
-                Variant(
-                    f"{framework}/beacon-nosend",
-                    framework,
-                    f"beacon-otel, proposed: {short} send/receive spans excluded",
-                    autorun(framework, beacon=True, otlp=False, exclude_asgi_spans=True),
-                )
-            )
-        found.append(
-            Variant(
-                f"{framework}/beacon-proposed",
-                framework,
-                "beacon-otel, proposed: "
-                + ("send/receive spans excluded + " if framework == "fastapi" else "")
-                + "unread meters off",
-                autorun(
-                    framework,
-                    beacon=True,
-                    otlp=False,
-                    exclude_asgi_spans=framework == "fastapi",
-                    unread_meters_off=True,
-                ),
-            )
-        )
     return found
 
 
@@ -447,7 +385,8 @@ def main(argv: list[str]) -> None:
         worker(*argv[1:4])
         return
     keys = argv or list(VARIANTS)
-    for outcome in measure(keys, rounds=3, requests=2000, warmup=500):
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    for outcome in measure(keys, rounds=rounds, requests=2000, warmup=500):
         print(
             f"{outcome.variant.key:28} wall {outcome.wall_median:8.1f} us  cpu {outcome.cpu_median:8.1f} us  "
             f"{outcome.delivered} not_ok={outcome.not_ok}"

@@ -4,18 +4,24 @@ The spans are real: each framework serves one request under its stock instrument
 the finished spans are kept, in the semantic-convention mode under test (the mode is fixed
 per process, so each mode runs in its own subprocess). The hooks are then called as the
 instrumentations call them, with the scope, environ or request objects they were given, and
-``on_end`` gets the finished span, so each iteration is one request's worth of work:
-the hook opens the request's context, ``on_end`` pops it, resolves the consumer, maps the
-span and queues the event.
+``on_end`` gets the finished span, so each iteration is one request's worth of work on the
+request thread: the hook opens the request's context, ``on_end`` pops it, maps the span into
+an event (consumer, route, sanitising) and queues the event for the delivery thread.
 
 Hooks see a live span; the finished one no longer records, so they get ``_Live``, which
 answers the three things a hook asks of a span exactly as a live SDK span does.
-The delivery worker is configured never to wake (no batch ever fills): this measures the
-request thread's cost; delivery is measured by ``bench.export``.
+The delivery worker is configured never to wake during a timed loop (no batch ever fills),
+so the loops time the request thread alone. ``breakdown`` then times the stages of that
+work, and the delivery thread's work per event before its HTTP request (the wire dict and
+the encoding); the HTTP request itself is measured by ``bench.export``.
+
+``retention`` measures why the mapping happens on the request thread: a finished span held
+until its batch is made keeps its request's objects alive, and the garbage collector pays.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -50,6 +56,29 @@ class _Live:
         return self._context
 
 
+HOOK_CASES = (
+    "FastAPI: server_request_hook + on_end (X-API-Key)",
+    "FastAPI: server_request_hook + on_end (Authorization, hashed)",
+    "Flask: its hooks + on_end",
+    "Django: its hooks + on_end",
+)
+"""Each framework's hooks + ``on_end`` as its instrumentation calls them: a request's cost on its thread.
+
+"Its hooks" are those ``processor.hooks(framework)`` returns, no more: an instrumentation
+calls only the hooks it was given (Flask and Django may get a ``response_hook`` or not).
+"""
+
+FASTAPI_CASE = HOOK_CASES[0]
+REQUEST_THREAD = "request thread"
+DELIVERY_THREAD = "delivery thread, per event"
+MAPPING_STAGE = "processor.event_for (mapping, sanitising, consumer from the scope headers, route)"
+"""The breakdown row of the mapping: the report weighs it against what ``retention`` finds."""
+
+AS_IS = "mapped in on_end (as is)"
+HELD = "held, mapped every 100 spans (reverted design)"
+RETENTION_VARIANTS = (AS_IS, HELD)
+
+
 def _processor() -> Any:
     """A processor whose delivery thread never wakes while a timed loop runs."""
     from beacon_otel import BeaconConfig, BeaconSpanProcessor
@@ -62,6 +91,21 @@ def drain(processor: Any) -> None:
     """Between timed loops: deliver what they queued (to memory) and forget it."""
     processor.force_flush()
     processor.clear_dry_run_events()
+
+
+def expect_event(processor: Any, call: Callable[[], object], consumer: str | None) -> None:
+    """Fail unless one ``call`` delivers exactly one event for ``consumer``: the path timed maps.
+
+    A span that ``event_for`` cannot map is counted and dropped, which is fast: without this
+    check a broken capture or a renamed attribute would be timed as a very cheap ``on_end``.
+    """
+    drain(processor)
+    call()
+    processor.force_flush()
+    events = processor.dry_run_events()
+    drain(processor)
+    if len(events) != 1 or events[0]["consumer"] != consumer:
+        raise AssertionError(f"expected one event for consumer {consumer!r}, got {events}")
 
 
 class _Keep(SpanProcessor):
@@ -210,21 +254,36 @@ def time_calls(call: Callable[[], object], *, n: int, rounds: int, reset: Callab
     return statistics.median(per_call)
 
 
-def measure(semconv: str, *, n: int, rounds: int) -> dict[str, float]:
-    """Every case, in this process's semantic-convention mode."""
-    import flask
-
-    fastapi = capture_fastapi()
-    flask_capture = capture_flask()
-    django_capture = capture_django()
-    processor = _processor()
+def _timer(processor: Any, *, n: int, rounds: int) -> Callable[[Callable[[], object]], float]:
+    """``time_calls`` with this bench's settings, draining ``processor`` between rounds."""
 
     def timed(call: Callable[[], object]) -> float:
         return time_calls(call, n=n, rounds=rounds, reset=lambda: drain(processor))
 
-    results: dict[str, float] = {}
+    return timed
+
+
+def measure(semconv: str, *, n: int, rounds: int) -> dict[str, float]:
+    """Every case, in this process's semantic-convention mode (``semconv``; the spans carry it)."""
+    fastapi, flask_capture, django_capture = capture_fastapi(), capture_flask(), capture_django()
+    processor = _processor()
+    timed = _timer(processor, n=n, rounds=rounds)
+    results = _span_cases(processor, fastapi, timed)
+    results.update(_fastapi_cases(processor, fastapi, timed))
+    results.update(_flask_case(processor, flask_capture, timed))
+    results.update(_django_case(processor, django_capture, timed))
+    results["FastAPI: one request in all (on_start + hook + 2 INTERNAL + SERVER on_end)"] = (
+        results["on_start, SERVER span"]
+        + 2 * results["on_start + on_end, INTERNAL span (ASGI http send)"]
+        + results[FASTAPI_CASE]
+    )
+    processor.shutdown()
+    return results
+
+
+def _span_cases(processor: Any, fastapi: dict[str, Any], timed: Callable[..., float]) -> dict[str, float]:
+    """The processor with no hooks: ``on_start``, an INTERNAL span, a SERVER span's ``on_end``."""
     server = fastapi["spans"][0]
-    live = _Live(server)
     on_end, on_start = processor.on_end, processor.on_start
     pending = fastapi["started"]
 
@@ -233,120 +292,346 @@ def measure(semconv: str, *, n: int, rounds: int) -> dict[str, float]:
         pending.reverse()
         on_start(pending[0])
 
-    results["on_start, SERVER span"] = timed(start_server_span)
     internal = fastapi["internal"]
     internal_started = next(span for span in fastapi["started_all"] if span.context == internal.context)
-    results["on_start + on_end, INTERNAL span (ASGI http send)"] = timed(
-        lambda: (on_start(internal_started), on_end(internal))
-    )
-    results["on_end, SERVER span, no hook context (map + queue)"] = timed(lambda: on_end(server))
+    expect_event(processor, lambda: on_end(server), consumer=None)
+    return {
+        "on_start, SERVER span": timed(start_server_span),
+        "on_start + on_end, INTERNAL span (ASGI http send)": timed(
+            lambda: (on_start(internal_started), on_end(internal))
+        ),
+        "on_end, SERVER span, no hook context (map + queue)": timed(lambda: on_end(server)),
+    }
 
+
+def _fastapi_cases(processor: Any, fastapi: dict[str, Any], timed: Callable[..., float]) -> dict[str, float]:
+    """FastAPI's ``server_request_hook`` + ``on_end``, with an API key and with a bearer token."""
+    server = fastapi["spans"][0]
+    live = _Live(server)
+    on_end = processor.on_end
     asgi_hook = processor.hooks("fastapi")["server_request_hook"]
     scope = fastapi["scope"]
-    results["FastAPI: server_request_hook + on_end (X-API-Key)"] = timed(
-        lambda: (asgi_hook(live, scope), on_end(server))
-    )
     bearer = dict(scope)
     bearer["headers"] = [(name, value) for name, value in scope["headers"] if name != b"x-api-key"] + [
         (b"authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl")
     ]
-    results["FastAPI: server_request_hook + on_end (Authorization, hashed)"] = timed(
-        lambda: (asgi_hook(live, bearer), on_end(server))
-    )
 
-    flask_hooks = processor.hooks("flask")
-    flask_request, flask_response = flask_hooks["request_hook"], flask_hooks["response_hook"]
-    flask_span = flask_capture["spans"][0]
-    flask_live = _Live(flask_span)
+    def with_key() -> None:
+        asgi_hook(live, scope)
+        on_end(server)
+
+    def with_token() -> None:
+        asgi_hook(live, bearer)
+        on_end(server)
+
+    expect_event(processor, with_key, consumer=apps.API_KEY)
+    return {FASTAPI_CASE: timed(with_key), HOOK_CASES[1]: timed(with_token)}
+
+
+def _flask_case(
+    processor: Any, flask_capture: dict[str, Any], timed: Callable[..., float]
+) -> dict[str, float]:
+    """Flask's hooks + ``on_end``, inside the request's context as in Flask."""
+    import flask
+
+    hooks = processor.hooks("flask")
+    request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
+    span = flask_capture["spans"][0]
+    live = _Live(span)
     environ = flask_capture["environ"]
     status, headers = flask_capture["response"]
-    app = flask_capture["app"]
-    with app.request_context(environ):
-        assert flask.has_request_context()
-        results["Flask: request_hook + response_hook + on_end"] = timed(
-            lambda: (
-                flask_request(flask_live, environ),
-                flask_response(flask_live, status, headers),
-                on_end(flask_span),
-            )
-        )
 
-    django_hooks = processor.hooks("django")
-    django_request, django_response = django_hooks["request_hook"], django_hooks["response_hook"]
-    django_span = django_capture["spans"][0]
-    django_live = _Live(django_span)
+    def one_request() -> None:
+        request_hook(live, environ)
+        if response_hook is not None:
+            response_hook(live, status, headers)
+        processor.on_end(span)
+
+    with flask_capture["app"].request_context(environ):
+        assert flask.has_request_context()
+        expect_event(processor, one_request, consumer=apps.API_KEY)
+        result = timed(one_request)
+    return {HOOK_CASES[2]: result}
+
+
+def _django_case(
+    processor: Any, django_capture: dict[str, Any], timed: Callable[..., float]
+) -> dict[str, float]:
+    """Django's hooks + ``on_end``."""
+    hooks = processor.hooks("django")
+    request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
+    span = django_capture["spans"][0]
+    live = _Live(span)
     request, response = django_capture["request"], django_capture["response"]
-    results["Django: request_hook + response_hook + on_end"] = timed(
-        lambda: (
-            django_request(django_live, request),
-            django_response(django_live, request, response),
-            on_end(django_span),
-        )
-    )
-    results["FastAPI: one request in all (on_start + hook + 2 INTERNAL + SERVER on_end)"] = (
-        results["on_start, SERVER span"]
-        + 2 * results["on_start + on_end, INTERNAL span (ASGI http send)"]
-        + results["FastAPI: server_request_hook + on_end (X-API-Key)"]
-    )
+
+    def one_request() -> None:
+        request_hook(live, request)
+        if response_hook is not None:
+            response_hook(live, request, response)
+        processor.on_end(span)
+
+    expect_event(processor, one_request, consumer=apps.API_KEY)
+    return {HOOK_CASES[3]: timed(one_request)}
+
+
+# -- where the work happens ----------------------------------------------------------------------
+
+
+def breakdown(*, n: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Where Beacon's work on one FastAPI request (X-API-Key) happens, thread by thread.
+
+    The request thread's stages overlap (the hook + ``on_end`` row is its total); the delivery
+    thread's add up to its work per event before the HTTP request, which ``bench.export`` times.
+    """
+    fastapi = capture_fastapi()
+    processor = _processor()
+    timed = _timer(processor, n=n, rounds=rounds)
+    event, request_thread = _request_thread(processor, fastapi, timed)
+    results = {REQUEST_THREAD: request_thread, DELIVERY_THREAD: _delivery_thread(event, timed)}
     processor.shutdown()
     return results
 
 
-def breakdown(*, n: int, rounds: int) -> dict[str, float]:
-    """Where ``on_end`` of a FastAPI request spends its time, stage by stage (old semconv)."""
-    from beacon_otel.event import encode_batch
-    from beacon_otel.mapping import span_to_event
+def _request_thread(
+    processor: Any, fastapi: dict[str, Any], timed: Callable[..., float]
+) -> tuple[Any, dict[str, float]]:
+    """What a request waits for: the hook, then ``on_end`` mapping the span and queueing the event.
 
-    fastapi = capture_fastapi()
-    processor = _processor()
-    worker = processor._worker  # the delivery worker's submit, timed on its own
+    Returns the event too, for the delivery thread's stages.
+    """
     server = fastapi["spans"][0]
     live = _Live(server)
     scope = fastapi["scope"]
-    registry = processor.requests
     hook = processor.hooks("fastapi")["server_request_hook"]
-
-    def timed(call: Callable[[], object]) -> float:
-        return time_calls(call, n=n, rounds=rounds, reset=lambda: drain(processor))
+    registry, worker = processor.requests, processor._worker
+    on_end, event_for = processor.on_end, processor.event_for
+    span_id = server.context.span_id
+    context = _hook_context(processor, fastapi)
 
     def hook_and_pop() -> None:
         hook(live, scope)
-        registry.pop(server.context.span_id)
+        registry.pop(span_id)
 
-    def hook_pop_finish() -> None:
+    def hook_pop_consumer() -> None:
+        # The hook opens a fresh context each time, so the consumer is really resolved.
         hook(live, scope)
-        registry.finish(registry.pop(server.context.span_id))
+        registry.consumer(registry.pop(span_id))
 
-    event = span_to_event(server, consumer=apps.API_KEY)
-    results = {
+    def map_request() -> Any:
+        # A context resolves its consumer once, then caches it: undo that, so every call pays
+        # for it as every request does.
+        context.resolved = False
+        return event_for(server, context)
+
+    event = map_request()
+    if event is None or event.consumer != apps.API_KEY:
+        raise AssertionError(f"event_for did not map the request with its consumer: {event}")
+    return event, {
         "hook: open the request context (+ pop it)": timed(hook_and_pop),
-        "  + consumer from the scope headers (registry.finish)": timed(hook_pop_finish),
-        "span.attributes (one MappingProxy)": timed(lambda: server.attributes),
-        "span_to_event (mapping + sanitising)": timed(lambda: span_to_event(server, consumer=apps.API_KEY)),
-        "worker.submit (lock, getpid, counters)": timed(lambda: worker.submit(event)),
-        "[delivery thread] event.as_dict (ts formatting)": timed(event.as_dict),
-        "[delivery thread] encode_batch, per event (batch of 100)": timed(lambda: encode_batch([event] * 100))
-        / 100,
+        "hook + pop + registry.consumer (consumer from the scope headers)": timed(hook_pop_consumer),
+        MAPPING_STAGE: timed(map_request),
+        "worker.submit alone (lock, getpid, counters)": timed(lambda: worker.submit(event)),
+        "hook + on_end (FastAPI, X-API-Key): the request's total": timed(
+            lambda: (hook(live, scope), on_end(server))
+        ),
     }
-    processor.shutdown()
-    return results
 
 
-def run(*, n: int, rounds: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Each semantic-convention mode in its own process: the cases, then the candidates."""
+def _delivery_thread(event: Any, timed: Callable[..., float]) -> dict[str, float]:
+    """What the delivery thread does per event before it sends the batch: wire dict, encoding.
+
+    ``as_dict`` formats the timestamp's second once and reuses it for the events of that
+    second, so repeated calls time the usual case: most events of a batch share their second.
+    """
+    from beacon_otel.event import encode_events
+
+    batch = [event.as_dict() for _ in range(100)]
+    return {
+        "event.as_dict (the wire dict, ts formatting)": timed(event.as_dict),
+        "encode_events, per event (a batch of 100 wire dicts)": timed(lambda: encode_events(batch)) / 100,
+    }
+
+
+def _hook_context(processor: Any, fastapi: dict[str, Any]) -> Any:
+    """The context FastAPI's hook leaves for ``on_end``, taken as ``on_end`` takes it."""
+    server = fastapi["spans"][0]
+    processor.hooks("fastapi")["server_request_hook"](_Live(server), fastapi["scope"])
+    context = processor.requests.pop(server.context.span_id)
+    if context is None:
+        raise AssertionError("the FastAPI hook opened no request context")
+    return context
+
+
+# -- why the mapping stays on the request thread -------------------------------------------------
+
+
+class _HeldForBatch(SpanProcessor):
+    """The reverted design's retention, without its thread switch, wrapped around a processor.
+
+    ``on_end`` keeps each finished SERVER span with its popped hook context and, every
+    ``batch_size`` spans, maps them all (``event_for`` + ``submit``), as the delivery thread
+    did when it made a batch. Done inline on the request thread, so the only difference from
+    the processor as is lies in how long a request's objects stay alive, not in thread
+    switching or in who pays for the mapping.
+    """
+
+    def __init__(self, processor: Any, batch_size: int) -> None:
+        self.processor = processor
+        self._batch_size = batch_size
+        self._held: list[tuple[Any, Any]] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.processor.on_start(span, parent_context)
+
+    def on_end(self, span: Any) -> None:
+        from opentelemetry.trace import SpanKind
+
+        if span.kind is not SpanKind.SERVER:
+            self.processor.on_end(span)
+            return
+        self._held.append((span, self.processor.requests.pop(span.context.span_id)))
+        if len(self._held) >= self._batch_size:
+            self._map_held()
+
+    def _map_held(self) -> None:
+        held, self._held = self._held, []
+        processor = self.processor
+        for span, context in held:
+            event = processor.event_for(span, context)
+            if event is not None:
+                processor._worker.submit(event)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        self._map_held()
+        return self.processor.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._map_held()
+        self.processor.shutdown()
+
+
+class _CollectorClock:
+    """Collections per generation (``gc.get_stats``) and the time spent in them (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+        self._started = 0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+        else:
+            self.ns += time.perf_counter_ns() - self._started
+
+    def read(self) -> tuple[list[int], int]:
+        """Collections so far per generation, and ns spent collecting."""
+        return [generation["collections"] for generation in gc.get_stats()], self.ns
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+def _instrumented(variant: str) -> tuple[apps.AsgiDriver, Any, Any]:
+    """A FastAPI app on its own provider, with a dry-run processor as ``variant`` has it."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from beacon_otel import BeaconConfig, BeaconSpanProcessor
+
+    processor = BeaconSpanProcessor(BeaconConfig(dry_run=True))
+    span_processor = processor if variant == AS_IS else _HeldForBatch(processor, processor.config.batch_size)
+    provider = TracerProvider()
+    provider.add_span_processor(span_processor)
+    app = apps.fastapi_app()
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, exclude_spans=["receive", "send"], **processor.hooks("fastapi")
+    )
+    return apps.AsgiDriver(app), span_processor, processor
+
+
+def retention(*, n: int, rounds: int, warmup: int = 500) -> dict[str, Any]:
+    """The CPU and the collector's work per request, FastAPI spans mapped at once or held for a batch.
+
+    Both variants live in this process, set up once and warmed up, and alternate, their order
+    swapped each round. Before each round ``gc.collect()`` empties the young generations, so
+    neither inherits the other's pending count. The CPU is the process's (every thread) for
+    ``n`` requests and the flush after them; the dry-run sink keeps the round's decoded events
+    until the round ends, in both variants. Medians over the rounds, and the CPU the held
+    variant added in each round (its round minus the other's, so drift between rounds cancels).
+    """
+    setups = {variant: _instrumented(variant) for variant in RETENTION_VARIANTS}
+    for driver, span_processor, processor in setups.values():
+        driver.run(warmup)
+        span_processor.force_flush()
+        processor.clear_dry_run_events()
+    clock = _CollectorClock()
+    samples: dict[str, list[dict[str, float]]] = {variant: [] for variant in RETENTION_VARIANTS}
+    for round_ in range(rounds):
+        order = RETENTION_VARIANTS if round_ % 2 == 0 else RETENTION_VARIANTS[::-1]
+        for variant in order:
+            driver, span_processor, processor = setups[variant]
+            gc.collect()
+            collections, collecting = clock.read()
+            cpu = time.process_time()
+            driver.run(n, start=round_ * n)
+            span_processor.force_flush()
+            cpu = time.process_time() - cpu
+            collections_after, collecting_after = clock.read()
+            _check_delivered(processor, driver, n)
+            sample = {"cpu_us": cpu / n * 1e6, "collector_us": (collecting_after - collecting) / n / 1000}
+            for generation, (before, after) in enumerate(zip(collections, collections_after, strict=True)):
+                sample[f"gen{generation}"] = (after - before) * 1000 / n
+            samples[variant].append(sample)
+    clock.close()
+    for _, span_processor, _ in setups.values():
+        span_processor.shutdown()
+    as_is, held = samples[AS_IS], samples[HELD]
+    return {
+        "requests": n,
+        "rounds": rounds,
+        "variants": {
+            variant: {key: statistics.median(sample[key] for sample in runs) for key in runs[0]}
+            for variant, runs in samples.items()
+        },
+        "cpu_us_added": [h["cpu_us"] - a["cpu_us"] for h, a in zip(held, as_is, strict=True)],
+    }
+
+
+def _check_delivered(processor: Any, driver: apps.AsgiDriver, n: int) -> None:
+    """Fail unless the round's ``n`` requests all became events with their consumer; then forget them."""
+    events = processor.dry_run_events()
+    processor.clear_dry_run_events()
+    if driver.not_ok or len(events) != n or any(event["consumer"] != apps.API_KEY for event in events):
+        raise AssertionError(f"{len(events)} events for {n} requests, {driver.not_ok} not 200")
+
+
+# -- running it ----------------------------------------------------------------------------------
+
+
+def run(
+    *,
+    n: int,
+    rounds: int,
+    retention_requests: int,
+    retention_rounds: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Each part in its own process: per semantic-convention mode the cases and the breakdown,
+    then the retention experiment (old semantic conventions)."""
     modes: dict[str, dict[str, float]] = {}
-    candidates: dict[str, dict[str, float]] = {}
+    breakdowns: dict[str, dict[str, dict[str, float]]] = {}
     for mode, opt_in in SEMCONV.items():
         log(f"  processor: {mode} semantic conventions")
         modes[mode] = _subprocess(["measure", str(n), str(rounds)], opt_in)
-        log(f"  processor: candidate fast paths, {mode} semantic conventions")
-        candidates[mode] = _subprocess(["candidates", str(n), str(rounds)], opt_in)
-    log("  processor: breakdown")
-    breakdown_ = _subprocess(["breakdown", str(n), str(rounds)], "")
-    return {"modes": modes, "candidates": candidates, "breakdown": breakdown_}
+        log(f"  processor: breakdown, {mode} semantic conventions")
+        breakdowns[mode] = _subprocess(["breakdown", str(n), str(rounds)], opt_in)
+    log("  processor: spans held for a batch or mapped at once (FastAPI, old semantic conventions)")
+    held = _subprocess(["retention", str(retention_requests), str(retention_rounds)], SEMCONV["old"])
+    return {"modes": modes, "breakdown": breakdowns, "retention": held}
 
 
-def _subprocess(args: list[str], opt_in: str) -> dict[str, float]:
+def _subprocess(args: list[str], opt_in: str) -> dict[str, Any]:
     env = {**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": opt_in}
     out = subprocess.run(
         [sys.executable, "-m", "bench.processor", *args],
@@ -359,25 +644,36 @@ def _subprocess(args: list[str], opt_in: str) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> None:
-    if argv and argv[0] in ("measure", "candidates", "breakdown"):
+    if argv and argv[0] in ("measure", "breakdown", "retention"):
         n, rounds = int(argv[1]), int(argv[2])
         if argv[0] == "measure":
-            result = measure(os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""), n=n, rounds=rounds)
-        elif argv[0] == "candidates":
-            from bench import fastpath
-
-            result = fastpath.measure(n=n, rounds=rounds)
-        else:
+            result: dict[str, Any] = measure(
+                os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""), n=n, rounds=rounds
+            )
+        elif argv[0] == "breakdown":
             result = breakdown(n=n, rounds=rounds)
+        else:
+            result = retention(n=n, rounds=rounds)
         print(json.dumps(result))
         return
-    results = run(n=10_000, rounds=5)
-    for part in ("modes", "candidates"):
-        for mode, cases in results[part].items():
-            for case, ns in cases.items():
-                print(f"{mode:4} {ns:9.0f} ns  {case}")
-    for stage, ns in results["breakdown"].items():
-        print(f"     {ns:9.0f} ns  {stage}")
+    results = run(n=10_000, rounds=5, retention_requests=3_000, retention_rounds=5)
+    for mode, cases in results["modes"].items():
+        for case, ns in cases.items():
+            print(f"{mode:4} {ns:9.0f} ns  {case}")
+    for mode, threads in results["breakdown"].items():
+        for thread, stages in threads.items():
+            print(f"{mode:4} {thread}:")
+            for stage, ns in stages.items():
+                print(f"     {ns:9.0f} ns  {stage}")
+    held = results["retention"]
+    for variant, figures in held["variants"].items():
+        print(
+            f"{variant}: {figures['cpu_us']:.1f} us CPU/request, {figures['collector_us']:.2f} us in the "
+            f"collector; per 1,000 requests gen0 {figures['gen0']:.1f}, gen1 {figures['gen1']:.1f}, "
+            f"gen2 {figures['gen2']:.1f}"
+        )
+    added = ", ".join(f"{us:+.1f}" for us in held["cpu_us_added"])
+    print(f"CPU added by holding, us/request per round: {added}")
 
 
 if __name__ == "__main__":

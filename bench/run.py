@@ -43,6 +43,8 @@ class Settings:
         self.quick = quick
         self.rounds, self.requests, self.warmup = (3, 1_000, 300) if quick else (5, 4_000, 500)
         self.calls, self.call_rounds = (3_000, 3) if quick else (10_000, 5)
+        # FastAPI requests per round with spans held or mapped at once (bench.processor.retention).
+        self.retention_requests, self.retention_rounds = (3_000, 3) if quick else (3_000, 9)
         self.events, self.export_repeats = (20_000, 1) if quick else (30_000, 3)
         self.memory_seconds = memory_seconds or (15.0 if quick else 120.0)
         self.rate = 1_000
@@ -69,7 +71,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     log(f"  ({time.monotonic() - started:.0f} s so far)")
     log("2/4 the processor alone")
-    calls = processor.run(n=settings.calls, rounds=settings.call_rounds, log=log)
+    calls = processor.run(
+        n=settings.calls,
+        rounds=settings.call_rounds,
+        retention_requests=settings.retention_requests,
+        retention_rounds=settings.retention_rounds,
+        log=log,
+    )
     log(f"  ({time.monotonic() - started:.0f} s so far)")
     log("3/4 export throughput")
     exported = export.run(events=settings.events, repeats=settings.export_repeats, log=log)
