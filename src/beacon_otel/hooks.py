@@ -142,24 +142,20 @@ class RequestRegistry:
             if framework == "fastapi":
                 capture_fastapi_validation_errors()
             return {"server_request_hook": failsafe(self._asgi_request)}
-        request_hooks = {
-            "wsgi": self._wsgi_request,
-            "flask": self._wsgi_request,
-            "django": self._django_request,
+        request_and_response = {
+            "wsgi": (self._wsgi_request, self._wsgi_response),
+            "flask": (self._wsgi_request, self._flask_response),
+            "django": (self._django_request, self._django_response),
         }
-        response_hooks = {
-            "wsgi": self._wsgi_response,
-            "flask": self._flask_response,
-            "django": self._django_response,
-        }
-        if framework not in request_hooks:
+        if framework not in request_and_response:
             raise ValueError(f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
-        hooks = {"request_hook": failsafe(request_hooks[framework])}
+        request_hook, response_hook = request_and_response[framework]
+        hooks = {"request_hook": failsafe(request_hook)}
         if self.rules.has_resolver:
             # A resolver may need the framework's request while it is current (flask.request,
             # Django's request.user). Header rules read the environ the request hook kept,
             # when the span ends: no response hook, no cost per response.
-            hooks["response_hook"] = failsafe(response_hooks[framework])
+            hooks["response_hook"] = failsafe(response_hook)
         return hooks
 
     def _asgi_request(self, span: Any, scope: Mapping[str, Any]) -> None:

@@ -302,7 +302,7 @@ class DeliveryWorker:
                         break
                     count = min(self._batch_size, len(self._buffer))
                     events = [self._buffer.popleft() for _ in range(count)]
-                    self._pending.append(_Batch(events))  # mapped by body(), outside the lock
+                    self._pending.append(_Batch(events))  # wire dicts made by body(), outside the lock
                 batch = self._pending[0]
                 self._busy = True
             try:
