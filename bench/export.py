@@ -19,12 +19,11 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-from bench import services
+from bench import child, services
 
 ROUTES = [
     ("GET", "/users/{user_id}"),
@@ -155,13 +154,8 @@ def _label(receiver: str, compression: bool, batch_size: int) -> str:
 
 def _client_process(url: str, compression: bool, n: int, batch_size: int) -> dict[str, Any]:
     mode = "gzip" if compression else "plain"
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.export", "client", url, mode, str(n), str(batch_size)],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = child.run_module("bench.export", ["client", url, mode, str(n), str(batch_size)])
+    return result
 
 
 def main(argv: list[str]) -> None:

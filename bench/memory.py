@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench import apps
+from bench import apps, child
 
 SETUPS = {
     "buffer only (no spool)": {"BEACON_MAX_STORAGE_BYTES": "0"},
@@ -123,7 +123,7 @@ def run(*, seconds: float, rate: int, log=print) -> dict[str, dict[str, Any]]:
         out, _ = process.communicate(timeout=seconds + 120)
         if process.returncode:
             raise RuntimeError(f"memory worker {name!r} failed ({process.returncode})")
-        summaries[name] = summarise(json.loads(out.strip().splitlines()[-1]), rate)
+        summaries[name] = summarise(child.last_json_line(out), rate)
     return summaries
 
 

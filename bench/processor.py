@@ -25,7 +25,6 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -34,7 +33,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
 
-from bench import apps
+from bench import apps, child
 
 SEMCONV = {"old": "", "new": "http"}
 """``OTEL_SEMCONV_STABILITY_OPT_IN`` per mode: the default (old names) and the stable ones."""
@@ -632,15 +631,10 @@ def run(
 
 
 def _subprocess(args: list[str], opt_in: str) -> dict[str, Any]:
-    env = {**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": opt_in}
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.processor", *args],
-        env=env,
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = child.run_module(
+        "bench.processor", args, env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": opt_in}
+    )
+    return result
 
 
 def main(argv: list[str]) -> None:

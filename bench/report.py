@@ -295,25 +295,29 @@ def _overhead_section(settings: Any, by_key, above, above_cpu) -> str:
         k, b = f"{framework}/{key}", f"{framework}/{base}"
         return f"{(above[k] / above[b] - 1) * 100:+.1f}% | {(above_cpu[k] / above_cpu[b] - 1) * 100:+.1f}%"
 
+    comparisons = [
+        ("beacon-otel alone / stock OTel + OTLP", cell, "beacon", "otlp"),
+        ("beacon-otel alone / beaconhq 0.2.0", cell, "beacon", "beaconhq"),
+        ("beacon-otel + OTLP vs OTLP alone (both auto-run)", added, "beacon+otlp", "otlp-autorun"),
+        (
+            "beacon-otel + OTLP vs OTLP alone with the same SDK defaults (both auto-run)",
+            added,
+            "beacon+otlp",
+            "otlp-autorun-same-defaults",
+        ),
+        ("beacon-otel + OTLP vs stock OTel + OTLP (manual set-up)", added, "beacon+otlp", "otlp"),
+        (
+            "OTLP under opentelemetry-instrument vs stock OTel + OTLP (manual set-up)",
+            added,
+            "otlp-autorun",
+            "otlp",
+        ),
+    ]
     rows += [
-        "| beacon-otel alone / stock OTel + OTLP | "
-        + " | ".join(cell("beacon", "otlp", f) for f in ("fastapi", "flask"))
-        + " |",
-        "| beacon-otel alone / beaconhq 0.2.0 | "
-        + " | ".join(cell("beacon", "beaconhq", f) for f in ("fastapi", "flask"))
-        + " |",
-        "| beacon-otel + OTLP vs OTLP alone (both auto-run) | "
-        + " | ".join(added("beacon+otlp", "otlp-autorun", f) for f in ("fastapi", "flask"))
-        + " |",
-        "| beacon-otel + OTLP vs OTLP alone with the same SDK defaults (both auto-run) | "
-        + " | ".join(added("beacon+otlp", "otlp-autorun-same-defaults", f) for f in ("fastapi", "flask"))
-        + " |",
-        "| beacon-otel + OTLP vs stock OTel + OTLP (manual set-up) | "
-        + " | ".join(added("beacon+otlp", "otlp", f) for f in ("fastapi", "flask"))
-        + " |",
-        "| OTLP under opentelemetry-instrument vs stock OTel + OTLP (manual set-up) | "
-        + " | ".join(added("otlp-autorun", "otlp", f) for f in ("fastapi", "flask"))
-        + " |",
+        f"| {label} | " + " | ".join(compare(key, base, f) for f in ("fastapi", "flask")) + " |"
+        for label, compare, key, base in comparisons
+    ]
+    rows += [
         "",
         "*CPU* columns use the CPU figures (all threads, delivery included) instead of wall time; with other "
         "processes on the machine they are the steadier of the two.",
