@@ -110,6 +110,33 @@ def test_write_claim_ack_round_trip(tmp_path: Path) -> None:
     assert (spool.stats.written, spool.stats.recovered) == (1, 1)
 
 
+def test_counters_rise_before_files_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever sees a batch file gone sees it counted: recovered and corrupt_removed move first."""
+    import beacon_otel.spool
+
+    directory = tmp_path / "spool"
+    spool = Spool(directory, max_bytes=MB, clock=FakeClock())
+    assert spool.write(body(1), 1)
+    place(directory, T0 - 1, b"not a batch")  # older, so claimed first, and corrupt
+    seen: list[tuple[int, int]] = []
+    remove, delete_lease = beacon_otel.spool._remove, Spool._delete_lease
+
+    def removing(path: Path) -> None:
+        seen.append((spool.stats.recovered, spool.stats.corrupt_removed))
+        remove(path)
+
+    def deleting(self: Spool, lease: Path, size: int) -> None:
+        seen.append((spool.stats.recovered, spool.stats.corrupt_removed))
+        delete_lease(self, lease, size)
+
+    monkeypatch.setattr(beacon_otel.spool, "_remove", removing)
+    monkeypatch.setattr(Spool, "_delete_lease", deleting)
+    batch = spool.claim()  # removes the corrupt one on the way
+    assert batch is not None
+    batch.ack()
+    assert seen == [(0, 1), (1, 1)]
+
+
 def test_batches_come_back_oldest_first_across_spools_sharing_a_directory(tmp_path: Path) -> None:
     """Two spools sharing a directory interleave into one order by write time."""
     clock = FakeClock()

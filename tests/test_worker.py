@@ -259,6 +259,7 @@ class MemoryStore:
         self.lock = threading.Lock()
         self.waiting: list[tuple[bytes, int]] = [(b, len(json.loads(b)["events"])) for b in bodies or []]
         self.acked: list[bytes] = []
+        self.on_ack: Callable[[], None] | None = None
 
     def write(self, body: bytes, events: int) -> bool:
         with self.lock:
@@ -277,6 +278,8 @@ class MemoryStore:
                 self.body, self.events = body, events
 
             def ack(self) -> None:
+                if store.on_ack is not None:
+                    store.on_ack()
                 store.acked.append(body)
 
             def release(self) -> None:
@@ -351,6 +354,29 @@ def test_spool_left_by_an_earlier_run_is_replayed_at_start(make_worker: Any) -> 
     wait_until(lambda: stats.snapshot()["recovered"] == 5)
     assert transport.delivered() == [1, 2, 3, 4, 5]
     assert store.pending() == 0 and len(store.acked) == 3
+
+
+def test_replayed_events_are_counted_before_their_batch_is_removed() -> None:
+    """Whoever sees the spool empty sees its events counted as recovered."""
+    store = MemoryStore([body_of(1, 2), body_of(3)])
+    stats = DeliveryStats()
+    seen: list[int] = []
+    store.on_ack = lambda: seen.append(stats.snapshot()["recovered"])
+    worker = DeliveryWorker(
+        ScriptedTransport(),
+        batch_size=3,
+        flush_interval=60.0,
+        max_buffer_size=100,
+        shutdown_timeout=2.0,
+        stats=stats,
+        report=lambda error: None,
+        spool=store,
+    )  # replays at once: the store holds batches
+    try:
+        wait_until(lambda: len(store.acked) == 2)
+    finally:
+        worker.shutdown(timeout=0.5)
+    assert seen == [2, 3]
 
 
 def test_replay_stops_at_the_first_failure_and_keeps_the_batch(
