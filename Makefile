@@ -18,9 +18,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov=beacon_otel --cov-branch --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  # ruff over everything, mypy strict over src/
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
+	$(BIN)/mypy --strict src
 
 # Benchmarks against the alternatives, written to bench/RESULTS.md (about 8 minutes; BENCH_QUICK=1
 # for a short trial). The comparison packages are benchmark-only, so they are installed here.

@@ -159,3 +159,9 @@ def server() -> Iterator[Any]:
 def url_of(httpd: Any) -> str:
     """The base URL of a server started by the ``server`` fixture."""
     return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+@pytest.fixture(autouse=True)
+def raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beacon's own bugs propagate in tests instead of being logged by the guard."""
+    monkeypatch.setenv("BEACON_RAISE_INTERNAL_ERRORS", "1")

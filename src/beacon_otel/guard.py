@@ -1,0 +1,76 @@
+"""One way to contain Beacon's own failures: never into the host app, never hidden from tests.
+
+Every place where Beacon runs inside someone else's code (instrumentation hooks, ``on_end``,
+the delivery thread, auto-run's start-up steps, user callbacks) goes through :func:`contained`
+or :func:`guarded`. A failure is logged once per place with its traceback (later ones at
+DEBUG, so a bug on the request path cannot flood the app's log), and the caller carries on.
+
+Under the project's own test suite (``BEACON_RAISE_INTERNAL_ERRORS=1``) Beacon's own bugs are
+re-raised instead, so a guard never hides one from a test. A user's callback that raises is a
+user error, not ours: ``user_code=True`` guards never re-raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+logger = logging.getLogger("beacon_otel")
+
+RAISE_VARIABLE = "BEACON_RAISE_INTERNAL_ERRORS"
+"""Set to ``1`` by the test suite: internal errors propagate instead of being logged."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_seen: set[str] = set()
+_seen_lock = threading.Lock()
+
+
+def raise_internal_errors() -> bool:
+    """Whether Beacon's own errors propagate (the project's test suite) instead of being logged."""
+    return os.environ.get(RAISE_VARIABLE) == "1"
+
+
+def log_internal_error(action: str, *, level: int = logging.ERROR) -> None:
+    """Log the exception being handled: with its traceback the first time ``action`` fails."""
+    with _seen_lock:
+        first = action not in _seen
+        _seen.add(action)
+    if first:
+        logger.log(level, "beacon-otel: %s failed; the app is not affected", action, exc_info=True)
+    else:
+        logger.debug("beacon-otel: %s failed again", action, exc_info=True)
+
+
+@contextlib.contextmanager
+def contained(action: str, *, user_code: bool = False, level: int = logging.ERROR) -> Iterator[None]:
+    """Run the ``with`` body; anything it raises is logged (see the module doc) and swallowed."""
+    try:
+        yield
+    except Exception:
+        if not user_code and raise_internal_errors():
+            raise
+        log_internal_error(action, level=level)
+
+
+def guarded(
+    action: str, *, default: R, user_code: bool = False, level: int = logging.ERROR
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a function so that a failure is contained and ``default`` returned instead."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with contained(action, user_code=user_code, level=level):
+                return function(*args, **kwargs)
+            return default
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,50 @@
+"""The guard: contain and log Beacon's failures, re-raise them under the test suite."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from beacon_otel import guard
+
+
+def test_contained_reraises_under_the_test_suite() -> None:
+    """With BEACON_RAISE_INTERNAL_ERRORS=1 (the suite's default) an internal error propagates."""
+    with pytest.raises(RuntimeError), guard.contained("a test action"):
+        raise RuntimeError("boom")
+
+
+def test_contained_logs_once_and_swallows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside the suite a failure is swallowed; the traceback is logged the first time only."""
+    monkeypatch.delenv(guard.RAISE_VARIABLE)
+    caplog.set_level(logging.DEBUG, logger="beacon_otel")
+    for _ in range(3):
+        with guard.contained("an action seen once"):
+            raise RuntimeError("boom")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "an action seen once failed" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 2
+
+
+def test_user_code_is_never_reraised(caplog: pytest.LogCaptureFixture) -> None:
+    """A user's callback that raises is logged and swallowed even under the test suite."""
+    with guard.contained("the consumer resolver", user_code=True, level=logging.WARNING):
+        raise ValueError("user bug")
+    assert any("the consumer resolver failed" in r.getMessage() for r in caplog.records)
+
+
+def test_guarded_returns_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guarded function that raises returns its default; one that works returns its value."""
+    monkeypatch.delenv(guard.RAISE_VARIABLE)
+
+    @guard.guarded("dividing", default=-1)
+    def divide(a: int, b: int) -> int:
+        return a // b
+
+    assert divide(6, 3) == 2
+    assert divide(1, 0) == -1
