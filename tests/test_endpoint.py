@@ -77,7 +77,7 @@ def test_name_resolving_to_a_private_address_is_refused_before_connecting(fake_d
     """A public-looking name that resolves into 10/8 gets no connection and no key."""
     fake_dns["ingest.corp.example"] = "10.20.30.40"
     transport = IngestTransport(BeaconConfig(ingest_key="secret", ingest_url="https://ingest.corp.example"))
-    outcome = transport.send(b'{"events":[]}')
+    outcome = transport.send(b'{"events":[]}', "b1")
     transport.close()
     assert outcome.verdict is Verdict.REJECTED
     assert "10.20.30.40" in outcome.detail and "BEACON_ALLOW_PRIVATE_ENDPOINTS" in outcome.detail
@@ -100,7 +100,7 @@ def test_connects_to_the_checked_address_with_the_original_host(
     url = f"http://localhost:{server.server_address[1]}"
     transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url=url))
     transport._url = transport._url.replace("localhost", "beacon.localtest")
-    outcome = transport.send(b'{"events":[]}')
+    outcome = transport.send(b'{"events":[]}', "b1")
     transport.close()
     assert outcome.verdict is Verdict.ACCEPTED
     assert server.requests[0][1]["Host"].startswith("beacon.localtest:")

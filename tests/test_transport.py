@@ -82,11 +82,14 @@ def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     assert all(0 <= backoff_delay(4) <= 16 for _ in range(100))
 
 
-def test_post_carries_bearer_key_json_and_user_agent(server: Any) -> None:
-    """The request is POST {url}/v1/ingest with Bearer auth and application/json."""
+def test_post_carries_bearer_key_json_user_agent_and_idempotency_key(server: Any) -> None:
+    """The request is POST {url}/v1/ingest with Bearer auth, application/json and the batch id."""
     transport = IngestTransport(BeaconConfig(ingest_key="key-9", ingest_url=url_of(server)))
-    outcome = transport.send(b'{"events":[]}')
+    outcome = transport.send(b'{"events":[]}', "0f3c9a")
+    second = transport.send(b'{"events":[]}', "77aa01")
     transport.close()
+    assert second.verdict is Verdict.ACCEPTED
+    assert [headers["Idempotency-Key"] for _, headers, _ in server.requests] == ["0f3c9a", "77aa01"]
     assert (outcome.verdict, outcome.status) == (Verdict.ACCEPTED, 202)
     path, headers, body = server.requests[0]
     assert path == "/v1/ingest"
@@ -100,7 +103,7 @@ def test_post_carries_bearer_key_json_and_user_agent(server: Any) -> None:
 def test_gzip_when_compression_is_on(server: Any) -> None:
     """compression=True gzips the body and says so."""
     transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url=url_of(server), compression=True))
-    transport.send(b'{"events":[1]}')
+    transport.send(b'{"events":[1]}', "b1")
     transport.close()
     _, headers, body = server.requests[0]
     assert headers["Content-Encoding"] == "gzip"
@@ -111,7 +114,7 @@ def test_retry_after_is_read_from_429(server: Any) -> None:
     """A 429 with Retry-After: 2 is a RETRY that waits 2 s."""
     server.script = [(429, {"Retry-After": "2"})]
     transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url=url_of(server)))
-    outcome = transport.send(b"{}")
+    outcome = transport.send(b"{}", "b1")
     transport.close()
     assert (outcome.verdict, outcome.status, outcome.retry_after) == (Verdict.RETRY, 429, 2.0)
 
@@ -120,7 +123,7 @@ def test_redirects_are_not_followed(server: Any) -> None:
     """A 307 to elsewhere is a refusal: the key is never replayed to another host."""
     server.script = [(307, {"Location": "http://127.0.0.2:1/steal"})]
     transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url=url_of(server)))
-    outcome = transport.send(b"{}")
+    outcome = transport.send(b"{}", "b1")
     transport.close()
     assert (outcome.verdict, outcome.status) == (Verdict.REJECTED, 307)
     assert len(server.requests) == 1
@@ -136,7 +139,7 @@ def test_connection_refused_is_transient() -> None:
     transport = IngestTransport(
         BeaconConfig(ingest_key="k", ingest_url=f"http://127.0.0.1:{port}", timeout=1.0)
     )
-    outcome = transport.send(b"{}")
+    outcome = transport.send(b"{}", "b1")
     transport.close()
     assert outcome.verdict is Verdict.RETRY and outcome.status is None
     assert "connection" in outcome.detail
@@ -165,7 +168,7 @@ def test_own_requests_are_not_traced(server: Any) -> None:
         requests.get(url_of(server) + "/probe", timeout=2).close()
         assert len(exporter.get_finished_spans()) == 1  # the instrumentation is live
         transport = IngestTransport(BeaconConfig(ingest_key="k", ingest_url=url_of(server)))
-        transport.send(b"{}")
+        transport.send(b"{}", "b1")
         transport.close()
         assert len(exporter.get_finished_spans()) == 1
     finally:

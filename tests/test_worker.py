@@ -26,15 +26,17 @@ class ScriptedTransport:
         self.script = list(script or [])
         self.on_send = on_send
         self.attempts: list[tuple[float, list[dict[str, Any]]]] = []
+        self.batch_ids: list[str] = []
         self.lock = threading.Lock()
         self.closed = False
         self.resets = 0
 
-    def send(self, body: bytes) -> Outcome:
+    def send(self, body: bytes, batch_id: str) -> Outcome:
         if self.on_send:
             self.on_send()
         events = json.loads(body)["events"]
         with self.lock:
+            self.batch_ids.append(batch_id)
             self.attempts.append((time.monotonic(), events))
             return self.script.pop(0) if self.script else Outcome(Verdict.ACCEPTED, status=202)
 
@@ -132,6 +134,19 @@ def test_transient_failure_is_retried_without_duplicates(
     snapshot = stats.snapshot()
     assert (snapshot["sent"], snapshot["retried"], snapshot["dropped_total"]) == (3, 6, 0)
     assert errors == []
+    assert len(set(transport.batch_ids)) == 1  # a retry is the same batch to the ingest
+
+
+def test_each_batch_and_each_split_half_has_its_own_id(make_worker: Any) -> None:
+    """Idempotency keys: distinct per batch, and a 413's halves each get a new one."""
+    transport = ScriptedTransport([Outcome(Verdict.SPLIT, 413)])
+    worker, transport, _, _ = make_worker(transport, batch_size=4)
+    for n in range(8):
+        worker.submit(event(n))
+    assert worker.flush(2.0)
+    assert len(transport.batch_ids) == 4  # 4 (refused), 2 + 2, then the second 4
+    assert len(set(transport.batch_ids)) == 4
+    assert all(len(batch_id) == 32 for batch_id in transport.batch_ids)
 
 
 def test_retry_after_is_honoured(make_worker: Any) -> None:
@@ -323,12 +338,12 @@ def test_outage_moves_full_batches_to_the_spool_and_replays_them(
     down.set()
 
     class Outage(ScriptedTransport):
-        def send(self, body: bytes) -> Outcome:
+        def send(self, body: bytes, batch_id: str) -> Outcome:
             if down.is_set():
                 with self.lock:
                     self.attempts.append((time.monotonic(), []))
                 return Outcome(Verdict.RETRY, detail="connection refused")
-            return super().send(body)
+            return super().send(body, batch_id)
 
     store = MemoryStore()
     worker, transport, stats, _ = make_worker(Outage(), spool=store, max_buffer_size=10)

@@ -113,8 +113,12 @@ class IngestTransport:
         self._session: requests.Session | None = None
         self._template: requests.PreparedRequest | None = None
 
-    def send(self, body: bytes) -> Outcome:
-        """One attempt; never raises (every failure is an ``Outcome``)."""
+    def send(self, body: bytes, batch_id: str) -> Outcome:
+        """One attempt at batch ``batch_id``; never raises (every failure is an ``Outcome``).
+
+        ``batch_id`` is sent as ``Idempotency-Key``: the same for every attempt at one batch,
+        so an ingest that honours it stores a resent batch once.
+        """
         if self._compression:
             body = gzip.compress(body, compresslevel=6)
         session = self._session or self._new_session()
@@ -125,6 +129,7 @@ class IngestTransport:
         request = self._template.copy()
         request.body = body
         request.headers["Content-Length"] = str(len(body))
+        request.headers["Idempotency-Key"] = batch_id
         try:
             # Our own HTTP call must not become a span (requests/urllib3 instrumentation).
             with suppress_instrumentation(), suppress_http_instrumentation():
@@ -201,7 +206,7 @@ class InMemoryTransport:
         self._lock = threading.Lock()
         self.batches: list[list[dict[str, Any]]] = []
 
-    def send(self, body: bytes) -> Outcome:
+    def send(self, body: bytes, batch_id: str) -> Outcome:
         """Keep one batch, decoded from exactly the bytes that would have been sent."""
         events = json.loads(body)["events"]
         with self._lock:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -35,7 +36,7 @@ REPLAY_PAUSE = 0.2
 class Transport(Protocol):
     """Anything that can take an encoded batch: the HTTP transport or the dry-run sink."""
 
-    def send(self, body: bytes) -> Outcome: ...
+    def send(self, body: bytes, batch_id: str) -> Outcome: ...
 
     def reset(self) -> None: ...
 
@@ -66,11 +67,13 @@ class BatchStore(Protocol):
 class _Batch:
     """Up to ``batch_size`` events; their wire form is made once, outside the worker's lock."""
 
-    __slots__ = ("_body", "attempts", "events")
+    __slots__ = ("_body", "attempts", "batch_id", "events")
 
     def __init__(self, events: list[RequestEvent] | list[dict[str, Any]]) -> None:
         self.events: list[Any] = events
         self.attempts = 0
+        # The Idempotency-Key: the same on every retry, so the ingest can tell a resend.
+        self.batch_id = uuid.uuid4().hex
         self._body: bytes | None = None
 
     def body(self) -> bytes:
@@ -317,7 +320,7 @@ class DeliveryWorker:
             self._idle.notify_all()
 
     def _attempt(self, batch: _Batch, stopping: bool) -> Verdict:
-        outcome = self._safe_send(batch.body())
+        outcome = self._safe_send(batch.body(), batch.batch_id)
         batch.attempts += 1
         verdict = outcome.verdict
         if verdict is Verdict.ACCEPTED:
@@ -389,7 +392,8 @@ class DeliveryWorker:
                 with self._lock:
                     self._replay_at = None
                 return
-            outcome = self._safe_send(spooled.body)
+            # The spool does not keep batch ids yet: a replay is a new key for the ingest.
+            outcome = self._safe_send(spooled.body, uuid.uuid4().hex)
             if outcome.verdict is Verdict.ACCEPTED:
                 # Counted before the file goes: whoever sees the spool empty sees the count.
                 self._stats.add("recovered", spooled.events)
@@ -412,9 +416,9 @@ class DeliveryWorker:
             if self._pending and self._pending[0] is batch:
                 self._pending.popleft()
 
-    def _safe_send(self, body: bytes) -> Outcome:
+    def _safe_send(self, body: bytes, batch_id: str) -> Outcome:
         try:
-            return self._transport.send(body)
+            return self._transport.send(body, batch_id)
         except Exception as exc:  # a transport must not kill the delivery thread
             logger.debug("Beacon transport failed", exc_info=True)
             return Outcome(Verdict.RETRY, detail=f"transport error: {type(exc).__name__}")
