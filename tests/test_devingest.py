@@ -577,7 +577,7 @@ def test_stop_answers_the_batch_it_is_storing(
     """
     server = DevIngest(db_path=str(tmp_path / "dev.sqlite3")).start()
     storing, connections_cut = threading.Event(), threading.Event()
-    handle_batch, running = server._handle_batch, server._server
+    handle_batch, running = server.handle_batch, server._server
     assert running is not None
     close_connections = running.close_connections
 
@@ -590,7 +590,7 @@ def test_stop_answers_the_batch_it_is_storing(
         close_connections()
         connections_cut.set()
 
-    monkeypatch.setattr(server, "_handle_batch", slow_handle_batch)
+    monkeypatch.setattr(server, "handle_batch", slow_handle_batch)
     monkeypatch.setattr(running, "close_connections", close_and_tell)
     answers: queue.Queue[int | Exception] = queue.Queue()
 
@@ -737,3 +737,84 @@ def test_failing_log_callback_does_not_cost_the_response(session: requests.Sessi
     with DevIngest(log=broken) as server:
         assert post(session, server.url, [make_event()]).status_code == 202
         assert len(server.events()) == 1
+
+
+# --- Idempotency-Key: each batch stored once --------------------------------------------------
+
+
+def keyed(key: str) -> dict[str, str]:
+    return {**AUTH, "Idempotency-Key": key}
+
+
+def test_repeated_idempotency_key_is_answered_and_stored_once(
+    ingest: DevIngest, session: requests.Session
+) -> None:
+    """A batch resent with the same Idempotency-Key gets the first 202 again and is not stored twice."""
+    events = [make_event(), make_event(status=500, error="HTTP 500")]
+    first = post(session, ingest.url, events, keyed("3f6c0d2a9b8e4c71a5d0e9f24b7c1a68"))
+    again = post(session, ingest.url, events, keyed("3f6c0d2a9b8e4c71a5d0e9f24b7c1a68"))
+    assert (first.status_code, first.json()) == (again.status_code, again.json()) == (202, {"accepted": 2})
+    assert ingest.events() == events
+    stats = ingest.stats()
+    assert (stats["batches_accepted"], stats["events_accepted"]) == (1, 2)
+    assert (stats["batches_repeated"], stats["events_repeated"]) == (1, 2)
+    assert session.get(ingest.base_url + "/v1/stats", timeout=10).json()["batches_repeated"] == 1
+
+
+def test_repeat_is_recognised_whatever_the_encoding(ingest: DevIngest, session: requests.Session) -> None:
+    """The same events resent gzip-compressed with the same key are a repeat, not a key reused."""
+    assert post(session, ingest.url, [make_event()], keyed("k1")).status_code == 202
+    body = gzip.compress(json.dumps({"events": [make_event()]}, indent=1).encode())
+    gzipped = {**keyed("k1"), "Content-Encoding": "gzip"}
+    resent = session.post(ingest.url, data=body, headers=gzipped, timeout=10)
+    assert resent.status_code == 202
+    assert len(ingest.events()) == 1 and ingest.stats()["batches_repeated"] == 1
+
+
+def test_batches_without_a_key_or_with_different_keys_are_all_stored(
+    ingest: DevIngest, session: requests.Session
+) -> None:
+    """Only the key makes a repeat: equal events without a key, or under two keys, are stored each time."""
+    for headers in (AUTH, AUTH, keyed("a"), keyed("b")):
+        assert post(session, ingest.url, [make_event()], headers).status_code == 202
+    assert len(ingest.events()) == 4
+    assert ingest.stats()["batches_repeated"] == 0
+
+
+def test_key_reused_for_other_events_is_refused(ingest: DevIngest, session: requests.Session) -> None:
+    """A key sent again with different events is a client bug: 422, the second batch not stored."""
+    assert post(session, ingest.url, [make_event()], keyed("k")).status_code == 202
+    reused = post(session, ingest.url, [make_event(status=404)], keyed("k"))
+    assert reused.status_code == 422 and "used before" in reused.json()["error"]
+    assert ingest.events() == [make_event()]
+    assert ingest.stats()["batches_rejected"] == 1
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "caf\u00e9"])
+def test_malformed_idempotency_key_is_400(ingest: DevIngest, session: requests.Session, key: str) -> None:
+    """An Idempotency-Key that is not 1..255 visible ASCII characters refuses the batch."""
+    body = json.dumps({"events": [make_event()]}).encode()
+    headers = {**AUTH, "Idempotency-Key": key.encode("utf-8").decode("latin-1")}
+    response = session.post(ingest.url, data=body, headers=headers, timeout=10)
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()["error"]
+    assert ingest.events() == []
+
+
+def test_idempotency_keys_survive_a_restart_with_a_file_database(
+    tmp_path: Path, session: requests.Session
+) -> None:
+    """With --db on a file, a batch replayed after a restart (a spool replay) is still a repeat."""
+    server = DevIngest(db_path=str(tmp_path / "dev.sqlite3"))
+    with server:
+        assert post(session, server.url, [make_event()], keyed("spooled-1")).status_code == 202
+    with server:
+        assert post(session, server.url, [make_event()], keyed("spooled-1")).status_code == 202
+        assert len(server.events()) == 1 and server.stats()["batches_repeated"] == 1
+
+
+def test_reset_forgets_idempotency_keys(ingest: DevIngest, session: requests.Session) -> None:
+    """After POST /v1/_reset a key is new again, so tests that reset start from nothing."""
+    post(session, ingest.url, [make_event()], keyed("k"))
+    assert session.post(ingest.base_url + "/v1/_reset", data=b"", timeout=10).status_code == 200
+    post(session, ingest.url, [make_event()], keyed("k"))
+    assert len(ingest.events()) == 1 and ingest.stats()["batches_accepted"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beacon_otel.devingest import INGEST_PATH, DevIngest, format_rejection, format_summary
+from beacon_otel.version import __version__
 
 # Not 4318: that is the OTLP/HTTP port, where people already run collectors.
 DEFAULT_DEV_INGEST_PORT = 8390
@@ -29,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     """Build the parser; each subcommand sets `run`, the function that carries it out."""
     parser = argparse.ArgumentParser(prog="beacon-otel", description="Beacon API analytics tools.")
+    parser.add_argument("--version", action="version", version=_version_line())
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     dev = commands.add_parser(
@@ -107,6 +110,16 @@ def _get_json(url: str) -> Any:
         raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
+
+
+def _version_line() -> str:
+    """This package's version, with the OpenTelemetry SDK's and Python's that it runs on."""
+    try:
+        sdk = importlib.metadata.version("opentelemetry-sdk")
+    except importlib.metadata.PackageNotFoundError:
+        sdk = "not installed"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"beacon-otel {__version__} (opentelemetry-sdk {sdk}, Python {python})"
 
 
 def _print_flushed(line: str) -> None:

@@ -3,8 +3,9 @@
 The modules, one concern each:
 
 - ``server``: DevIngest, the object tests and the CLI drive (start/stop, stored events,
-  summary, stats, fault script, waiting for events);
+  summary, stats, fault script, waiting for events), and the public surface httpd answers with;
 - ``httpd``: the HTTP server and request handler that answer for a DevIngest;
+- ``store``: the SQLite store of accepted events, each Idempotency-Key stored once;
 - ``validation``: the contract's checks of a request, its body and each event;
 - ``summary``: the per-route summary and the lines the CLI prints;
 - ``faults``: Fault, one scripted misbehaviour for client tests.

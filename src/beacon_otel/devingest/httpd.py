@@ -43,7 +43,8 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup, which can stall for seconds.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        self.server_name = str(host)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:
@@ -58,7 +59,7 @@ class _Server(ThreadingHTTPServer):
     def begin_answer(self, sock: socket.socket) -> bool:
         """Claim ``sock`` until its response is sent; False once stopping has begun."""
         with self.connections_lock:
-            if self.ingest._stopping.is_set():
+            if self.ingest.stopping:
                 return False
             self.answering.add(sock)
             return True
@@ -116,14 +117,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._post()
         finally:
             self.server.end_answer(self.connection)
-            if self.server.ingest._stopping.is_set():
+            if self.server.ingest.stopping:
                 self.close_connection = True
 
     def _post(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == INGEST_PATH:
-            arrival = self.server.ingest._record_arrival()  # before the body: that is when it arrived
-            return self._ingest(arrival, self._read_body())
+            arrival = self.server.ingest.begin_arrival()  # before the body: that is when it arrived
+            reply = self.server.ingest.answer(arrival, self.headers, self._read_body())
+            if reply.status is None:
+                self.close_connection = True
+                return None
+            return self._send(reply.status, reply.payload, reply.headers)
         body = self._read_body()
         if isinstance(body, _Refused):
             return self._send(body.status, {"error": body.message})
@@ -138,24 +143,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.ingest.reset()
             return self._send(200, {"reset": True})
         return self._send(404, {"error": "not found"})
-
-    def _ingest(self, arrival: dict[str, Any], body: bytes | _Refused) -> None:
-        """Answer one ingest POST: the next scripted fault if any, else validate and store."""
-        ingest = self.server.ingest
-        if (fault := ingest._next_fault()) is not None:
-            ingest._emit(f"injected fault: {fault}")
-            ingest._stopping.wait(fault.hang)  # stop() cuts a hang short
-            if fault.drop:
-                ingest._finish_arrival(arrival, "dropped", None)
-                self.close_connection = True
-                return None
-            if fault.status is not None:
-                ingest._finish_arrival(arrival, "fault", fault.status)
-                return self._send(fault.status, {"error": "injected fault"}, fault.headers)
-        status, answer = ingest._handle_batch(self.headers, body)
-        outcome = "accepted" if status == 202 else "rejected"
-        ingest._finish_arrival(arrival, outcome, status, answer.get("accepted", 0))
-        return self._send(status, answer, {"WWW-Authenticate": "Bearer"} if status == 401 else {})
 
     def _read_body(self) -> bytes | _Refused:
         """Read the whole request body, or say why it cannot be used."""

@@ -8,37 +8,40 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from beacon_otel.devingest.faults import Fault
 from beacon_otel.devingest.httpd import INGEST_PATH, _Server
+from beacon_otel.devingest.store import EventStore, KeyReused
 from beacon_otel.devingest.summary import _summarise, format_rejection
-from beacon_otel.devingest.validation import _Refused, parse_batch
+from beacon_otel.devingest.validation import _Refused, parse_batch, parse_idempotency_key
 
 # The package's name, as before the split into modules: one logger for the dev ingest.
 _logger = logging.getLogger("beacon_otel.devingest")
 
-_EVENT_KEYS = ("ts", "method", "route", "path", "status", "duration_ms", "consumer", "error")
-_COUNTERS = ("batches_accepted", "batches_rejected", "events_accepted", "faults_served")
-_SELECT_EVENTS = f"SELECT {', '.join(_EVENT_KEYS)}, validation_errors FROM events ORDER BY id"
-_SELECT_SUMMARY = "SELECT method, route, status, duration_ms, consumer, error FROM events"
-_INSERT_EVENT = (
-    f"INSERT INTO events ({', '.join(_EVENT_KEYS)}, validation_errors, batch_id, received_at)"
-    f" VALUES ({', '.join('?' * (len(_EVENT_KEYS) + 3))})"
+_COUNTERS = (
+    "batches_accepted",
+    "batches_rejected",
+    "events_accepted",
+    "faults_served",
+    "batches_repeated",
+    "events_repeated",
 )
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, batch_id TEXT NOT NULL, received_at TEXT NOT NULL,
-    ts TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, path TEXT NOT NULL,
-    status INTEGER NOT NULL, duration_ms INTEGER NOT NULL, consumer TEXT, error TEXT,
-    validation_errors TEXT
-)"""
+_SUMMARY_COLUMNS = "method, route, status, duration_ms, consumer, error"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one ingest POST: a status and JSON body, or ``status=None`` to hang up."""
+
+    status: int | None
+    payload: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class IngestTimeout(AssertionError, TimeoutError):
@@ -64,7 +67,7 @@ class DevIngest:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
-        self._db: sqlite3.Connection | None = None
+        self._store: EventStore | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._faults: list[Fault] = []
@@ -88,14 +91,13 @@ class DevIngest:
         """Bind, then serve on a daemon thread; a restart after stop() reuses the port."""
         if self._server is not None:
             raise RuntimeError("DevIngest is already running")
-        db = sqlite3.connect(self.db_path, check_same_thread=False)
+        store = EventStore(self.db_path)
         try:
-            db.execute(_SCHEMA)
             server = _Server((self.host, self.port), self)
         except BaseException:
-            db.close()
+            store.close()
             raise
-        self._db, self._server, self.port = db, server, server.server_address[1]
+        self._store, self._server, self.port = store, server, server.server_address[1]
         self._stopping.clear()
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -114,8 +116,8 @@ class DevIngest:
         server.server_close()  # joins the handler threads, so none touches the closed db
         thread.join()
         with self._lock:
-            self._require_db().close()
-            self._db = None
+            self._require_store().close()
+            self._store = None
 
     def __enter__(self) -> DevIngest:
         return self.start()
@@ -139,35 +141,32 @@ class DevIngest:
         with self._lock:
             return [dict(a) for a in self._arrivals]
 
-    def events(self) -> list[dict[str, Any]]:
-        """The stored events, oldest first, as the client sent them."""
-        events = []
-        for *values, validation_errors in self._query(_SELECT_EVENTS):
-            event = dict(zip(_EVENT_KEYS, values, strict=True))
-            if validation_errors is not None:
-                event["validation_errors"] = json.loads(validation_errors)
-            events.append(event)
-        return events
+    def events(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The stored events, oldest first, as the client sent them (the newest ``limit``)."""
+        with self._lock:
+            return self._require_store().events(limit=limit)
 
     def stats(self) -> dict[str, Any]:
         """Counters, stored event count, pending faults and every rejection with its problems."""
         with self._lock:
             return {
                 **self._counters,
-                "events_stored": self._query("SELECT COUNT(*) FROM events")[0][0],
+                "events_stored": self._require_store().count(),
                 "faults_pending": len(self._faults),
                 "rejections": json.loads(json.dumps(self._rejections)),  # a deep copy
             }
 
     def summary(self) -> dict[str, Any]:
         """Per (method, route): requests, errors, error rate, p50/p95 and top consumers."""
-        return _summarise(self._query(_SELECT_SUMMARY))
+        with self._lock:
+            rows = self._require_store().rows(_SUMMARY_COLUMNS)
+        return _summarise(rows)
 
     def wait_for_events(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Block until at least n events are stored and return them all."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while (count := self._query("SELECT COUNT(*) FROM events")[0][0]) < n:
+            while (count := self._require_store().count()) < n:
                 if (remaining := deadline - time.monotonic()) <= 0:
                     raise IngestTimeout(
                         f"expected at least {n} events within {timeout}s, got {count}; "
@@ -179,22 +178,77 @@ class DevIngest:
     def reset(self) -> None:
         """Forget stored events, counters, rejections, arrivals and scripted faults."""
         with self._changed:
-            with self._require_db() as db:
-                db.execute("DELETE FROM events")
+            self._require_store().clear()
             self._counters = dict.fromkeys(_COUNTERS, 0)
             self._rejections.clear()
             self._arrivals.clear()
             self._faults.clear()
             self._changed.notify_all()
 
-    def _require_db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("DevIngest is not running: call start() first")
-        return self._db
+    # -- for the HTTP layer ---------------------------------------------------------------
 
-    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+    @property
+    def stopping(self) -> bool:
+        """True from the moment stop() begins: no new answer should start."""
+        return self._stopping.is_set()
+
+    def begin_arrival(self) -> dict[str, Any]:
+        """Record an ingest POST as it arrives (before its body is read); give it to answer()."""
+        now, wall = time.monotonic(), time.time()
         with self._lock:
-            return self._require_db().execute(sql).fetchall()
+            arrival: dict[str, Any] = {"seq": len(self._arrivals), "monotonic": now, "wall": wall}
+            arrival |= {"outcome": "pending", "status": None, "events": 0, "finished": None}
+            self._arrivals.append(arrival)
+            return arrival
+
+    def answer(self, arrival: dict[str, Any], headers: Any, body: bytes | _Refused) -> Reply:
+        """Answer one ingest POST: the next scripted fault if any, else validate and store."""
+        if (fault := self._next_fault()) is not None:
+            self._emit(f"injected fault: {fault}")
+            self._stopping.wait(fault.hang)  # stop() cuts a hang short
+            if fault.drop:
+                self._finish_arrival(arrival, "dropped", None)
+                return Reply(None)
+            if fault.status is not None:
+                self._finish_arrival(arrival, "fault", fault.status)
+                return Reply(fault.status, {"error": "injected fault"}, fault.headers)
+        reply = self.handle_batch(headers, body)
+        outcome = "accepted" if reply.status == 202 else "rejected"
+        self._finish_arrival(arrival, outcome, reply.status, reply.payload.get("accepted", 0))
+        return reply
+
+    def handle_batch(self, headers: Any, body: bytes | _Refused) -> Reply:
+        """Validate one ingest request and store its events once per Idempotency-Key."""
+        try:
+            events = parse_batch(headers, body, self.ingest_key)
+            key = parse_idempotency_key(headers)
+            with self._changed:
+                try:
+                    stored = self._require_store().store_batch(events, key, _now_iso())
+                except KeyReused as exc:
+                    raise _Refused(422, str(exc)) from None
+                self._counters["batches_repeated" if stored.repeat else "batches_accepted"] += 1
+                self._counters["events_repeated" if stored.repeat else "events_accepted"] += stored.events
+                self._changed.notify_all()
+        except _Refused as exc:
+            answer = {"error": exc.message, **({"problems": exc.problems} if exc.problems else {})}
+            rejection = {"status": exc.status, **answer, "at": _now_iso()}
+            with self._lock:
+                self._counters["batches_rejected"] += 1
+                self._rejections.append(rejection)
+            self._emit(format_rejection(rejection))
+            return Reply(exc.status, answer, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {})
+        # A repeat gets the first answer again: the client must forget the batch either way.
+        what = "repeated batch, not stored again:" if stored.repeat else "accepted"
+        self._emit(f"{what} {stored.events} events")
+        return Reply(202, {"accepted": stored.events})
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _require_store(self) -> EventStore:
+        if self._store is None:
+            raise RuntimeError("DevIngest is not running: call start() first")
+        return self._store
 
     def _next_fault(self) -> Fault | None:
         with self._lock:
@@ -203,45 +257,11 @@ class DevIngest:
             self._counters["faults_served"] += 1
             return self._faults.pop(0)
 
-    def _record_arrival(self) -> dict[str, Any]:
-        now, wall = time.monotonic(), time.time()
-        with self._lock:
-            arrival = {"seq": len(self._arrivals), "monotonic": now, "wall": wall}
-            arrival |= {"outcome": "pending", "status": None, "events": 0, "finished": None}
-            self._arrivals.append(arrival)
-            return arrival
-
     def _finish_arrival(
         self, arrival: dict[str, Any], outcome: str, status: int | None, events: int = 0
     ) -> None:
         with self._lock:
             arrival.update(outcome=outcome, status=status, events=events, finished=time.monotonic())
-
-    def _handle_batch(self, headers: Any, body: bytes | _Refused) -> tuple[int, dict[str, Any]]:
-        """Validate one ingest request and store its events: (status, JSON answer)."""
-        try:
-            events = parse_batch(headers, body, self.ingest_key)
-        except _Refused as exc:
-            answer = {"error": exc.message, **({"problems": exc.problems} if exc.problems else {})}
-            rejection = {"status": exc.status, **answer, "at": _now_iso()}
-            with self._lock:
-                self._counters["batches_rejected"] += 1
-                self._rejections.append(rejection)
-            self._emit(format_rejection(rejection))
-            return exc.status, answer
-        batch, received_at = uuid.uuid4().hex, _now_iso()
-        rows = [
-            (*(e[k] for k in _EVENT_KEYS), _json_or_none(e.get("validation_errors")), batch, received_at)
-            for e in events
-        ]
-        with self._changed:
-            with self._require_db() as db:  # one transaction: a batch is stored whole or not at all
-                db.executemany(_INSERT_EVENT, rows)
-            self._counters["batches_accepted"] += 1
-            self._counters["events_accepted"] += len(rows)
-            self._changed.notify_all()
-        self._emit(f"accepted {len(rows)} events")
-        return 202, {"accepted": len(rows)}
 
     def _emit(self, line: str) -> None:
         try:
@@ -249,10 +269,6 @@ class DevIngest:
                 self._log(line)
         except Exception:  # a failing printer must not cost the client its response
             _logger.exception("DevIngest log callback failed")
-
-
-def _json_or_none(value: object) -> str | None:
-    return None if value is None else json.dumps(value)
 
 
 def _now_iso() -> str:

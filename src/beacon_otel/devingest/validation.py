@@ -23,6 +23,7 @@ _INT64_MAX = 2**63 - 1  # SQLite's INTEGER; a larger duration is no longer a dur
 _TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.(\d{1,9}))?)?(?:Z|[+-]\d{2}:\d{2})")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _NUL_RE = re.compile(r"\x00")
+_IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 
 Problem = dict[str, Any]
 
@@ -135,6 +136,7 @@ def validate_event(event: object, index: int = 0) -> list[Problem]:
     """Return every contract violation in one event (empty when the event is valid)."""
     if not isinstance(event, dict):
         return [{"index": index, "field": None, "problem": "expected an object"}]
+    found: list[tuple[str, str | None]]
     found = [(k, "unknown key") for k in event if k not in _CHECKS and k != "validation_errors"]
     found += [(k, "missing") for k in _CHECKS if k not in event]
     found += [(k, check(event[k])) for k, check in _CHECKS.items() if k in event]
@@ -189,6 +191,14 @@ def parse_batch(headers: Any, body: bytes | _Refused, ingest_key: str | None) ->
         message = f"{bad} invalid event(s): the whole batch is rejected"
         raise _Refused(400, message, problems[:MAX_PROBLEMS])
     return events
+
+
+def parse_idempotency_key(headers: Any) -> str | None:
+    """The batch's Idempotency-Key (docs/ingest-protocol.md), None when not sent."""
+    key = headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise _Refused(400, f"Idempotency-Key must be 1..255 visible ASCII characters, got {key[:64]!r}")
+    return key  # type: ignore[no-any-return]  # headers is an email.message.Message
 
 
 def _gunzip(body: bytes) -> bytes:
