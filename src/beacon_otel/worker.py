@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from beacon_otel import cooperative
 from beacon_otel.event import RequestEvent, encode_events
 from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import Outcome, Verdict, backoff_delay
@@ -123,13 +124,12 @@ class DeliveryWorker:
         if spool is not None and _safe(spool.pending, 0):
             # Batches left by an earlier run: deliver them even if no request ever comes.
             with self._lock:
-                self._start_thread()
+                thread = self._new_thread()
+            thread.start()
 
     def _reset_state(self) -> None:
         self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._idle = threading.Condition(self._lock)
+        self._use(cooperative.primitives())
         self._buffer: collections.deque[RequestEvent] = collections.deque()
         self._pending: collections.deque[_Batch] = collections.deque()
         self._failures = 0  # consecutive transient failures: how unwell the ingest is
@@ -141,13 +141,28 @@ class DeliveryWorker:
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
 
+    def _use(self, primitives: cooperative.Primitives) -> None:
+        self._primitives = primitives
+        self._lock = primitives.lock
+        self._wake = primitives.wake
+        self._idle = primitives.idle
+
+    def _check_process(self) -> None:
+        """Fresh state after a fork, and primitives of the threading in force (gevent, eventlet)."""
+        if self._pid != os.getpid():
+            # uWSGI and friends fork from C without running at-fork hooks.
+            self._after_fork_in_child()
+        if self._thread is None and not self._primitives.is_current():
+            # Patched since they were made (a gevent worker patches after the fork): no thread
+            # of ours runs yet, so nothing waits on the old ones.
+            self._use(cooperative.primitives())
+
     # -- request path --------------------------------------------------------------------
 
     def submit(self, event: RequestEvent) -> bool:
         """Queue one event without blocking; returns False if it was refused (and counted)."""
-        if self._pid != os.getpid():
-            # uWSGI and friends fork from C without running at-fork hooks.
-            self._after_fork_in_child()
+        self._check_process()
+        thread = None
         with self._lock:
             if self._stopped:
                 self._stats.drop("after_shutdown")
@@ -161,9 +176,13 @@ class DeliveryWorker:
             self._buffer.append(event)
             stats.queued += 1
             if self._thread is None:
-                self._start_thread()
+                thread = self._new_thread()
             elif len(self._buffer) == self._batch_size:
                 self._wake.notify()
+        if thread is not None:
+            # Started with no lock held: under gevent, start() switches to the new greenlet,
+            # and a greenlet must never switch away while holding a lock another one needs.
+            thread.start()
         return True
 
     def buffered(self) -> int:
@@ -179,11 +198,16 @@ class DeliveryWorker:
     def flush(self, timeout: float) -> bool:
         """Deliver everything buffered now; True if done within ``timeout`` seconds."""
         deadline = self._clock() + timeout
+        self._check_process()
+        thread = None
         with self._lock:
             if self._thread is None and not self._buffer and not self._pending:
                 return True
             if self._thread is None:
-                self._start_thread()
+                thread = self._new_thread()
+        if thread is not None:
+            thread.start()
+        with self._lock:
             self._flush_requests += 1
             self._wake.notify()
             try:
@@ -199,6 +223,8 @@ class DeliveryWorker:
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` seconds, then stop; what is left goes to the spool."""
         timeout = self._shutdown_timeout if timeout is None else timeout
+        self._check_process()
+        new_thread = None
         with self._lock:
             if self._stopped:
                 return
@@ -206,10 +232,12 @@ class DeliveryWorker:
             self._stopping = True
             self._deadline = self._clock() + timeout
             if self._thread is None and (self._buffer or self._pending):
-                self._start_thread()
+                new_thread = self._new_thread()
             thread = self._thread
             self._wake.notify()
-        if thread is not None:
+        if new_thread is not None:
+            new_thread.start()
+        if thread is not None and thread.ident is not None:  # not yet started: nothing to wait for
             # Bounded even when a request hangs: the thread is a daemon and is left behind.
             thread.join(timeout)
         with self._lock:
@@ -225,10 +253,11 @@ class DeliveryWorker:
 
     # -- background thread -----------------------------------------------------------------
 
-    def _start_thread(self) -> None:
-        thread = threading.Thread(target=self._run, name="beacon-otel-delivery", daemon=True)
+    def _new_thread(self) -> threading.Thread:
+        """The delivery thread, recorded under the lock; the caller starts it once it lets go."""
+        thread = cooperative.daemon_thread(self._run, "beacon-otel-delivery")
         self._thread = thread
-        thread.start()
+        return thread
 
     def _run(self) -> None:
         next_flush = self._clock() + self._interval
