@@ -361,12 +361,12 @@ def test_percentile_is_nearest_rank(values: list[int], p50: int | None, p95: int
 
 
 def test_summary_per_route(ingest: DevIngest, session: requests.Session) -> None:
-    """The summary counts requests and errors and computes p50/p95 and top consumers per route."""
+    """Per route: requests, errors (exception or 5xx), 4xx, status mix, p50/p95/p99, top consumers."""
     consumers = ["alice"] * 8 + ["bob"] * 5 + [None] * 4 + ["carol"] * 3
     users = [make_event(duration_ms=d, consumer=c) for d, c in zip(range(1, 21), consumers, strict=True)]
     users[0]["status"] = 500  # a 5xx is an error even without an exception
     users[1]["error"] = "ValueError: boom"  # an exception is an error even with a 2xx
-    users[2]["status"] = 404  # a 4xx is not an error
+    users[2]["status"] = 404  # a 4xx is not an error, but is counted apart
     orders = [make_event(method="POST", route="/orders", path="/orders", duration_ms=7)]
     assert post(session, ingest.url, users + orders).status_code == 202
 
@@ -378,8 +378,11 @@ def test_summary_per_route(ingest: DevIngest, session: requests.Session) -> None
         "requests": 20,
         "errors": 2,
         "error_rate": 0.1,
+        "client_errors": 1,
+        "statuses": {"200": 18, "404": 1, "500": 1},
         "p50_ms": 10,
         "p95_ms": 19,
+        "p99_ms": 20,
         "top_consumers": [
             {"consumer": "alice", "count": 8},
             {"consumer": "bob", "count": 5},
@@ -392,18 +395,105 @@ def test_summary_per_route(ingest: DevIngest, session: requests.Session) -> None
         "requests": 21,
         "errors": 2,
         "error_rate": round(2 / 21, 4),
+        "client_errors": 1,
+        "statuses": {"200": 19, "404": 1, "500": 1},
         "p50_ms": 10,  # 11th of 1..7, 7, 8..20
         "p95_ms": 19,  # 20th
+        "p99_ms": 20,
         "routes": 2,
     }
 
     table = format_summary(summary)
     lines = table.splitlines()
     assert lines[0].split() == [
-        "METHOD", "ROUTE", "REQUESTS", "ERRORS", "ERR%", "P50ms", "P95ms", "TOP", "CONSUMERS"
+        "METHOD", "ROUTE", "REQS", "ERR%", "4XX", "P50ms", "P95ms", "P99ms", "TOP", "CONSUMER"
     ]  # fmt: skip
-    assert re.search(r"GET\s+/users/\{user_id\}\s+20\s+2\s+10\.0%\s+10\s+19\s+alice \(8\)", table)
-    assert re.search(r"TOTAL\s+2 routes\s+21\s+2\s+9\.5%", table)
+    assert re.search(r"GET\s+/users/\{user_id\}\s+20\s+10\.0%\s+1\s+10\s+19\s+20\s+alice \(8\)", table)
+    assert re.search(r"TOTAL\s+2 routes\s+21\s+9\.5%", table)
+    assert "statuses: 200 x19, 404 x1, 500 x1" in table
+    assert max(map(len, lines)) <= 100
+
+
+def test_summary_shows_latest_errors_and_validation_fields(
+    ingest: DevIngest, session: requests.Session
+) -> None:
+    """Error texts (newest first) and validation errors counted by field are in the summary and its text."""
+    invalid = [{"field": "body.price", "message": "Field required", "type": "missing"}]
+    events = [
+        make_event(
+            status=500, error="ZeroDivisionError: division by zero", ts="2026-06-03T12:00:01.000+00:00"
+        ),
+        make_event(status=502, error=None, ts="2026-06-03T12:00:02.000+00:00"),
+        make_event(method="POST", route="/orders", path="/orders", status=422, validation_errors=invalid),
+        make_event(method="POST", route="/orders", path="/orders", status=422, validation_errors=invalid),
+    ]
+    assert post(session, ingest.url, events).status_code == 202
+    summary = ingest.summary()
+    assert [(e["status"], e["error"]) for e in summary["latest_errors"]] == [
+        (502, None),
+        (500, "ZeroDivisionError: division by zero"),
+    ]
+    assert summary["validation_fields"] == [
+        {"field": "body.price", "count": 2, "message": "Field required", "route": "/orders", "method": "POST"}
+    ]
+    text = format_summary(summary)
+    assert "12:00:01 GET /users/{user_id} 500  ZeroDivisionError: division by zero" in text
+    assert "12:00:02 GET /users/{user_id} 502  HTTP 502" in text
+    assert "body.price x2: Field required (POST /orders)" in text
+
+
+def test_summary_filters_by_consumer_and_status(ingest: DevIngest, session: requests.Session) -> None:
+    """?consumer= and ?status= count only matching events; the consumer list stays complete."""
+    events = [make_event(consumer="alice"), make_event(consumer="bob", status=404), make_event(consumer=None)]
+    assert post(session, ingest.url, events).status_code == 202
+    get = lambda query: session.get(f"{ingest.base_url}/v1/summary?{query}", timeout=10)  # noqa: E731
+    assert get("consumer=bob").json()["totals"]["requests"] == 1
+    assert get("consumer=-").json()["totals"]["requests"] == 1  # "-" is "no consumer"
+    only_4xx = get("status=4xx").json()
+    assert only_4xx["totals"]["statuses"] == {"404": 1}
+    assert {c["consumer"] for c in only_4xx["consumers"]} == {"alice", "bob", "-"}
+    assert get("status=4xx&consumer=alice").json()["routes"] == []
+    refused = get("status=404")
+    assert refused.status_code == 400 and "2xx" in refused.json()["error"]
+
+
+def test_summary_charts_data(ingest: DevIngest, session: requests.Session) -> None:
+    """The latency histogram counts every event in one bucket; traffic steps cover the time span."""
+    stamps = [
+        "2026-06-03T12:00:00.000+00:00",
+        "2026-06-03T12:00:00.5Z",
+        "2026-06-03T12:00:03.123456789+00:00",
+    ]
+    events = [make_event(ts=ts, duration_ms=d) for ts, d in zip(stamps, (3, 30, 9000), strict=True)]
+    events.append(make_event(ts="2026-06-03T12:00:03.000+00:00", status=500, error="HTTP 500"))
+    assert post(session, ingest.url, events).status_code == 202
+    summary = ingest.summary()
+    histogram = {b["le_ms"]: b["count"] for b in summary["latency_histogram"]}
+    assert (histogram[5], histogram[50], histogram[25], histogram[None]) == (1, 1, 1, 1)
+    assert sum(histogram.values()) == 4
+    traffic = summary["traffic"]
+    assert [(p["requests"], p["errors"]) for p in traffic] == [(2, 0), (0, 0), (0, 0), (2, 1)]
+    assert all(p["step_s"] == 1 for p in traffic)
+
+
+def test_events_offset_and_limit(ingest: DevIngest, session: requests.Session) -> None:
+    """GET /v1/events?offset=N skips the first N events; ?limit=N gives the newest N."""
+    events = [make_event(duration_ms=i) for i in range(5)]
+    assert post(session, ingest.url, events).status_code == 202
+    get = lambda query: session.get(f"{ingest.base_url}/v1/events?{query}", timeout=10)  # noqa: E731
+    assert get("offset=3").json() == events[3:]
+    assert get("limit=2").json() == events[3:]
+    assert get("offset=-1").status_code == 400
+
+
+def test_dashboard_page_is_served_at_the_root(ingest: DevIngest, session: requests.Session) -> None:
+    """GET / is the dashboard: HTML that loads nothing from elsewhere (a CSP allows only itself)."""
+    page = session.get(ingest.base_url + "/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert "<title>Beacon dev ingest</title>" in page.text
+    assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")
 
 
 def test_format_summary_without_events() -> None:
@@ -416,9 +506,9 @@ def test_format_summary_keeps_rows_on_one_line(ingest: DevIngest, session: reque
     event = make_event(route="/" + "r" * 300, consumer="line\nbreak")
     assert post(session, ingest.url, [event]).status_code == 202
     lines = format_summary(ingest.summary()).splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 7  # head, rule, route, rule, total, blank, statuses
     assert "line?break (1)" in lines[2]
-    assert max(map(len, lines)) < 160
+    assert max(map(len, lines)) <= 100
 
 
 def test_scripted_503_then_normal(ingest: DevIngest, session: requests.Session) -> None:
@@ -712,12 +802,15 @@ def test_cli_summary_in_process(
 
 
 def test_cli_summary_unreachable_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    """summary exits 2 with a message when no dev ingest answers."""
+    """summary exits 2 when no dev ingest answers, and says how to start one on that port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # free once closed: nothing listens there
     assert main(["summary", "--url", f"http://127.0.0.1:{port}"]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines() == [
+        f"beacon-otel summary: no dev ingest is running at http://127.0.0.1:{port} (connection refused).",
+        f"Start it with: beacon-otel dev-ingest --port {port}",
+    ]
 
 
 def test_cli_dev_ingest_port_in_use_exits_1(ingest: DevIngest, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,12 +9,13 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from beacon_otel.devingest import INGEST_PATH, DevIngest, format_rejection, format_summary
+from beacon_otel.devingest import INGEST_PATH, DevIngest, format_event, format_rejection, format_summary
 from beacon_otel.version import __version__
 
 # Not 4318: that is the OTLP/HTTP port, where people already run collectors.
@@ -38,13 +39,20 @@ def _parser() -> argparse.ArgumentParser:
         "dev-ingest",
         help="run a local Beacon ingest that validates every batch strictly",
         description="Serve a local Beacon ingest that validates every batch as strictly as the "
-        "contract, stores accepted events in SQLite and prints one line per batch.",
+        "contract, stores accepted events in SQLite and prints one line per batch. Its live "
+        "dashboard is at the same address (http://127.0.0.1:8390/ by default); its endpoints are "
+        "described in docs/dev-ingest.md.",
     )
     dev.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     dev.add_argument(
         "--port", type=int, default=DEFAULT_DEV_INGEST_PORT, help="0 picks a free port (%(default)s)"
     )
-    dev.add_argument("--db", default="beacon-dev.sqlite3", help="SQLite file, or :memory:")
+    dev.add_argument(
+        "--db",
+        default="beacon-dev.sqlite3",
+        help="SQLite file that keeps events across runs, in the current directory by default; "
+        ":memory: keeps nothing after exit (%(default)s)",
+    )
     dev.add_argument("--key", help="accept only this ingest key (default: any non-empty key)")
     dev.add_argument("--quiet", action="store_true", help="do not print a line per batch")
     dev.set_defaults(run=_run_dev_ingest)
@@ -55,12 +63,29 @@ def _parser() -> argparse.ArgumentParser:
         description="Print a running dev ingest's per-route summary; exit 1 if it rejected "
         "any batch, 2 if it cannot be reached.",
     )
+    default_url = f"http://127.0.0.1:{DEFAULT_DEV_INGEST_PORT}"
     summary.add_argument(
-        "--url",
-        default=f"http://127.0.0.1:{DEFAULT_DEV_INGEST_PORT}",
-        help="the dev ingest's base URL or ingest endpoint (%(default)s)",
+        "--url", default=default_url, help="the dev ingest's base URL or ingest endpoint (%(default)s)"
     )
+    summary.add_argument("--consumer", help="only this consumer's requests ('-' for none)")
+    summary.add_argument("--status", choices=("2xx", "3xx", "4xx", "5xx"), help="only this status class")
     summary.set_defaults(run=_run_summary)
+
+    tail = commands.add_parser(
+        "tail",
+        help="print events as a running dev ingest receives them, one line each",
+        description="Follow a running dev ingest: one line per event it stores (status and errors "
+        "in colour on a terminal) until interrupted; exit 2 if it cannot be reached.",
+    )
+    tail.add_argument("--url", default=default_url, help="the dev ingest's base URL (%(default)s)")
+    tail.add_argument(
+        "-n", "--lines", type=int, default=10, help="start with the last N events (%(default)s)"
+    )
+    tail.add_argument("--interval", type=float, default=0.5, help="seconds between polls (%(default)s)")
+    tail.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto", help="colour output (%(default)s)"
+    )
+    tail.set_defaults(run=_run_tail)
     return parser
 
 
@@ -79,6 +104,7 @@ def _run_dev_ingest(args: argparse.Namespace) -> int:
             return 1
         # Scripts and tests parse this line to learn the port, so flush it right away.
         _print_flushed(f"Beacon dev ingest listening on {ingest.url}")
+        _print_flushed(f"Dashboard: {ingest.base_url}/")
         if stored := ingest.stats()["events_stored"]:
             _print_flushed(f"({stored} events from earlier runs are in {args.db})")
         stop.wait()
@@ -91,17 +117,68 @@ def _run_dev_ingest(args: argparse.Namespace) -> int:
 
 def _run_summary(args: argparse.Namespace) -> int:
     """Print the summary table and batch counts of a running dev ingest."""
-    base_url = args.url.strip().rstrip("/").removesuffix(INGEST_PATH)
+    base_url = _base_url(args.url)
+    query = urllib.parse.urlencode(
+        {k: v for k, v in (("consumer", args.consumer), ("status", args.status)) if v}
+    )
     try:
-        summary, stats = _get_json(base_url + "/v1/summary"), _get_json(base_url + "/v1/stats")
+        summary = _get_json(f"{base_url}/v1/summary?{query}")
+        stats = _get_json(base_url + "/v1/stats")
     except (OSError, ValueError) as exc:  # URLError is an OSError, bad JSON a ValueError
-        print(f"beacon-otel summary: cannot read {base_url}: {exc}", file=sys.stderr)
+        print(_unreachable("summary", base_url, exc), file=sys.stderr)
         return 2
     print(format_summary(summary))
-    print(f"batches accepted: {stats['batches_accepted']}, rejected: {stats['batches_rejected']}")
+    print()
+    print(
+        f"batches accepted: {stats['batches_accepted']}, rejected: {stats['batches_rejected']}, "
+        f"repeats not stored again: {stats.get('batches_repeated', 0)}"
+    )
     for rejection in stats["rejections"][-3:]:
         print("  " + format_rejection(rejection))
+    print(f"dashboard: {base_url}/")
     return 1 if stats["batches_rejected"] else 0
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    """Poll the dev ingest for new events and print each on one line, until interrupted."""
+    base_url = _base_url(args.url)
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    try:
+        seen = max(0, int(_get_json(base_url + "/v1/stats")["events_stored"]) - max(args.lines, 0))
+        print(f"following {base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        while True:
+            stored = int(_get_json(base_url + "/v1/stats")["events_stored"])
+            if stored < seen:  # the ingest was reset or restarted with another --db
+                seen = 0
+            for event in _get_json(f"{base_url}/v1/events?offset={seen}") if stored > seen else []:
+                _print_flushed(format_event(event, colour=colour))
+                seen += 1
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, ValueError) as exc:
+        print(_unreachable("tail", base_url, exc), file=sys.stderr)
+        return 2
+
+
+def _base_url(url: str) -> str:
+    return str(url).strip().rstrip("/").removesuffix(INGEST_PATH)
+
+
+def _unreachable(command: str, base_url: str, exc: Exception) -> str:
+    """Why a command could not read the dev ingest, with what to do about it."""
+    reason = getattr(exc, "reason", exc)  # URLError wraps the socket error
+    if isinstance(reason, ConnectionRefusedError):
+        return (
+            f"beacon-otel {command}: no dev ingest is running at {base_url} (connection refused).\n"
+            f"Start it with: beacon-otel dev-ingest"
+            + (
+                f" --port {urllib.parse.urlsplit(base_url).port}"
+                if urllib.parse.urlsplit(base_url).port
+                else ""
+            )
+        )
+    return f"beacon-otel {command}: cannot read {base_url}: {reason}"
 
 
 def _get_json(url: str) -> Any:

@@ -7,7 +7,9 @@ The modules, one concern each:
 - ``httpd``: the HTTP server and request handler that answer for a DevIngest;
 - ``store``: the SQLite store of accepted events, each Idempotency-Key stored once;
 - ``validation``: the contract's checks of a request, its body and each event;
-- ``summary``: the per-route summary and the lines the CLI prints;
+- ``summary``: what the stored events add up to (per route, errors, validation fields, charts);
+- ``table``: the same, and single events, as terminal text;
+- ``dashboard``: the live page at ``/``, a static asset drawing GET /v1/summary;
 - ``faults``: Fault, one scripted misbehaviour for client tests.
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 from beacon_otel.devingest.faults import Fault
 from beacon_otel.devingest.httpd import INGEST_PATH as INGEST_PATH
 from beacon_otel.devingest.server import DevIngest, IngestTimeout
-from beacon_otel.devingest.summary import format_rejection, format_summary
+from beacon_otel.devingest.summary import Filters
+from beacon_otel.devingest.table import format_event, format_events, format_rejection, format_summary
 from beacon_otel.devingest.validation import MAX_BODY_BYTES as MAX_BODY_BYTES
 from beacon_otel.devingest.validation import MAX_PROBLEMS as MAX_PROBLEMS
 from beacon_otel.devingest.validation import Problem as Problem
@@ -25,7 +28,10 @@ from beacon_otel.devingest.validation import validate_event
 __all__ = [
     "DevIngest",
     "Fault",
+    "Filters",
     "IngestTimeout",
+    "format_event",
+    "format_events",
     "format_rejection",
     "format_summary",
     "validate_event",

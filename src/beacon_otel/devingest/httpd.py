@@ -7,16 +7,20 @@ response it still owes; _Handler routes each request to the DevIngest that owns 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.resources
 import json
 import socket
 import socketserver
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from beacon_otel.devingest.faults import Fault
+from beacon_otel.devingest.summary import Filters
 from beacon_otel.devingest.validation import MAX_BODY_BYTES, _Refused
 
 if TYPE_CHECKING:  # only for annotations: server.py imports this module
@@ -98,16 +102,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         ingest = self.server.ingest
+        path, _, raw_query = self.path.partition("?")
+        if path in ("/", "/index.html"):
+            return self._send_page(_dashboard_page())
+        query = urllib.parse.parse_qs(raw_query)
         views: dict[str, Callable[[], object]] = {
             "/healthz": lambda: {"ok": True},
-            "/v1/events": ingest.events,
-            "/v1/summary": ingest.summary,
+            "/v1/events": lambda: ingest.events(offset=_int_arg(query, "offset"), limit=_limit_arg(query)),
+            "/v1/summary": lambda: ingest.summary(Filters.from_query(query)),
             "/v1/stats": ingest.stats,
             "/v1/_arrivals": ingest.arrivals,
             "/v1/_faults": lambda: [asdict(f) for f in ingest.faults],
         }
-        view = views.get(self.path.split("?", 1)[0])
-        self._send(200, view()) if view else self._send(404, {"error": "not found"})
+        if (view := views.get(path)) is None:
+            return self._send(404, {"error": "not found"})
+        try:
+            return self._send(200, view())
+        except ValueError as exc:  # a bad query parameter
+            return self._send(400, {"error": str(exc)})
 
     def do_POST(self) -> None:
         if not self.server.begin_answer(self.connection):
@@ -158,6 +170,20 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
         return _Refused(413, f"body is over {MAX_BODY_BYTES} bytes")
 
+    def _send_page(self, page: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.send_header("Cache-Control", "no-store")
+        # The page draws values from requests the app served: it may run its own script only.
+        self.send_header(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; img-src data:",
+        )
+        self.end_headers()
+        self.wfile.write(page)
+
     def _send(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
         """Send a JSON response with an exact Content-Length."""
         data = b"" if status in (204, 304) else json.dumps(payload).encode()
@@ -169,3 +195,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+@functools.cache
+def _dashboard_page() -> bytes:
+    """The dashboard, a static page that draws GET /v1/summary and /v1/stats by itself."""
+    return importlib.resources.files("beacon_otel.devingest").joinpath("dashboard.html").read_bytes()
+
+
+def _int_arg(query: dict[str, list[str]], name: str) -> int:
+    value = (query.get(name) or ["0"])[0]
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def _limit_arg(query: dict[str, list[str]]) -> int | None:
+    return _int_arg(query, "limit") if "limit" in query else None

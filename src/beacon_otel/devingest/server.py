@@ -18,7 +18,8 @@ from typing import Any
 from beacon_otel.devingest.faults import Fault
 from beacon_otel.devingest.httpd import INGEST_PATH, _Server
 from beacon_otel.devingest.store import EventStore, KeyReused
-from beacon_otel.devingest.summary import _summarise, format_rejection
+from beacon_otel.devingest.summary import COLUMNS, Filters, summarise
+from beacon_otel.devingest.table import format_rejection
 from beacon_otel.devingest.validation import _Refused, parse_batch, parse_idempotency_key
 
 # The package's name, as before the split into modules: one logger for the dev ingest.
@@ -32,7 +33,6 @@ _COUNTERS = (
     "batches_repeated",
     "events_repeated",
 )
-_SUMMARY_COLUMNS = "method, route, status, duration_ms, consumer, error"
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,16 @@ class DevIngest:
         with self._lock:
             return [dict(a) for a in self._arrivals]
 
-    def events(self, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """The stored events, oldest first, as the client sent them (the newest ``limit``)."""
+    def events(self, *, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """The stored events, oldest first, as the client sent them.
+
+        Args:
+            offset: skip the first ``offset`` stored events (``beacon-otel tail`` asks for
+                what is new since its last poll).
+            limit: only the newest ``limit`` events.
+        """
         with self._lock:
-            return self._require_store().events(limit=limit)
+            return self._require_store().events(offset=offset, limit=limit)
 
     def stats(self) -> dict[str, Any]:
         """Counters, stored event count, pending faults and every rejection with its problems."""
@@ -156,11 +162,11 @@ class DevIngest:
                 "rejections": json.loads(json.dumps(self._rejections)),  # a deep copy
             }
 
-    def summary(self) -> dict[str, Any]:
-        """Per (method, route): requests, errors, error rate, p50/p95 and top consumers."""
+    def summary(self, filters: Filters | None = None) -> dict[str, Any]:
+        """Per route figures, status mix, latest errors, validation fields and charts' data."""
         with self._lock:
-            rows = self._require_store().rows(_SUMMARY_COLUMNS)
-        return _summarise(rows)
+            rows = self._require_store().rows(COLUMNS)
+        return summarise(rows, filters or Filters())
 
     def wait_for_events(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Block until at least n events are stored and return them all."""

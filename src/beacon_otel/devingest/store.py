@@ -85,10 +85,10 @@ class EventStore:
             self._db.executemany(_INSERT_EVENT, rows)
         return Stored(len(rows), repeat=False)
 
-    def events(self, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """Stored events, oldest first; with ``limit``, only the newest ``limit`` of them."""
+    def events(self, *, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored events, oldest first, from the ``offset``-th; with ``limit``, the newest ``limit``."""
         if limit is None:
-            rows = self._db.execute(_SELECT_EVENTS + " ORDER BY id").fetchall()
+            rows = self._db.execute(_SELECT_EVENTS + " ORDER BY id LIMIT -1 OFFSET ?", (offset,)).fetchall()
         else:
             rows = self._db.execute(_SELECT_EVENTS + " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
             rows.reverse()

@@ -64,14 +64,18 @@ def _ts_problem(value: object) -> str | None:
         return problem
     if not (match := _TS_RE.fullmatch(str(value))):
         return "expected ISO 8601 with an explicit offset, e.g. 2026-06-03T12:00:00.000+00:00"
-    # Normalise so every Python version parses the same set (3.10 lacks "Z", 7+ digits).
-    text = match.group(0).replace("Z", "+00:00")
-    if fraction := match.group(1):
-        text = text.replace("." + fraction, "." + fraction[:6].ljust(6, "0"))
     try:
-        return None if datetime.fromisoformat(text).tzinfo else "naive time (no offset)"
+        return None if parse_ts(match.group(0)).tzinfo else "naive time (no offset)"
     except ValueError as exc:
         return f"not a valid date/time: {exc}"
+
+
+def parse_ts(text: str) -> datetime:
+    """Parse a contract timestamp the same way on every Python (3.10 lacks "Z", 7+ digits)."""
+    text = text.replace("Z", "+00:00")
+    if (match := _TS_RE.fullmatch(text)) and (fraction := match.group(1)):
+        text = text.replace("." + fraction, "." + fraction[:6].ljust(6, "0"))
+    return datetime.fromisoformat(text)
 
 
 def _method_problem(value: object) -> str | None:
