@@ -352,7 +352,7 @@ def test_active_distros_finds_instantiated_distros() -> None:
         ("fastapi", {"server_request_hook", "exclude_spans"}),
         ("starlette", {"server_request_hook"}),
         ("flask", {"request_hook"}),
-        ("django", {"request_hook"}),
+        ("django", {"request_hook", "response_hook"}),  # the response: streamed bodies
     ],
 )
 def test_distro_gives_frameworks_their_hooks(running: AutoRun, name: str, keys: set[str]) -> None:

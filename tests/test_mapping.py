@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from beacon_otel.mapping import Unmappable, span_to_event
+from beacon_otel.request import RequestFacts
 
 START = 1_780_488_000_000_000_000
 OLD = {"http.method": "GET", "http.target": "/users/7?expand=1", "http.status_code": 200}
@@ -96,7 +97,9 @@ def test_unmatched_request_uses_the_concrete_path_as_route() -> None:
 
 def test_route_override_wins_for_mounted_apps() -> None:
     """The hooks' full template replaces the mount prefix that http.route carries."""
-    event = span_to_event(make_span({**NEW, "http.route": "/api"}), route="/api/orders/{order_id}")
+    event = span_to_event(
+        make_span({**NEW, "http.route": "/api"}), RequestFacts(route="/api/orders/{order_id}")
+    )
     assert event.route == "/api/orders/{order_id}"
 
 
@@ -192,7 +195,8 @@ def test_consumer_and_validation_errors_are_attached() -> None:
     """What the hooks learned joins the event; validation errors are bounded."""
     errors = [{"field": "body.items.0.price", "message": "bad", "type": "float_parsing"}]
     event = span_to_event(
-        make_span({**NEW, "http.response.status_code": 422}), consumer="acme", validation_errors=errors
+        make_span({**NEW, "http.response.status_code": 422}),
+        RequestFacts(consumer="acme", validation_errors=errors),
     )
     assert event.consumer == "acme"
     assert event.as_dict()["validation_errors"] == errors
@@ -205,14 +209,14 @@ def test_request_path_fills_in_when_the_span_has_none() -> None:
         "http.response.status_code": 200,
         "http.route": "users/<int:pk>",
     }
-    event = span_to_event(make_span(attributes), request_path="/users/12")
+    event = span_to_event(make_span(attributes), RequestFacts(path="/users/12"))
     assert (event.path, event.route) == ("/users/12", "/users/<int:pk>")
 
 
 def test_request_path_wins_over_lossy_attributes() -> None:
     """The request's own path beats a decoded url.path or a cut http.target."""
     attributes = {**OLD, "http.target": "/items/a?b"}  # uvicorn: decoded %3F, looks like a query
-    event = span_to_event(make_span(attributes), request_path="/items/a?b")
+    event = span_to_event(make_span(attributes), RequestFacts(path="/items/a?b"))
     assert event.path == "/items/a%3Fb"
 
 
@@ -243,7 +247,7 @@ def test_unknown_methods_come_from_the_request(
     attributes: dict[str, Any], from_request: str | None, method: str
 ) -> None:
     """Old conventions keep no original method: the hooks' request knows it."""
-    assert span_to_event(make_span(attributes), request_method=lambda: from_request).method == method
+    assert span_to_event(make_span(attributes), RequestFacts(method=from_request)).method == method
 
 
 def test_route_templates_are_cleaned_once_and_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,10 +7,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from beacon_otel import guard
 from beacon_otel.config import ConsumerResolver
 from beacon_otel.event import MAX_CONSUMER, clean_text
-
-logger = logging.getLogger("beacon_otel")
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
@@ -98,11 +97,11 @@ class ConsumerRules:
     def resolve(self, request: object) -> str | None:
         """Ask the user's resolver; one that raises or returns a non-string counts as none."""
         assert self._resolver is not None
-        try:
+        value: object = None
+        # The user's code: a failure there is logged at DEBUG (it may raise on every request)
+        # and the request is counted without a consumer.
+        with guard.contained("the consumer_resolver", user_code=True, level=logging.DEBUG):
             value = self._resolver(request)
-        except Exception:
-            logger.debug("consumer_resolver raised; request counted without a consumer", exc_info=True)
-            return None
         if value is None:
             return None
         if not isinstance(value, str):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,8 @@ from beacon_otel.event import (
     clean_url_text,
     clean_validation_errors,
 )
+from beacon_otel.request import NO_FACTS, RequestFacts
+from beacon_otel.routes import regex_route_template
 
 # Stable (new) names first, then the old ones: with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup
 # a span carries both and they agree.
@@ -34,29 +36,22 @@ class Unmappable(Exception):
         self.reason = reason
 
 
-def span_to_event(
-    span: ReadableSpan,
-    *,
-    consumer: str | None = None,
-    route: str | None = None,
-    validation_errors: list[dict[str, str]] | None = None,
-    request_path: str | None = None,
-    request_method: Callable[[], str | None] | None = None,
-) -> RequestEvent:
-    """Map a finished SERVER span.
+def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> RequestEvent:
+    """Map a finished SERVER span, with what its request said (:class:`RequestFacts`).
 
-    ``route`` overrides ``http.route`` (mounted sub-apps). ``request_path`` and
-    ``request_method`` come from the request itself (from the hooks) and win over the span's
-    lossy attributes; the method is asked for only when the span has none of its own.
+    The request's path and method win over the span's lossy attributes; its route over
+    ``http.route`` (mounted sub-apps, ``Host`` routes); the exception text of the span's
+    ``exception`` event over the request's, which covers spans that record none (FastAPI's
+    own telemetry). The method is the request's only when the span has none of its own.
     """
     attributes = _plain_attributes(span)
-    method = _method(attributes, request_method)
-    path = _path(attributes, request_path)
+    method = _method(attributes, request.method)
+    path = _path(attributes, request.path)
     status = _int(attributes.get(_STATUS[0]) or attributes.get(_STATUS[1]))
     error = None
     if status is None or status >= 500:
         # span.events copies a list on every access: only failed requests need it.
-        exception = _exception_text(span.events)
+        exception = _exception_text(span.events) or request.error
         if status is None:
             if exception is None and span.status.status_code is not StatusCode.ERROR:
                 raise Unmappable("no_status")
@@ -70,14 +65,20 @@ def span_to_event(
     start, end = span.start_time, span.end_time
     if start is None or end is None:
         raise Unmappable("unfinished_span")
+    if request.body_sent_ns is not None and request.body_sent_ns > end:
+        end = request.body_sent_ns  # a streamed body: the span ended before its last byte
+    template = request.route
+    if template is None or (not request.route_matched and status in (404, 405)):
+        template = attributes.get("http.route") if template is None else None
+    validation_errors = request.validation_errors
     return RequestEvent(
         end,
         method,
-        _route(route or attributes.get("http.route"), path),
+        _route(template, path),
         path,
         status,
         max(0, (end - start) // 1_000_000),
-        consumer,
+        request.consumer,
         error,
         clean_validation_errors(validation_errors) if validation_errors else None,
     )
@@ -93,7 +94,7 @@ def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     return span.attributes or {}
 
 
-def _method(attributes: Mapping[str, Any], request_method: Callable[[], str | None] | None) -> str:
+def _method(attributes: Mapping[str, Any], request_method: str | None) -> str:
     method = attributes.get(_METHOD[0])
     if method == "_OTHER":
         # New conventions fold unknown methods into _OTHER and keep the original beside it.
@@ -104,7 +105,7 @@ def _method(attributes: Mapping[str, Any], request_method: Callable[[], str | No
         raise Unmappable("not_http")
     if method == "_OTHER":
         # Old conventions keep no original at all: ask the request.
-        method = (request_method() if request_method is not None else None) or "OTHER"
+        method = request_method or "OTHER"
     return clean_method(method)
 
 
@@ -149,12 +150,18 @@ def _route(template: Any, path: str) -> str:
     if type(template) is str and (cached := _clean_routes.get(template)) is not None:
         return cached
     route = str(template)
+    if _looks_like_regex(route):
+        route = regex_route_template(route)  # Django re_path, DRF routers
     if not route.startswith("/"):
         route = "/" + route  # Django reports "users/<int:pk>"
     route = clean_url_text(route, MAX_ROUTE)
     if type(template) is str and len(_clean_routes) < _CLEAN_ROUTES_LIMIT:
         _clean_routes[template] = route
     return route
+
+
+def _looks_like_regex(route: str) -> bool:
+    return route.startswith("^") or route.endswith("$") or "(?P<" in route
 
 
 def _int(value: Any) -> int | None:

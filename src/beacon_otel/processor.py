@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from contextvars import ContextVar
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from beacon_otel import guard
 from beacon_otel.config import BeaconConfig
 from beacon_otel.consumer import ConsumerRules
 from beacon_otel.event import RequestEvent
-from beacon_otel.hooks import Hook, RequestContext, RequestRegistry
+from beacon_otel.fastapi_support import absorb_inner_span, absorb_native_telemetry, is_native_span
+from beacon_otel.hooks import Hook, RequestRegistry
 from beacon_otel.mapping import Unmappable, span_to_event
+from beacon_otel.request import NO_FACTS, RequestContext
 from beacon_otel.spool import Spool
 from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import IngestTransport, InMemoryTransport
@@ -24,7 +28,6 @@ from beacon_otel.worker import DeliveryWorker
 logger = logging.getLogger("beacon_otel")
 
 _SERVER = SpanKind.SERVER
-_REQUEST_SPAN: ContextVar[Span | None] = ContextVar("beacon_request_span", default=None)
 _REPORT_INTERVAL = 60.0
 
 
@@ -34,7 +37,9 @@ class BeaconSpanProcessor(SpanProcessor):
     def __init__(self, config: BeaconConfig) -> None:
         self.config = config
         self.stats = DeliveryStats()
-        self.requests = RequestRegistry(ConsumerRules(config.consumer_header, config.consumer_resolver))
+        self.requests = RequestRegistry(
+            ConsumerRules(config.consumer_header, config.consumer_resolver), body_sent=self.body_sent
+        )
         self._dry_run_sink = InMemoryTransport() if config.dry_run else None
         transport = self._dry_run_sink or IngestTransport(config)
         self.spool: Spool | None = None
@@ -50,7 +55,6 @@ class BeaconSpanProcessor(SpanProcessor):
             report=self._report,
             spool=self.spool,
         )
-        self._nested: set[int] = set()
         self._enabled = config.enabled
         self._last_log: dict[str, float] = {}
         self._shut_down = False
@@ -58,68 +62,70 @@ class BeaconSpanProcessor(SpanProcessor):
     # -- SpanProcessor ---------------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Remember SERVER spans started inside another SERVER span: same request, no new event."""
-        if span.kind is not _SERVER:
-            return
-        # A mounted FastAPI sub-app (its native telemetry) opens a second SERVER span for the
-        # same request, under a fresh OpenTelemetry context, so the current span cannot tell.
-        # A context variable set when the outer span starts can: same task, or same thread.
-        # A stale value from an earlier request on this thread has ended and is ignored.
-        outer = _REQUEST_SPAN.get()
-        if outer is not None and outer is not span and outer.is_recording():
-            if len(self._nested) < 100_000:  # bounded even if such spans never end
-                self._nested.add(span.context.span_id)
-            return
-        _REQUEST_SPAN.set(span)
+        """A SERVER span starts a request, or one more layer of the current one (same event)."""
+        if span.kind is _SERVER and self._enabled:
+            with guard.contained("noting a request span's start"):
+                self.requests.started(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Map a finished SERVER span and queue its event; never raises, never waits."""
         if span.kind is not _SERVER or not self._enabled:
             return
         span_context = span.context
-        span_id = span_context.span_id if span_context else None
-        if self._nested and span_id in self._nested:
-            self._nested.discard(span_id)
+        if span_context is None:
             return
+        span_id = span_context.span_id
+        # Mapped here, not on the delivery thread: a queued span would keep its request's
+        # objects alive until the batch is made, and CPython's collector then runs about
+        # 17 times as often. Those collections run mostly on request threads (they are the
+        # ones allocating) and cost about what the mapping would save them, while holding
+        # more memory (bench/RESULTS.md, section 2).
+        with guard.contained("queueing a request's event"), self._counted_as_internal_error():
+            outer = self.requests.pop_nested(span_id)
+            if outer is not None:
+                # An inner layer of a request (a mounted app's own SERVER span): what it
+                # learned goes to the request's one event, the span itself makes none.
+                absorb_inner_span(outer, span)
+                return
+            context = self.requests.pop(span_id)
+            if context is not None:
+                if is_native_span(span):
+                    absorb_native_telemetry(context)
+                if context.streaming:
+                    context.ended_span = span  # the event waits for the body's last byte
+                    return
+            self._submit(span, context)
+
+    def body_sent(self, context: RequestContext) -> None:
+        """A streamed body is done: the event of its already ended span can go now."""
+        span = context.ended_span
+        if span is not None:
+            context.ended_span = None
+            with guard.contained("queueing a streamed request's event"), self._counted_as_internal_error():
+                self._submit(span, context)
+
+    def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
+        event = self.event_for(span, context)
+        if event is not None:
+            self._worker.submit(event)
+
+    @contextlib.contextmanager
+    def _counted_as_internal_error(self) -> Iterator[None]:
         try:
-            # Mapped here, not on the delivery thread: a queued span would keep its request's
-            # objects alive until the batch is made, and CPython's collector then runs about
-            # 17 times as often. Those collections run mostly on request threads (they are the
-            # ones allocating) and cost about what the mapping would save them, while holding
-            # more memory (bench/RESULTS.md, section 2).
-            context = self.requests.pop(span_id) if span_id is not None else None
-            event = self.event_for(span, context)
-            if event is not None:
-                self._worker.submit(event)
+            yield
         except Exception:
-            # A processor that raises breaks raw WSGI requests and starves later processors.
+            # Counted before the guard logs (or, under the test suite, re-raises) it.
             self.stats.drop("internal_error")
-            logger.debug("beacon-otel could not queue a span", exc_info=True)
+            raise
 
     def event_for(self, span: ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
         """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
         try:
-            consumer = route = validation_errors = request_path = request_method = None
-            if context is not None:
-                consumer = self.requests.consumer(context)
-                route = context.route()
-                validation_errors = context.validation_errors
-                request_path = context.path()
-                request_method = context.method
-            return span_to_event(
-                span,
-                consumer=consumer,
-                route=route,
-                validation_errors=validation_errors,
-                request_path=request_path,
-                request_method=request_method,
-            )
+            facts = context.facts(self.requests.rules) if context is not None else NO_FACTS
+            return span_to_event(span, facts)
         except Unmappable as exc:
             if exc.reason != "not_http":  # a gRPC or other non-HTTP server span is not ours
                 self.stats.drop(f"unmappable_{exc.reason}")
-        except Exception:
-            self.stats.drop("internal_error")
-            logger.debug("beacon-otel could not map a span", exc_info=True)
         return None
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -171,10 +177,9 @@ class BeaconSpanProcessor(SpanProcessor):
     def _report(self, error: DeliveryError) -> None:
         callback = self.config.on_error
         if callback is not None:
-            try:
+            # The user's callback: its failure is logged at DEBUG, never re-raised.
+            with guard.contained("the on_error callback", user_code=True, level=logging.DEBUG):
                 callback(error)
-            except Exception:
-                logger.debug("on_error callback raised", exc_info=True)
         # One line per kind of failure a minute: an outage must not flood the app's logs.
         now = time.monotonic()
         if self.config.debug or now - self._last_log.get(error.reason, -_REPORT_INTERVAL) >= _REPORT_INTERVAL:

@@ -1,9 +1,26 @@
-"""Route templates the stock instrumentation leaves out: requests served by mounted sub-apps."""
+"""Route templates the instrumentations get wrong: mounted sub-apps, ``Host`` routes, regex routes.
+
+The span's ``http.route`` is right for a route of the top-level app, and Beacon keeps it then.
+Two cases need the request's scope after routing:
+
+- a request routed into a ``Mount``: the contrib instrumentations stop at the mount (``/api``),
+  FastAPI's own telemetry stops at a Starlette sub-app (``/api/{path}``);
+- a ``Host(...)`` route: the instrumentations report the concrete path. The host pattern is not
+  part of the route (the route is a path template, as the contract's examples are); the inner
+  template is, with any mount prefix before it (``Host("{tenant}.example.com", app)`` with
+  ``/t/{name}`` inside reports ``/t/{name}``).
+
+Django regular-expression routes (``re_path``, Django REST framework routers) are normalised
+to the form of Django's path converters; docs/routes.md has a table of examples.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+_MAX_DEPTH = 16  # mounts nest a few levels at most; never loop on a cyclic tree
 
 
 def was_mounted(scope: Mapping[str, Any]) -> bool:
@@ -12,65 +29,157 @@ def was_mounted(scope: Mapping[str, Any]) -> bool:
     return app_root is not None and scope.get("root_path", "") != app_root
 
 
-def mounted_route_template(app: Any, scope: Mapping[str, Any]) -> str | None:
-    """The full template, mount prefixes included, e.g. ``/api/orders/{order_id}``.
+def asgi_route(scope: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """``(template, matched)`` of a request Starlette or FastAPI routed; ``(None, True)`` to keep the span's.
 
-    The stock FastAPI instrumentation stops at the mount (``/api``); Starlette's router keeps
-    only the innermost route in the scope. Walking the route tree again, once per mounted
-    request, gives the whole template with every prefix as declared, not as requested.
+    ``matched`` is False when the template is a mount's catch-all that nothing inside matched.
     """
-    try:
-        from starlette.routing import Match, Mount
-    except ImportError:  # pragma: no cover - only reached with a Starlette-less ASGI app
-        return None
+    router = scope.get("router")  # the top-level router: Starlette sets it once per request
+    if router is None or not (was_mounted(scope) or _has_hosts(router)):
+        return None, True
+    return full_template(getattr(router, "routes", None), scope)
+
+
+_hosts_seen: dict[int, tuple[int, bool]] = {}
+
+
+def _has_hosts(router: Any) -> bool:
+    # Per router and route count, so the scan runs once per app, not once per request.
+    routes = getattr(router, "routes", None) or ()
+    known = _hosts_seen.get(id(router))
+    if known is not None and known[0] == len(routes):
+        return known[1]
+    from starlette.routing import Host
+
+    found = any(isinstance(route, Host) for route in routes)
+    if len(_hosts_seen) < 1_000:
+        _hosts_seen[id(router)] = (len(routes), found)
+    return found
+
+
+def full_template(routes: Any, scope: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """Walk the route tree again: every prefix as declared, not as requested.
+
+    For example ``/api/orders/{order_id}`` where the stock instrumentation says ``/api``.
+    """
+    from starlette.routing import Host, Match, Mount
+
     probe = {
         "type": scope.get("type", "http"),
         "path": scope.get("path", ""),
         "method": scope.get("method", "GET"),
+        "headers": scope.get("headers", ()),
         "root_path": scope.get("app_root_path", ""),
         "path_params": {},
     }
     template = ""
-    routes = getattr(app, "routes", None)
-    for _ in range(16):  # mounts nest a few levels at most; never loop on a cyclic tree
+    for _ in range(_MAX_DEPTH):
         if not routes:
-            return template + "/{path:path}" if template else None
-        matched = _first_full_match(routes, probe, Match)
+            # A mounted app without routes of its own (static files, a bare ASGI app).
+            return (template + "/{path:path}", True) if template else (None, True)
+        matched = _match(routes, probe, Match)
         if matched is None:
-            return None
+            # Nothing inside the mount matched: a 404 (or 405) reports the concrete path.
+            return (template + "/{path:path}", False) if template else (None, True)
         route, child_scope = matched
-        template += _template_of(route)
-        if not isinstance(route, Mount):
-            return template
+        if not isinstance(route, Host):
+            template += _template_of(route)
+        if not isinstance(route, (Mount, Host)):
+            return template or None, True
         probe = {**probe, **child_scope}
         routes = getattr(route, "routes", None)
-    return None
+    return None, True
 
 
-def _first_full_match(routes: Iterable[Any], scope: dict[str, Any], match: Any) -> Any:
+def _match(routes: Sequence[Any], scope: dict[str, Any], match: Any) -> tuple[Any, Any] | None:
+    # Like Starlette's router: the first full match, else the first partial one (a 405).
+    partial = None
     for entry in _matchable(routes):
         # FastAPI's route contexts wrap the effective route, which has the full path.
         route = getattr(entry, "route", entry)
         try:
             result, child_scope = route.matches(scope)
-        except Exception:
+        except Exception:  # a custom route that cannot match a probe matches nothing
             continue
         if result == match.FULL:
             return route, child_scope
-    return None
+        if result == match.PARTIAL and partial is None:
+            partial = (route, child_scope)
+    return partial
 
 
-def _matchable(routes: Iterable[Any]) -> Iterable[Any]:
+def _matchable(routes: Sequence[Any]) -> Iterable[Any]:
     # FastAPI >= 0.137 nests routes added by include_router(); its public helper flattens them
     # into contexts that carry the full path.
     try:
-        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined]
+        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return routes
-    return iter_route_contexts(routes)  # type: ignore[no-any-return]
+    return iter_route_contexts(routes)
 
 
 def _template_of(route: Any) -> str:
     # The declared path, converters included, exactly as the stock instrumentation reports it.
     path = getattr(route, "path", None) or getattr(route, "path_format", None) or ""
     return str(path)
+
+
+# -- regular-expression routes (Django re_path, Django REST framework routers) ------------------
+
+_NAMED_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>")
+_FORMAT_SUFFIX = re.compile(r"\\?\.\(\?P<format>[^)]*\)/?\??$")
+_REGEX_MARKS = re.compile(r"[\^$()\[\]*+?|\\{}]")
+
+
+def regex_route_template(pattern: str) -> str:
+    """A regex route in the form of Django's path converters.
+
+    ``^legacy/(?P<year>[0-9]{4})/$`` becomes ``legacy/<year>/``; DRF's
+    ``books/(?P<pk>[^/.]+)\\.(?P<format>[a-z0-9]+)/?$`` becomes ``books/<pk>.<format>``.
+    A route without regex syntax comes back unchanged.
+    """
+    if not _REGEX_MARKS.search(pattern):
+        return pattern
+    text = _FORMAT_SUFFIX.sub(".<format>", pattern)
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        named = _NAMED_GROUP.match(text, i)
+        if named is not None:
+            out.append(f"<{named.group('name')}>")
+            i = _group_end(text, named.end())
+            continue
+        char = text[i]
+        if char == "\\" and i + 1 < n:
+            out.append(text[i + 1])  # an escaped literal: \. is a dot
+            i += 2
+        elif char in "^$":
+            i += 1  # anchors
+        elif char == "?" and out and out[-1] == "/":
+            i += 1  # an optional trailing slash: DRF's /?
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out) or "/"
+
+
+def _group_end(text: str, i: int) -> int:
+    """The index just after the group whose body starts at ``i`` (nested groups, classes, escapes)."""
+    depth, in_class = 1, False
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return i
