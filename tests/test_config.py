@@ -255,3 +255,70 @@ def test_resolver_module_is_imported_only_when_first_called() -> None:
     )
     assert "tests.apps.gunicorn_ready" not in sys.modules
     assert "ImportedCallable('tests.apps.gunicorn_ready:post_worker_init')" in repr(config.consumer_resolver)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environ", "setting", "variable"),
+    [
+        ({}, {}, "ingest_key", "BEACON_INGEST_KEY"),
+        ({"ingest_url": "ftp://x"}, {}, "ingest_url", "BEACON_INGEST_URL"),
+        ({"batch_size": 0}, {}, "batch_size", "BEACON_BATCH_SIZE"),
+        ({"on_error": 42}, {}, "on_error", "BEACON_ON_ERROR"),
+        ({}, {"BEACON_TIMEOUT": "soon"}, "timeout", "BEACON_TIMEOUT"),
+        ({}, {"BEACON_DEBUG": "verbose"}, "debug", "BEACON_DEBUG"),
+        ({}, {"BEACON_ON_ERROR": "no_such_module_xyz:f"}, "on_error", "BEACON_ON_ERROR"),
+    ],
+)
+def test_errors_carry_the_setting_they_are_about(
+    arguments: dict[str, object], environ: dict[str, str], setting: str, variable: str
+) -> None:
+    """BeaconConfigError.setting names the field (and .variable its variable): no message parsing."""
+    keyed = {"BEACON_INGEST_KEY": "k"} if setting != "ingest_key" else {}
+    with pytest.raises(BeaconConfigError) as info:
+        BeaconConfig.from_env({**keyed, **environ}, **arguments)
+    assert (info.value.setting, info.value.variable) == (setting, variable)
+
+
+def test_every_field_but_extra_headers_has_its_variable() -> None:
+    """The environment table follows from the fields: BEACON_ + the field name, upper case."""
+    from dataclasses import fields
+
+    from beacon_otel.config import ENVIRONMENT
+
+    names = [f.name for f in fields(BeaconConfig) if f.name != "extra_headers"]
+    assert {name: f"BEACON_{name.upper()}" for name in names} == ENVIRONMENT
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"),
+    [
+        ("false", True),
+        (" OFF ", True),
+        ("0", True),
+        ("no", True),
+        ("true", False),
+        ("", False),
+        ("maybe", False),
+    ],
+)
+def test_disabled_in_reads_beacon_enabled_like_from_env(value: str, disabled: bool) -> None:
+    """Auto-run's "is Beacon off?" uses the config's own boolean parsing; bad values go to from_env."""
+    from beacon_otel.config import disabled_in
+
+    assert disabled_in({"BEACON_ENABLED": value}) is disabled
+    if disabled:
+        assert BeaconConfig.from_env({"BEACON_ENABLED": value}).enabled is False
+
+
+@pytest.mark.parametrize(
+    ("options", "spooling"),
+    [
+        ({"ingest_key": "k"}, True),
+        ({"ingest_key": "k", "max_storage_bytes": 0}, False),
+        ({"dry_run": True}, False),
+        ({"enabled": False}, False),
+    ],
+)
+def test_spool_is_on_only_when_sending_for_real_with_room(options: dict[str, object], spooling: bool) -> None:
+    """One place decides whether batches may wait on disk."""
+    assert BeaconConfig(**options).spool_enabled is spooling  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
-from beacon_otel.config import BeaconConfig, BeaconConfigError
+from beacon_otel.config import BeaconConfig, BeaconConfigError, disabled_in
 from beacon_otel.hooks import FRAMEWORKS, Hook, compose
 from beacon_otel.processor import BeaconSpanProcessor
 from beacon_otel.sampling import BeaconSampler
@@ -42,7 +42,6 @@ CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "cook
 DISTRO_MARKER = "_beacon_otel_distro"
 """Class attribute of Beacon's own distro: its ``load_instrumentor`` already adds the hooks."""
 _WRAPPED_MARKER = "_beacon_otel_hooks_routed"
-_FALSE = {"0", "false", "no", "off"}
 
 
 @contextlib.contextmanager
@@ -80,13 +79,13 @@ class AutoRun:
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             logger.debug("beacon-otel: OTEL_SDK_DISABLED=true, Beacon is off")
             return None
-        if env.get("BEACON_ENABLED", "").strip().lower() in _FALSE:
+        if disabled_in(env):
             logger.debug("beacon-otel: BEACON_ENABLED=false, Beacon is off")
             return None
         try:
             config = BeaconConfig.from_env(env)
         except BeaconConfigError as exc:
-            if not env.get("BEACON_INGEST_KEY", "").strip() and "BEACON_INGEST_KEY" in str(exc):
+            if exc.setting == "ingest_key" and not env.get("BEACON_INGEST_KEY", "").strip():
                 logger.warning(
                     "beacon-otel: BEACON_INGEST_KEY is not set, so Beacon analytics are off; "
                     "the app and the rest of OpenTelemetry run as usual"

@@ -41,9 +41,16 @@ class BeaconSpanProcessor(SpanProcessor):
             ConsumerRules(config.consumer_header, config.consumer_resolver), body_sent=self.body_sent
         )
         self._dry_run_sink = InMemoryTransport() if config.dry_run else None
-        transport = self._dry_run_sink or IngestTransport(config)
+        transport = self._dry_run_sink or IngestTransport(
+            url=config.ingest_url,
+            key=config.ingest_key,
+            timeout=config.timeout,
+            compression=config.compression,
+            allow_private=config.allow_private_endpoints,
+            extra_headers=config.extra_headers,
+        )
         self.spool: Spool | None = None
-        if not config.dry_run and config.enabled and config.max_storage_bytes > 0:
+        if config.spool_enabled:
             self.spool = Spool(config.spool_directory, max_bytes=config.max_storage_bytes)
         self._worker = DeliveryWorker(
             transport,

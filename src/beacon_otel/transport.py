@@ -1,18 +1,16 @@
-"""HTTP to the ingest: one keep-alive session, gzip, and what each answer means."""
+"""HTTP to the ingest: one keep-alive session, gzip, a total deadline and a capped reply."""
 
 from __future__ import annotations
 
-import enum
 import gzip
 import json
 import os
 import random
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import requests.auth
@@ -22,65 +20,37 @@ from opentelemetry.instrumentation.utils import (
     suppress_instrumentation,
 )
 
-from beacon_otel.config import BeaconConfig
-from beacon_otel.endpoint import EndpointRefused, GuardedAdapter
+from beacon_otel.deadline import RequestDeadline
+from beacon_otel.endpoint import GuardedAdapter, shown_url
+from beacon_otel.outcome import (
+    MAX_RETRY_AFTER,
+    FailureKind,
+    Outcome,
+    Verdict,
+    failure_outcome,
+    http_outcome,
+    parse_retry_after,
+    verdict_for_status,
+)
 from beacon_otel.version import __version__
 
-MAX_RETRY_AFTER = 300.0
-"""An ingest asking for more than five minutes is clamped: the spool holds what waits longer."""
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "MAX_RETRY_AFTER",
+    "FailureKind",
+    "InMemoryTransport",
+    "IngestTransport",
+    "Outcome",
+    "Verdict",
+    "backoff_delay",
+    "parse_retry_after",
+    "verdict_for_status",
+]
+
+MAX_REPLY_BYTES = 4096
+"""The most of any reply body that is read: enough for an error message, whatever comes."""
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
-
-
-class Verdict(enum.Enum):
-    """What the client must do with a batch after one attempt."""
-
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"  # permanent: drop, count, report
-    SPLIT = "split"  # 413: resend the halves
-    RETRY = "retry"  # transient: back off and try again
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one POST: a verdict, the HTTP status if any, and the server's wait hint."""
-
-    verdict: Verdict
-    status: int | None = None
-    retry_after: float | None = None
-    detail: str = ""
-
-
-def verdict_for_status(status: int) -> Verdict:
-    """The contract's response table as a function."""
-    if 200 <= status < 300:
-        return Verdict.ACCEPTED
-    if status == 413:
-        return Verdict.SPLIT
-    if status in (408, 429) or status >= 500:
-        return Verdict.RETRY
-    # 400/401/403/404/422 and anything else unexpected (3xx: redirects are never followed).
-    return Verdict.REJECTED
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), clamped."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment is None or moment.tzinfo is None:
-            return None
-        seconds = moment.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def backoff_delay(
@@ -91,25 +61,36 @@ def backoff_delay(
     rand: Callable[[], float] = random.random,
 ) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rand() * min(cap, base * (2 ** min(attempt, 32)))
+    return float(rand() * min(cap, base * (2 ** min(attempt, 32))))
 
 
 class IngestTransport:
     """POSTs encoded batches to the ingest over one keep-alive ``requests.Session``."""
 
-    def __init__(self, config: BeaconConfig) -> None:
-        self._url = config.ingest_url
-        self._timeout = config.timeout
-        self._compression = config.compression
+    def __init__(
+        self,
+        *,
+        url: str,
+        key: str,
+        timeout: float,
+        compression: bool = False,
+        allow_private: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._compression = compression
         self._headers = {
-            **dict(config.extra_headers),
+            **dict(extra_headers or {}),
             "Content-Type": "application/json",
             "User-Agent": f"beacon-otel/{__version__}",
         }
-        if self._compression:
+        if compression:
             self._headers["Content-Encoding"] = "gzip"
-        self._auth = _BearerAuth(config.ingest_key)
-        self._allow_private = config.allow_private_endpoints
+        self._key = key
+        self._auth = _BearerAuth(key)
+        self._allow_private = allow_private
+        self._deadline = RequestDeadline()
         self._session: requests.Session | None = None
         self._template: requests.PreparedRequest | None = None
 
@@ -117,7 +98,8 @@ class IngestTransport:
         """One attempt at batch ``batch_id``; never raises (every failure is an ``Outcome``).
 
         ``batch_id`` is sent as ``Idempotency-Key``: the same for every attempt at one batch,
-        so an ingest that honours it stores a resent batch once.
+        so an ingest that honours it stores a resent batch once. The whole request (connect,
+        send, headers, body) takes at most ``timeout`` seconds.
         """
         if self._compression:
             body = gzip.compress(body, compresslevel=6)
@@ -130,35 +112,51 @@ class IngestTransport:
         request.body = body
         request.headers["Content-Length"] = str(len(body))
         request.headers["Idempotency-Key"] = batch_id
+        self._deadline.start(self._timeout)
         try:
             # Our own HTTP call must not become a span (requests/urllib3 instrumentation).
             with suppress_instrumentation(), suppress_http_instrumentation():
-                response = session.send(
-                    request,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                    proxies=session.proxies,
-                    verify=session.verify,
-                )
-        except EndpointRefused as exc:
-            # Misconfiguration, not an outage: retrying cannot help, and nothing was sent.
-            return Outcome(Verdict.REJECTED, detail=str(exc))
-        except requests.Timeout as exc:
-            return Outcome(Verdict.RETRY, detail=f"timeout: {type(exc).__name__}")
-        except requests.RequestException as exc:
-            return Outcome(Verdict.RETRY, detail=f"connection error: {type(exc).__name__}")
-        with response:
-            status = response.status_code
-            verdict = verdict_for_status(status)
-            retry_after = None
-            if verdict is Verdict.RETRY:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            detail = "" if verdict is Verdict.ACCEPTED else response.text[:200]
-        return Outcome(verdict, status=status, retry_after=retry_after, detail=detail)
+                return self._exchange(session, request)
+        finally:
+            self._deadline.stop()
+
+    def _exchange(self, session: requests.Session, request: requests.PreparedRequest) -> Outcome:
+        try:
+            response = session.send(
+                request,
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,  # the body is read here, capped, not whole by requests
+                proxies=session.proxies,
+                verify=session.verify,
+            )
+        except Exception as exc:  # every failure to get an answer becomes an outcome
+            return failure_outcome(
+                exc, host=self._host(), timeout=self._timeout, timed_out=self._deadline.expired
+            )
+        if self._deadline.expired:
+            # Cut short while the headers came in: http.client takes the shut-down socket's
+            # end for the end of the headers, so the answer seen is not the ingest's.
+            response.close()
+            return failure_outcome(TimeoutError(), host=self._host(), timeout=self._timeout, timed_out=True)
+        status = response.status_code
+        retry_after = None
+        if verdict_for_status(status) is Verdict.RETRY:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        reply = _capped_reply(response)
+        return http_outcome(
+            status,
+            url=shown_url(self._url),
+            host=self._host(),
+            reply=reply,
+            retry_after=retry_after,
+            secret=self._key,
+        )
 
     def reset(self) -> None:
         """Forget the session (after fork: a socket must never be shared with the parent)."""
         self._session = self._template = None
+        self._deadline = RequestDeadline()
 
     def close(self) -> None:
         """Close the session's pooled connections."""
@@ -166,23 +164,57 @@ class IngestTransport:
         if session is not None:
             session.close()
 
+    def _host(self) -> str:
+        parts = urlsplit(self._url)
+        return parts.netloc.rpartition("@")[2]
+
     def _new_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = GuardedAdapter(allow_private=self._allow_private)
+        adapter = GuardedAdapter(allow_private=self._allow_private, deadline=self._deadline)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         # Proxy and CA settings from the environment are read once here, not on every POST
         # (requests scans the whole environment per request otherwise); with trust_env off,
-        # ~/.netrc credentials can never replace our key either.
-        session.proxies = requests.utils.get_environ_proxies(self._url)
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
+        # ~/.netrc credentials can never replace our key either. Plain http goes only to this
+        # machine (loopback), so never through a proxy.
+        if urlsplit(self._url).scheme == "https":
+            session.proxies = requests.utils.get_environ_proxies(self._url)
+        session.verify = ca_certificates(os.environ)
         session.trust_env = False
         session.auth = self._auth
         self._template = session.prepare_request(requests.Request("POST", self._url, headers=self._headers))
         self._session = session
         return session
+
+
+def ca_certificates(environ: Mapping[str, str]) -> bool | str:
+    """The CA bundle or directory to verify against: requests', curl's, then OpenSSL's variables."""
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        value = environ.get(variable, "").strip()
+        if value:
+            return value
+    return True
+
+
+def _capped_reply(response: requests.Response) -> str:
+    """At most ``MAX_REPLY_BYTES`` of the body, decoded; the connection is kept only if all was read."""
+    head = b""
+    try:
+        head = response.raw.read(MAX_REPLY_BYTES + 1, decode_content=False)
+    except Exception:
+        head = b""  # a reply cut short (deadline, reset) still has its status
+    finally:
+        # Unread bytes would poison a reused connection: close it unless the body was all read.
+        # (After a complete read urllib3 has already put the connection back in the pool.)
+        response.close()
+    head = head[:MAX_REPLY_BYTES]
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "deflate"):
+        try:
+            head = zlib.decompressobj(wbits=47).decompress(head, MAX_REPLY_BYTES)
+        except zlib.error:
+            return ""
+    return head.decode("utf-8", "replace")
 
 
 class _BearerAuth(requests.auth.AuthBase):

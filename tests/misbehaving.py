@@ -1,0 +1,236 @@
+"""Ingests and networks that misbehave, on loopback: trickled replies, huge bodies, TLS, a proxy.
+
+Each server reads one whole request per turn and answers it with a scripted behaviour; it
+records what it saw (connections, requests, bytes it managed to write) for the tests to check.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Behaviour = Callable[[socket.socket, "Misbehaving"], None]
+
+
+@dataclass
+class Misbehaving:
+    """A loopback HTTP(S) server whose every answer is ``behaviour(connection, server)``."""
+
+    behaviour: Behaviour
+    tls: ssl.SSLContext | None = None
+    connections: int = 0
+    requests: list[dict[str, str]] = field(default_factory=list)
+    written: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    port: int = 0
+
+    def start(self) -> Misbehaving:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join(10)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            conn.settimeout(30)
+            reader = conn.makefile("rb")
+            while not self.stopping.is_set():
+                line = reader.readline()
+                if not line:
+                    return
+                headers: dict[str, str] = {"request-line": line.decode().strip()}
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                reader.read(int(headers.get("content-length", "0")))
+                self.requests.append(headers)
+                self.behaviour(conn, self)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def write(self, conn: socket.socket, data: bytes) -> None:
+        """Send ``data``, counting what got out (a client that hangs up raises here)."""
+        conn.sendall(data)
+        self.written += len(data)
+
+
+@contextmanager
+def misbehaving(behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> Iterator[Misbehaving]:
+    server = Misbehaving(behaviour, tls).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def answer(status: int, body: bytes = b"", headers: str = "") -> Behaviour:
+    """A well-behaved, keep-alive answer."""
+
+    def behave(conn: socket.socket, server: Misbehaving) -> None:
+        head = f"HTTP/1.1 {status} Status\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+        server.write(conn, head.encode() + body)
+
+    return behave
+
+
+def trickled_body(status: int, interval: float = 0.2, limit: float = 300.0) -> Behaviour:
+    """Status and headers at once, then a body of one byte per ``interval``, for ``limit`` s."""
+
+    def behave(conn: socket.socket, server: Misbehaving) -> None:
+        server.write(conn, f"HTTP/1.1 {status} Status\r\nContent-Length: 100000\r\n\r\n".encode())
+        trickle(conn, server, interval, limit)
+
+    return behave
+
+
+def trickled_headers(interval: float = 0.2, limit: float = 300.0) -> Behaviour:
+    """A status line, then an endless header trickled one byte per ``interval``."""
+
+    def behave(conn: socket.socket, server: Misbehaving) -> None:
+        server.write(conn, b"HTTP/1.1 202 Accepted\r\nX-Slow: ")
+        trickle(conn, server, interval, limit)
+
+    return behave
+
+
+def trickle(conn: socket.socket, server: Misbehaving, interval: float, limit: float) -> None:
+    ends = time.monotonic() + limit
+    while time.monotonic() < ends and not server.stopping.is_set():
+        server.write(conn, b"a")
+        time.sleep(interval)
+
+
+def huge_body(status: int, size: int) -> Behaviour:
+    """A reply of ``size`` bytes, written as fast as the client takes them."""
+
+    def behave(conn: socket.socket, server: Misbehaving) -> None:
+        server.write(conn, f"HTTP/1.1 {status} Status\r\nContent-Length: {size}\r\n\r\n".encode())
+        chunk = b"x" * 65536
+        left = size
+        while left > 0:
+            piece = chunk[: min(left, len(chunk))]
+            server.write(conn, piece)
+            left -= len(piece)
+
+    return behave
+
+
+@dataclass
+class Certificate:
+    """A self-signed certificate (its own CA) for the given names, as files."""
+
+    cert: Path
+    key: Path
+    directory: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_certificate(directory: Path, names: list[str]) -> Certificate:
+    """``openssl req -x509`` for ``names`` (DNS names and IP addresses), plus a hashed CA dir."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    alt = ",".join(f"IP:{n}" if n.replace(".", "").isdigit() else f"DNS:{n}" for n in names)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={names[0]}",
+         "-addext", f"subjectAltName={alt}", "-addext", "basicConstraints=critical,CA:TRUE"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    hashed = directory / "ca-dir"
+    hashed.mkdir(exist_ok=True)
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(cert)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    (hashed / f"{subject_hash}.0").write_bytes(cert.read_bytes())
+    return Certificate(cert, key, hashed)
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy that resolves names from its own table (the local resolver can't)."""
+
+    def __init__(self, names: dict[str, tuple[str, int]]) -> None:
+        self.names = names
+        self.tunnels: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        with client:
+            reader = client.makefile("rb")
+            request_line = reader.readline().decode().strip()
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+            method, target, _ = request_line.split(" ", 2)
+            host, _, _port = target.rpartition(":")
+            self.tunnels.append(target)
+            address = self.names.get(host)
+            if method != "CONNECT" or address is None:
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                return
+            with socket.create_connection(address) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                pipe(client, upstream, self._stopping)
+
+
+def pipe(a: socket.socket, b: socket.socket, stopping: threading.Event) -> None:
+    """Copy bytes both ways until either side closes."""
+    while not stopping.is_set():
+        readable, _, _ = select.select([a, b], [], [], 0.2)
+        for source in readable:
+            data = source.recv(65536)
+            if not data:
+                return
+            (b if source is a else a).sendall(data)
