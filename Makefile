@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# The dashboard test drives Debian's chromium (never a downloaded browser): installed here when
+# missing and we are root, as on CI's fresh machine; elsewhere that test says what to install.
+CHROMIUM := /usr/bin/chromium
+
 test: $(STAMP)
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 	$(BIN)/python -m pytest --cov=beacon_otel --cov-branch --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 lint: $(STAMP)  # ruff over everything, mypy strict over src/
