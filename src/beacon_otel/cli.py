@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beacon_otel.devingest import INGEST_PATH, DevIngest, format_event, format_rejection, format_summary
+from beacon_otel.doctor import PROBE_ROUTE, diagnose, report
 from beacon_otel.version import __version__
 
 # Not 4318: that is the OTLP/HTTP port, where people already run collectors.
@@ -86,6 +88,21 @@ def _parser() -> argparse.ArgumentParser:
         "--color", choices=("auto", "always", "never"), default="auto", help="colour output (%(default)s)"
     )
     tail.set_defaults(run=_run_tail)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check that this environment would send Beacon events, and say what to fix",
+        description="Read the configuration as opentelemetry-instrument would and check it: settings "
+        "(the key shown as a fingerprint), the ingest URL and its addresses, whether the ingest "
+        "answers and accepts the key (an empty batch, which stores nothing), instrumentations, "
+        "double SERVER spans, the OTLP exporter and the spool. Exit 0 only when nothing needs fixing.",
+    )
+    doctor.add_argument(
+        "--send-test-event",
+        action="store_true",
+        help=f"send one real event (route {PROBE_ROUTE}) instead of an empty batch; it is stored",
+    )
+    doctor.set_defaults(run=_run_doctor)
     return parser
 
 
@@ -159,6 +176,14 @@ def _run_tail(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(_unreachable("tail", base_url, exc), file=sys.stderr)
         return 2
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    """Print every finding; exit 1 when anything needed is missing."""
+    text, status = report(diagnose(os.environ, send_test_event=args.send_test_event))
+    print(f"beacon-otel doctor ({_version_line()})\n")
+    print(text)
+    return status
 
 
 def _base_url(url: str) -> str:

@@ -1,0 +1,146 @@
+"""`beacon-otel doctor` run as a user runs it, against good and broken setups."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beacon_otel.devingest import DevIngest
+from beacon_otel.doctor import PROBE_ROUTE, fingerprint
+
+KEY = "bk_test_0123456789abcdef"
+
+
+@pytest.fixture
+def ingest() -> Iterator[DevIngest]:
+    """A strict dev ingest that accepts only KEY."""
+    with DevIngest(ingest_key=KEY) as server:
+        yield server
+
+
+def doctor(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `beacon-otel doctor ARGS` with only ``env`` as Beacon's and OpenTelemetry's settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BEACON_", "OTEL_", "FASTAPI_"))}
+    clean["XDG_STATE_HOME"] = str(tmp_path / "state")
+    command = [sys.executable, "-m", "beacon_otel.cli", "doctor", *args]
+    return subprocess.run(
+        command, env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def lines(result: subprocess.CompletedProcess[str], level: str) -> list[str]:
+    return [line.split(None, 1)[1] for line in result.stdout.splitlines() if line.startswith(f"  {level} ")]
+
+
+def test_healthy_setup_exits_0_without_storing_anything(ingest: DevIngest, tmp_path: Path) -> None:
+    """A reachable ingest that accepts the key: exit 0; the probe stores nothing; the key is never shown."""
+    result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "127.0.0.1 resolves to 127.0.0.1: allowed" in result.stdout
+    assert "answered 400 to an empty batch, as the contract says: the key is accepted" in result.stdout
+    assert f"ingest_key = {fingerprint(KEY)}  [BEACON_INGEST_KEY]" in result.stdout
+    assert KEY not in result.stdout + result.stderr
+    assert "Everything needed is in order." in result.stdout
+    assert lines(result, "FAIL") == []
+    assert ingest.events() == []
+
+
+def test_send_test_event_stores_one_event(ingest: DevIngest, tmp_path: Path) -> None:
+    """--send-test-event sends one valid event, which the strict ingest stores."""
+    result = doctor(tmp_path, "--send-test-event", BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url)
+    assert result.returncode == 0, result.stdout
+    assert "the key is accepted; it stored the test event" in result.stdout
+    [event] = ingest.events()
+    assert (event["route"], event["consumer"]) == (PROBE_ROUTE, "beacon-otel-doctor")
+
+
+def test_wrong_key_exits_1_naming_its_fingerprint(ingest: DevIngest, tmp_path: Path) -> None:
+    """A key the ingest refuses: exit 1, the refusal with the key's fingerprint, never the key."""
+    result = doctor(tmp_path, BEACON_INGEST_KEY="bk_wrong_key", BEACON_INGEST_URL=ingest.base_url)
+    assert result.returncode == 1
+    [failure] = lines(result, "FAIL")
+    assert failure.startswith(f"{ingest.url} refused the key {fingerprint('bk_wrong_key')}: HTTP 401")
+    assert "bk_wrong_key" not in result.stdout + result.stderr
+    assert "1 problem(s) to fix." in result.stdout
+
+
+def test_unreachable_ingest_exits_1_and_says_how_to_start_one(tmp_path: Path) -> None:
+    """Nothing listening: exit 1, "connection refused", and the command that starts a dev ingest."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=f"http://127.0.0.1:{port}")
+    assert result.returncode == 1
+    [failure] = lines(result, "FAIL")
+    assert "did not answer: connection refused" in failure
+    assert failure.endswith("start it with: beacon-otel dev-ingest")
+
+
+def test_missing_key_and_bad_settings_fail_naming_the_setting(tmp_path: Path) -> None:
+    """No key, or a bad value, is reported as auto-run would turn Beacon off: naming the setting."""
+    no_key = doctor(tmp_path)
+    assert no_key.returncode == 1
+    assert lines(no_key, "FAIL")[0].startswith("BEACON_INGEST_KEY is not set: Beacon is off")
+    bad = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_BATCH_SIZE="lots")
+    assert bad.returncode == 1 and "BEACON_BATCH_SIZE" in lines(bad, "FAIL")[0]
+    private = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL="https://10.1.2.3")
+    assert private.returncode == 1 and "BEACON_INGEST_URL" in lines(private, "FAIL")[0]
+
+
+def test_installed_framework_without_instrumentation_fails_with_the_pip_command(
+    ingest: DevIngest, tmp_path: Path
+) -> None:
+    """A framework found installed without its instrumentation: exit 1 and the package to install."""
+    site = tmp_path / "site"
+    (site / "falcon-4.0.2.dist-info").mkdir(parents=True)
+    (site / "falcon-4.0.2.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: falcon\nVersion: 4.0.2\n"
+    )
+    result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url, PYTHONPATH=str(site))
+    assert result.returncode == 1
+    assert lines(result, "FAIL") == [
+        "falcon 4.0.2 is installed but not instrumented: pip install opentelemetry-instrumentation-falcon"
+    ]
+
+
+def test_otlp_protocol_must_match_an_installed_exporter(ingest: DevIngest, tmp_path: Path) -> None:
+    """OTEL_TRACES_EXPORTER=otlp defaults to gRPC, whose exporter is not installed here: that fails;
+    http/protobuf, which is installed, passes."""
+    common = {"BEACON_INGEST_KEY": KEY, "BEACON_INGEST_URL": ingest.base_url, "OTEL_TRACES_EXPORTER": "otlp"}
+    grpc = doctor(tmp_path, **common)
+    assert grpc.returncode == 1
+    assert lines(grpc, "FAIL") == [
+        "OTLP over grpc needs opentelemetry-exporter-otlp-proto-grpc, which is not installed: "
+        "pip install opentelemetry-exporter-otlp-proto-grpc"
+    ]
+    http = doctor(tmp_path, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", **common)
+    assert http.returncode == 0, http.stdout
+    assert any(
+        line.startswith("OTLP over http/protobuf: opentelemetry-exporter-otlp-proto-http")
+        for line in lines(http, "ok")
+    )
+
+
+def test_fastapi_native_telemetry_beside_the_instrumentor_is_a_warning(
+    ingest: DevIngest, tmp_path: Path
+) -> None:
+    """FastAPI's own SERVER span plus the contrib one is reported (a warning: Beacon counts once)."""
+    result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url)
+    assert any("native telemetry" in line for line in lines(result, "warn"))
+
+
+def test_spool_state_lists_batches_per_directory(ingest: DevIngest, tmp_path: Path) -> None:
+    """Batches waiting in the spool (and in per-destination subdirectories) are counted with their bytes."""
+    spool = tmp_path / "state" / "beacon-otel" / "spool"
+    (spool / "other-destination").mkdir(parents=True)
+    (spool / "batch-00000000000000000001-1-000001.json").write_bytes(b"x" * 100)
+    (spool / "other-destination" / "batch-00000000000000000002-1-000001.json").write_bytes(b"y" * 50)
+    result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url)
+    assert f"{spool}: 1 batches, 100 bytes, oldest from" in result.stdout
+    assert f"{spool / 'other-destination'}: 1 batches, 50 bytes" in result.stdout
