@@ -11,6 +11,7 @@ import pytest
 
 from beacon_otel import BeaconConfig, BeaconConfigError
 from beacon_otel.endpoint import EndpointRefused, address_problem, checked_addresses
+from beacon_otel.stats import DeliveryError
 from beacon_otel.transport import FailureKind, Verdict
 from tests.test_transport import transport_to
 
@@ -90,6 +91,9 @@ def test_name_resolving_to_a_private_address_is_refused_before_connecting(fake_d
     outcome = transport.send(b'{"events":[]}', "b1")
     transport.close()
     assert (outcome.verdict, outcome.kind) == (Verdict.REJECTED, FailureKind.ENDPOINT_GUARD)
+    error = str(DeliveryError("rejected", 3, outcome))
+    assert error.startswith("3 Beacon events not sent: refused by beacon-otel's endpoint guard: ")
+    assert "refused by the ingest" not in error
     assert outcome.detail == (
         "refused by beacon-otel's endpoint guard: ingest host 'ingest.corp.example' is 10.20.30.40, "
         "a private network address; set allow_private_endpoints (BEACON_ALLOW_PRIVATE_ENDPOINTS) "

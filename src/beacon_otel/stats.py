@@ -6,7 +6,7 @@ import collections
 import threading
 from typing import Any
 
-from beacon_otel.transport import Outcome
+from beacon_otel.transport import FailureKind, Outcome
 
 
 class DeliveryError(Exception):
@@ -15,7 +15,12 @@ class DeliveryError(Exception):
     def __init__(self, reason: str, events: int, outcome: Outcome | None = None) -> None:
         status = f" (HTTP {outcome.status})" if outcome and outcome.status else ""
         detail = f": {outcome.detail}" if outcome and outcome.detail else ""
-        super().__init__(f"{events} Beacon events {_REASON_TEXT.get(reason, reason)}{status}{detail}")
+        what = _REASON_TEXT.get(reason, reason)
+        if outcome is not None and outcome.kind is FailureKind.ENDPOINT_GUARD:
+            what = "not sent"  # refused here, before anything left: the ingest never saw them
+        if detail.startswith(": HTTP "):
+            status = ""  # the detail names the status already
+        super().__init__(f"{events} Beacon events {what}{status}{detail}")
         self.reason = reason
         self.events = events
         self.status = outcome.status if outcome else None
