@@ -17,6 +17,7 @@ from beacon_otel.transport import (
     MAX_RETRY_AFTER,
     FailureKind,
     IngestTransport,
+    Outcome,
     Verdict,
     backoff_delay,
     parse_retry_after,
@@ -323,6 +324,19 @@ def no_ca_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(variable, raising=False)
 
 
+def test_trickled_tls_reply_becomes_a_timeout(
+    certificate: Certificate, no_ca_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline ends a trickled reply over TLS too (it shuts the wrapped socket down)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    with misbehaving(trickled_headers(interval=0.2), tls=certificate.server_context()) as ingest:
+        transport = transport_to(f"https://localhost:{ingest.port}", timeout=1.0)
+        outcome = send_in_thread(transport)
+        transport.close()
+    assert (outcome.verdict, outcome.kind) == (Verdict.RETRY, FailureKind.TIMEOUT), outcome.detail
+    assert str(outcome) == "retry: timed out after 1 s"
+
+
 def test_tls_failure_says_why(certificate: Certificate, no_ca_settings: None) -> None:
     """An untrusted certificate is a retry worded "TLS: certificate verify failed: ..."."""
     with misbehaving(answer(202), tls=certificate.server_context()) as ingest:
@@ -393,3 +407,19 @@ def test_a_refusing_proxy_is_named_as_such(no_ca_settings: None, monkeypatch: py
         proxy.close()
     assert (outcome.verdict, outcome.kind) == (Verdict.RETRY, FailureKind.PROXY)
     assert "502" in outcome.detail, outcome.detail
+
+
+@pytest.mark.parametrize(
+    ("outcome", "text"),
+    [
+        (Outcome(Verdict.ACCEPTED, status=202), "accepted (HTTP 202)"),
+        (Outcome(Verdict.RETRY, detail="connection refused"), "retry: connection refused"),
+        (
+            Outcome(Verdict.REJECTED, 401, detail="HTTP 401 from u: bad key"),
+            "rejected: HTTP 401 from u: bad key",
+        ),
+    ],
+)
+def test_outcomes_read_as_words_in_logs(outcome: Outcome, text: str) -> None:
+    """An outcome in a log line is its verdict and reason, not a dataclass repr."""
+    assert str(outcome) == text

@@ -62,6 +62,12 @@ class Outcome:
         """The reason in words (``detail``)."""
         return self.detail
 
+    def __str__(self) -> str:
+        # What log lines show: "retry: timed out after 5 s", "accepted (HTTP 202)".
+        if self.detail:
+            return f"{self.verdict.value}: {self.detail}"
+        return self.verdict.value + (f" (HTTP {self.status})" if self.status else "")
+
 
 def verdict_for_status(status: int) -> Verdict:
     """The contract's response table as a function."""
