@@ -298,7 +298,7 @@ def test_http_failures_quote_the_ingest_short_and_sanitised(status: int, body: b
 
 def test_dns_failure_names_the_host() -> None:
     """A host that does not resolve is a retry that says so."""
-    transport = transport_to("https://no-such-host.invalid", timeout=2.0)
+    transport = transport_to("https://no-such-host.invalid:8443", timeout=2.0)
     outcome = send_in_thread(transport)
     transport.close()
     assert (outcome.verdict, outcome.kind) == (Verdict.RETRY, FailureKind.DNS)

@@ -131,9 +131,9 @@ class IngestTransport:
                 verify=session.verify,
             )
         except Exception as exc:  # every failure to get an answer becomes an outcome
-            return failure_outcome(
-                exc, host=self._host(), timeout=self._timeout, timed_out=self._deadline.expired
-            )
+            # The DNS message names the host alone: a port is not what failed to resolve.
+            host = urlsplit(self._url).hostname or ""
+            return failure_outcome(exc, host=host, timeout=self._timeout, timed_out=self._deadline.expired)
         if self._deadline.expired:
             # Cut short while the headers came in: http.client takes the shut-down socket's
             # end for the end of the headers, so the answer seen is not the ingest's.
