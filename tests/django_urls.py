@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, JsonResponse
+import time
+from collections.abc import Iterator
+
+from django.http import Http404, HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 
@@ -20,8 +23,18 @@ def explode(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"value": 1 / 0})
 
 
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(3):
+            time.sleep(0.1)
+            yield b"x"
+
+    return StreamingHttpResponse(chunks())
+
+
 urlpatterns = [
     path("", home),
     path("users/<int:pk>", user),
     path("explode", explode),
+    path("stream", stream),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -355,8 +356,11 @@ def test_active_distros_finds_instantiated_distros() -> None:
         ("django", {"request_hook", "response_hook"}),  # the response: streamed bodies
     ],
 )
-def test_distro_gives_frameworks_their_hooks(running: AutoRun, name: str, keys: set[str]) -> None:
+def test_distro_gives_frameworks_their_hooks(
+    running: AutoRun, name: str, keys: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """BeaconDistro.load_instrumentor passes the framework's consumer hooks."""
+    monkeypatch.setitem(sys.modules, "fastapi.telemetry", None)  # a FastAPI without its own
     entry_point = FakeEntryPoint(name)
     distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
     assert set(entry_point.received) == keys | {"skip_dep_check"}
@@ -366,6 +370,7 @@ def test_asgi_internal_spans_are_kept_for_a_trace_exporter(
     running: AutoRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """send/receive spans are left out only when no trace exporter would see them."""
+    monkeypatch.setitem(sys.modules, "fastapi.telemetry", None)  # a FastAPI without its own
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     entry_point = FakeEntryPoint("fastapi")
     distro.BeaconDistro().load_instrumentor(entry_point)
@@ -378,6 +383,21 @@ def test_asgi_internal_spans_are_kept_for_a_trace_exporter(
     entry_point = FakeEntryPoint("fastapi")
     distro.BeaconDistro().load_instrumentor(entry_point, exclude_spans=["send"])
     assert entry_point.received["exclude_spans"] == ["send"]  # the user's choice wins
+
+
+def test_fastapi_telemetry_serves_beacon_when_nobody_exports_traces(
+    running: AutoRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FastAPI's own telemetry and no trace exporter, the contrib FastAPI instrumentor stays
+    out (its cost grows with the number of routes); with an exporter it is loaded as asked."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    entry_point = FakeEntryPoint("fastapi")
+    distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert entry_point.received == {}
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    entry_point = FakeEntryPoint("fastapi")
+    distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert set(entry_point.received) == {"server_request_hook", "skip_dep_check"}
 
 
 def test_other_instrumentors_get_their_kwargs_unchanged(running: AutoRun) -> None:

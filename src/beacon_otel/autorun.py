@@ -248,6 +248,8 @@ class AutoRun:
         original = distro.load_instrumentor
 
         def load_instrumentor(entry_point: Any, **kwargs: Any) -> Any:
+            if self.native_telemetry_instead(entry_point.name):
+                return None
             return original(entry_point, **self.instrumentor_kwargs(entry_point.name, kwargs))
 
         # An instance attribute shadows the class's method for this one distro only.
@@ -255,6 +257,24 @@ class AutoRun:
         setattr(distro, _WRAPPED_MARKER, True)
 
     # -- the instrumentors ----------------------------------------------------------------
+
+    def native_telemetry_instead(self, name: str) -> bool:
+        """Whether FastAPI's own telemetry serves Beacon instead of instrumentor ``name``.
+
+        The contrib FastAPI instrumentation matches every route again on every request, so
+        its cost grows with the app; FastAPI 0.142+ learns the route from routing itself and
+        opens its own SERVER span on the global provider once the contrib one stays out.
+        Only when no trace exporter is configured: a user exporting traces keeps the spans
+        of the instrumentation he installed (docs/autorun.md).
+        """
+        if name != "fastapi" or self.processor is None or exporter_names("traces"):
+            return False
+        try:
+            import fastapi.telemetry  # noqa: F401  (FastAPI 0.142 and later)
+        except ImportError:
+            return False
+        logger.debug("beacon-otel: FastAPI's own telemetry serves Beacon (no trace exporter)")
+        return True
 
     def instrumentor_kwargs(self, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` for instrumentor ``name`` with Beacon's hooks composed before the user's."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from beacon_otel import guard
 from beacon_otel.hooks import current_request
-from beacon_otel.request import RequestContext
+from beacon_otel.request import RequestContext, exception_text
 
 NATIVE_SCOPE = "fastapi"
 """The instrumentation scope name of FastAPI's own spans."""
@@ -96,18 +96,28 @@ def absorb_native_telemetry(context: RequestContext) -> None:
         context.scope = _native_scope()
 
 
+_ASGI_LAYERS = frozenset(f"opentelemetry.instrumentation.{name}" for name in ("asgi", "fastapi", "starlette"))
+
+
+def is_inner_layer(span: Any) -> bool:
+    """An INTERNAL span of an instrumented mounted app inside the request's SERVER span.
+
+    The contrib ASGI middleware opens one (not a SERVER span: its parent is local) with the
+    request's HTTP attributes; its ``http send``/``http receive`` spans carry none of them.
+    """
+    scope = span.instrumentation_scope
+    if scope is None or scope.name not in _ASGI_LAYERS:
+        return False
+    attributes = span.attributes or {}
+    return "http.request.method" in attributes or "http.method" in attributes
+
+
 def absorb_inner_span(context: RequestContext, span: Any) -> None:
     """An inner SERVER span of the request ended: keep what it knows that the outer may not."""
     if is_native_span(span):
         absorb_native_telemetry(context)
     if context.error is None:
-        for event in span.events:
-            if event.name == "exception":
-                attributes = event.attributes or {}
-                exc_type = str(attributes.get("exception.type") or "Exception").rsplit(".", 1)[-1]
-                message = attributes.get("exception.message")
-                context.error = f"{exc_type}: {message}" if message else exc_type
-                break
+        context.error = exception_text(span.events)
 
 
 def _native_exception_text() -> str | None:

@@ -69,14 +69,22 @@ class RequestRegistry:
         same request under a fresh OpenTelemetry context, so the current span cannot tell. A
         context variable set when the outer span starts can: same task, or same thread.
         """
+        if not self.started_inner(span):
+            _CURRENT.set((span, self._add(span.get_span_context().span_id)))
+
+    def started_inner(self, span: Any) -> bool:
+        """If a request is being served here, ``span`` becomes one of its inner layers: True.
+
+        Also for the INTERNAL span an instrumented mounted app opens inside the request's
+        SERVER span: only that span records the exception escaping the mounted app.
+        """
         current = _CURRENT.get()
-        span_id = span.get_span_context().span_id
-        if current is not None and current[0] is not span and current[0].is_recording():
-            if len(self._nested) < self._limit:  # bounded even if such spans never end
-                self._nested[span_id] = current[1]
-            return
-        context = self._add(span_id)
-        _CURRENT.set((span, context))
+        if current is None or current[0] is span or not current[0].is_recording():
+            return False
+        if len(self._nested) < self._limit:  # bounded even if such spans never end
+            self._nested[span.get_span_context().span_id] = current[1]
+            current[1].inner_open += 1
+        return True
 
     def _add(self, span_id: int) -> RequestContext:
         context = RequestContext()
@@ -107,6 +115,11 @@ class RequestRegistry:
     def pop(self, span_id: int) -> RequestContext | None:
         """Take the context of an ended outermost span."""
         return self._contexts.pop(span_id, None)
+
+    @property
+    def has_inner_layers(self) -> bool:
+        """Whether any inner layer is open (a dict's truth: the common answer is a quick no)."""
+        return bool(self._nested)
 
     def pop_nested(self, span_id: int) -> RequestContext | None:
         """Take the outer request's context if ``span_id`` was an inner layer; else ``None``."""

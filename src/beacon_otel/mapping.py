@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from beacon_otel.event import (
     clean_url_text,
     clean_validation_errors,
 )
-from beacon_otel.request import NO_FACTS, RequestFacts
+from beacon_otel.request import NO_FACTS, RequestFacts, exception_text
 from beacon_otel.routes import regex_route_template
 
 # Stable (new) names first, then the old ones: with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup
@@ -51,7 +51,7 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
     error = None
     if status is None or status >= 500:
         # span.events copies a list on every access: only failed requests need it.
-        exception = _exception_text(span.events) or request.error
+        exception = exception_text(span.events) or request.error
         if status is None:
             if exception is None and span.status.status_code is not StatusCode.ERROR:
                 raise Unmappable("no_status")
@@ -171,14 +171,3 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _exception_text(events: Sequence[Any]) -> str | None:
-    for event in events:
-        if event.name == "exception":
-            attributes = event.attributes or {}
-            # exception.type is module-qualified; the contract wants "ExcType: message".
-            exc_type = str(attributes.get("exception.type") or "Exception").rsplit(".", 1)[-1]
-            message = attributes.get("exception.message")
-            return f"{exc_type}: {message}" if message else exc_type
-    return None

@@ -16,7 +16,12 @@ from beacon_otel import guard
 from beacon_otel.config import BeaconConfig
 from beacon_otel.consumer import ConsumerRules
 from beacon_otel.event import RequestEvent
-from beacon_otel.fastapi_support import absorb_inner_span, absorb_native_telemetry, is_native_span
+from beacon_otel.fastapi_support import (
+    absorb_inner_span,
+    absorb_native_telemetry,
+    is_inner_layer,
+    is_native_span,
+)
 from beacon_otel.hooks import Hook, RequestRegistry
 from beacon_otel.mapping import Unmappable, span_to_event
 from beacon_otel.request import NO_FACTS, RequestContext
@@ -70,46 +75,68 @@ class BeaconSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """A SERVER span starts a request, or one more layer of the current one (same event)."""
-        if span.kind is _SERVER and self._enabled:
+        if not self._enabled:
+            return
+        if span.kind is _SERVER:
             with guard.contained("noting a request span's start"):
                 self.requests.started(span)
+        elif is_inner_layer(span):
+            with guard.contained("noting a request span's start"):
+                self.requests.started_inner(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Map a finished SERVER span and queue its event; never raises, never waits."""
-        if span.kind is not _SERVER or not self._enabled:
+        if not self._enabled:
             return
         span_context = span.context
         if span_context is None:
             return
         span_id = span_context.span_id
+        if span.kind is not _SERVER:
+            if self.requests.has_inner_layers:
+                with guard.contained("closing a request's inner layer"):
+                    self._inner_layer_ended(span, span_id)
+            return
         # Mapped here, not on the delivery thread: a queued span would keep its request's
         # objects alive until the batch is made, and CPython's collector then runs about
         # 17 times as often. Those collections run mostly on request threads (they are the
         # ones allocating) and cost about what the mapping would save them, while holding
         # more memory (bench/RESULTS.md, section 2).
         with guard.contained("queueing a request's event"), self._counted_as_internal_error():
-            outer = self.requests.pop_nested(span_id)
-            if outer is not None:
-                # An inner layer of a request (a mounted app's own SERVER span): what it
-                # learned goes to the request's one event, the span itself makes none.
-                absorb_inner_span(outer, span)
+            if self._inner_layer_ended(span, span_id):
                 return
             context = self.requests.pop(span_id)
             if context is not None:
                 if is_native_span(span):
                     absorb_native_telemetry(context)
-                if context.streaming:
-                    context.ended_span = span  # the event waits for the body's last byte
+                if context.waiting:
+                    context.ended_span = span  # the event waits for the body or inner layer
                     return
             self._submit(span, context)
 
+    def _inner_layer_ended(self, span: ReadableSpan, span_id: int) -> bool:
+        outer = self.requests.pop_nested(span_id)
+        if outer is None:
+            return False
+        # An inner layer of a request (a mounted app's own span): what it learned goes to
+        # the request's one event, the span itself makes none. The outer span may have ended
+        # first (the contrib ASGI middleware ends it with the last body message, before the
+        # exception leaves the inner app), so the event waits for its last inner layer.
+        outer.inner_open -= 1
+        absorb_inner_span(outer, span)
+        self._release(outer)
+        return True
+
     def body_sent(self, context: RequestContext) -> None:
         """A streamed body is done: the event of its already ended span can go now."""
+        with guard.contained("queueing a streamed request's event"), self._counted_as_internal_error():
+            self._release(context)
+
+    def _release(self, context: RequestContext) -> None:
         span = context.ended_span
-        if span is not None:
+        if span is not None and not context.waiting:
             context.ended_span = None
-            with guard.contained("queueing a streamed request's event"), self._counted_as_internal_error():
-                self._submit(span, context)
+            self._submit(span, context)
 
     def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
         event = self.event_for(span, context)

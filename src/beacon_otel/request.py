@@ -9,7 +9,7 @@ request side: the span gives timing and status, the facts give what spans must n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ class RequestContext:
         "ended_span",
         "environ",
         "error",
+        "inner_open",
         "path",
         "request",
         "resolved",
@@ -74,12 +75,20 @@ class RequestContext:
         self.body_sent_ns: int | None = None
         """Set when a streamed body is done: until then the event waits (see ``ended_span``)."""
         self.ended_span: Any = None
-        """A span that ended before its streamed body was sent, waiting for the body's end."""
+        """The request's span, ended before its streamed body was sent or an inner layer
+        (a mounted app's own SERVER span) ended: its event waits for both."""
+        self.inner_open = 0
+        """Inner SERVER spans of this request started and not ended yet."""
 
     @property
     def streaming(self) -> bool:
         """A streamed body is still being sent (a WSGI response iterable not closed yet)."""
         return self.body_sent_ns == 0
+
+    @property
+    def waiting(self) -> bool:
+        """The event cannot be made yet: a streamed body or an inner layer is not done."""
+        return self.body_sent_ns == 0 or self.inner_open > 0
 
     def facts(self, rules: ConsumerRules) -> RequestFacts:
         """The frozen value mapping takes; the consumer is resolved here unless a hook did."""
@@ -132,3 +141,15 @@ def wsgi_path(environ: Mapping[str, Any]) -> str | None:
         return None
     # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
     return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
+
+
+def exception_text(events: Iterable[Any]) -> str | None:
+    """``"ExcType: message"`` of the first ``exception`` span event (the contract's error form)."""
+    for event in events:
+        if event.name == "exception":
+            attributes = event.attributes or {}
+            # exception.type is module-qualified; the contract wants the class name.
+            exc_type = str(attributes.get("exception.type") or "Exception").rsplit(".", 1)[-1]
+            message = attributes.get("exception.message")
+            return f"{exc_type}: {message}" if message else exc_type
+    return None

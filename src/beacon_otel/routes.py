@@ -127,7 +127,8 @@ def _template_of(route: Any) -> str:
 # -- regular-expression routes (Django re_path, Django REST framework routers) ------------------
 
 _NAMED_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>")
-_FORMAT_SUFFIX = re.compile(r"\\?\.\(\?P<format>[^)]*\)/?\??$")
+_FORMAT_SUFFIX = re.compile(r"\\?\.\(\?P<format>[^)]*\)/?\??\$?$")
+_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _REGEX_MARKS = re.compile(r"[\^$()\[\]*+?|\\{}]")
 
 
@@ -140,7 +141,7 @@ def regex_route_template(pattern: str) -> str:
     """
     if not _REGEX_MARKS.search(pattern):
         return pattern
-    text = _FORMAT_SUFFIX.sub(".<format>", pattern)
+    text = _FLAGS.sub("", _FORMAT_SUFFIX.sub(".<format>", pattern))
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -150,13 +151,17 @@ def regex_route_template(pattern: str) -> str:
             i = _group_end(text, named.end())
             continue
         char = text[i]
-        if char == "\\" and i + 1 < n:
+        if char == "(":
+            out.append("<arg>")  # an unnamed group: Django passes it as a positional argument
+            i = _group_end(text, i + 1)
+        elif char == "\\" and i + 1 < n:
             out.append(text[i + 1])  # an escaped literal: \. is a dot
             i += 2
         elif char in "^$":
             i += 1  # anchors
         elif char == "?" and out and out[-1] == "/":
-            i += 1  # an optional trailing slash: DRF's /?
+            out.pop()  # an optional slash (DRF's /?): the template is the form without it
+            i += 1
         else:
             out.append(char)
             i += 1
