@@ -7,13 +7,16 @@ sub-apps, Host routes, a Flask 405 and streamed WSGI bodies.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import WebSocket
 from pydantic import BaseModel
+from starlette.websockets import WebSocketDisconnect
 
 from tests.conftest import Pipeline, asgi_request, configure_django, make_pipeline
 
@@ -369,4 +372,44 @@ def test_django_streamed_body_counts_until_its_last_byte() -> None:
         assert event["duration_ms"] >= 300
     finally:
         DjangoInstrumentor().uninstrument()
+        pipeline.provider.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_websocket_connections_make_no_event_and_no_drop() -> None:
+    """A WebSocket connection (accepted or refused at the handshake) is not an API request in the
+    contract's sense: no event, and nothing counted as lost (docs/routes.md)."""
+    import fastapi
+    from starlette.testclient import TestClient
+
+    pipeline = make_pipeline()
+    app = fastapi.FastAPI(telemetry={"tracer_provider": pipeline.provider})
+
+    @app.websocket("/ws")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+
+    @app.websocket("/refused")
+    async def refused(websocket: WebSocket) -> None:
+        await websocket.close(code=1008)
+
+    @app.get("/plain")
+    def plain() -> dict[str, str]:
+        return {}
+
+    try:
+        with TestClient(app) as client:
+            with client.websocket_connect("/ws", headers={"X-API-Key": API_KEY}) as ws:
+                ws.send_text("hi")
+                assert ws.receive_text() == "hi"
+            with pytest.raises(WebSocketDisconnect), client.websocket_connect("/refused") as ws:
+                ws.receive_text()
+            assert client.get("/plain").status_code == 200
+        assert [e["route"] for e in pipeline.events()] == ["/plain"]
+        assert pipeline.processor.stats.snapshot()["dropped_total"] == 0
+        assert any(s.name.startswith("WS") for s in pipeline.exporter.get_finished_spans())
+    finally:
         pipeline.provider.shutdown()
