@@ -1,11 +1,31 @@
-"""beacon-otel: Beacon API analytics from the HTTP server spans OpenTelemetry already makes."""
+"""beacon-otel: Beacon API analytics from the HTTP server spans OpenTelemetry already makes.
 
-from beacon_otel.config import BeaconConfig, BeaconConfigError
-from beacon_otel.distro import configure
-from beacon_otel.processor import BeaconSpanProcessor
-from beacon_otel.sampling import BeaconSampler
-from beacon_otel.stats import DeliveryError
+The exported names are imported on first use: the pytest plugin (``beacon_otel.testing``),
+the command line and the dev ingest import this package without paying for the SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from beacon_otel.version import __version__
+
+if TYPE_CHECKING:
+    from beacon_otel.config import BeaconConfig, BeaconConfigError
+    from beacon_otel.distro import configure
+    from beacon_otel.processor import BeaconSpanProcessor
+    from beacon_otel.sampling import BeaconSampler
+    from beacon_otel.stats import DeliveryError
+
+_HOMES = {
+    "BeaconConfig": "beacon_otel.config",
+    "BeaconConfigError": "beacon_otel.config",
+    "BeaconSampler": "beacon_otel.sampling",
+    "BeaconSpanProcessor": "beacon_otel.processor",
+    "DeliveryError": "beacon_otel.stats",
+    "configure": "beacon_otel.distro",
+}
 
 __all__ = [
     "BeaconConfig",
@@ -16,3 +36,16 @@ __all__ = [
     "__version__",
     "configure",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'beacon_otel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
