@@ -289,3 +289,9 @@ def compose(*hooks: Hook | None) -> Hook | None:
             each(*args, **kwargs)
 
     return composed
+
+
+# Litestar, Bottle, Falcon, Tornado: built on the hooks above, in a module of their own.
+from beacon_otel.framework_hooks import TABLE as _MORE_FRAMEWORKS  # noqa: E402
+
+FRAMEWORKS.update(_MORE_FRAMEWORKS)

@@ -1,0 +1,91 @@
+"""Hooks for the frameworks beyond the ASGI/WSGI families' own: Litestar, Bottle, Falcon, Tornado.
+
+Each builder takes the request registry and returns the keyword arguments of that framework's
+instrumentation (beacon-otel's own for Litestar and Bottle, OpenTelemetry's for the others),
+registered in :data:`beacon_otel.hooks.FRAMEWORKS`. As everywhere, a hook only keeps
+references (the request's environ or headers); the consumer is read when the span ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.trace import Status, StatusCode
+
+from beacon_otel.hooks import Hook, HookTable, RequestRegistry, asgi_hooks, hook, wsgi_hooks
+
+
+def litestar_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """Litestar (beacon-otel's instrumentor or Litestar's own plugin): the scope, validation errors."""
+    hooks = asgi_hooks(registry)
+
+    @hook("the Litestar exception hook")
+    def exception_hook(span: Any, scope: Mapping[str, Any], exception: BaseException) -> None:
+        from beacon_otel.instrumentation.litestar import validation_errors
+
+        errors = validation_errors(exception)
+        context = registry.get(span)
+        if errors is not None and context is not None:
+            context.validation_errors = errors
+
+    hooks["exception_hook"] = exception_hook
+    return hooks
+
+
+def falcon_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """Falcon (WSGI): its request's environ; the exception Falcon answered with a 500 itself."""
+    wsgi = wsgi_hooks(registry)
+    wsgi_request, wsgi_response = wsgi["request_hook"], wsgi.get("response_hook")
+
+    @hook("the Falcon request hook")
+    def request_hook(span: Any, req: Any) -> None:
+        wsgi_request(span, req.env)
+
+    @hook("the Falcon response hook")
+    def response_hook(span: Any, req: Any, resp: Any) -> None:
+        # Falcon renders an unhandled exception as a 500 inside the app, so the span never sees
+        # it; OpenTelemetry's instrumentation keeps it in the environ, where it is recorded.
+        exception = req.env.get("opentelemetry-falcon.exc")
+        if exception is not None and str(resp.status).startswith("5") and span.is_recording():
+            if not any(event.name == "exception" for event in span.events):
+                span.record_exception(exception)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
+        if wsgi_response is not None:
+            wsgi_response(span, req.env)
+
+    return {"request_hook": request_hook, "response_hook": response_hook}
+
+
+def tornado_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """Tornado: its request's headers, path and method seen as a WSGI environ would show them."""
+    wsgi_request = wsgi_hooks(registry)["request_hook"]
+
+    @hook("the Tornado request hook")
+    def server_request_hook(span: Any, handler: Any) -> None:
+        wsgi_request(span, tornado_environ(handler.request))
+
+    return {"server_request_hook": server_request_hook}
+
+
+def tornado_environ(request: Any) -> dict[str, Any]:
+    """A PEP 3333 view of a Tornado request: header values are latin-1 strings there too."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": request.path,
+        "tornado.request": request,
+    }
+    for name, value in request.headers.get_all():
+        key = "HTTP_" + name.upper().replace("-", "_")
+        environ.setdefault(key, value)  # the first value, as the header rules take it
+    return environ
+
+
+TABLE: dict[str, HookTable] = {
+    "litestar": litestar_hooks,
+    "bottle": wsgi_hooks,
+    "falcon": falcon_hooks,
+    "tornado": tornado_hooks,
+}
+"""Instrumentor entry-point name -> hooks, merged into :data:`beacon_otel.hooks.FRAMEWORKS`."""

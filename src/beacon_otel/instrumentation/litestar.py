@@ -1,0 +1,215 @@
+"""Litestar server spans: ``LitestarInstrumentor`` (no OpenTelemetry instrumentation exists).
+
+The span comes from OpenTelemetry's ASGI middleware wrapped around the app's ASGI handler, so
+every request has one, 404s and 405s included. Two things only Litestar knows are added:
+
+- the route template with router prefixes and converters (``/zoo/pets/{pet_id:int}``), set
+  as ``http.route`` and in the span name when the response starts, after routing;
+- the exceptions Litestar turns into responses itself: an unhandled one (a 500) is recorded
+  on the span as an exception event, and every one is given to ``exception_hook``.
+
+An app that uses Litestar's own ``OpenTelemetryPlugin`` keeps its single span; its route
+(``GET /users/42``, the method and the concrete path) is corrected the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.http import get_excluded_urls
+
+from beacon_otel import guard
+from beacon_otel.hooks import compose
+
+ExceptionHook = Callable[[Any, MutableMapping[str, Any], BaseException], None]
+"""``exception_hook(span, scope, exception)``: every exception Litestar answers for itself."""
+
+_HTTP_ROUTE = "http.route"
+
+
+class LitestarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Server spans for every ``litestar.Litestar`` app created once ``instrument()`` ran.
+
+    Accepts ``tracer_provider``, ``meter_provider``, ``server_request_hook(span, scope)``,
+    ``client_request_hook``, ``client_response_hook``, ``exclude_spans`` (as OpenTelemetry's
+    ASGI middleware does) and ``exception_hook(span, scope, exception)``.
+    ``LITESTAR_EXCLUDED_URLS`` (or ``OTEL_PYTHON_EXCLUDED_URLS``) excludes URLs.
+    """
+
+    _original_init: Any = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("litestar >= 2.0",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        from litestar import Litestar
+
+        original = Litestar.__init__
+        LitestarInstrumentor._original_init = original
+
+        @functools.wraps(original)
+        def init(app: Any, *args: Any, **init_kwargs: Any) -> None:
+            original(app, *args, **init_kwargs)
+            with guard.contained("instrumenting a Litestar app"):
+                instrument_app(app, **kwargs)
+
+        Litestar.__init__ = init  # type: ignore[method-assign,assignment]
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from litestar import Litestar
+
+        if LitestarInstrumentor._original_init is not None:
+            Litestar.__init__ = LitestarInstrumentor._original_init  # type: ignore[method-assign]
+            LitestarInstrumentor._original_init = None
+
+    @staticmethod
+    def instrument_app(app: Any, **kwargs: Any) -> None:
+        """Instrument one app (same keyword arguments as ``instrument()``)."""
+        instrument_app(app, **kwargs)
+
+
+def instrument_app(
+    app: Any,
+    *,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    server_request_hook: Callable[..., None] | None = None,
+    client_request_hook: Callable[..., None] | None = None,
+    client_response_hook: Callable[..., None] | None = None,
+    exception_hook: ExceptionHook | None = None,
+    exclude_spans: list[str] | None = None,
+    **_: Any,
+) -> None:
+    """Wrap ``app``'s ASGI handler in a server span, once per app."""
+    handler = app.asgi_handler
+    plugin_middleware = getattr(handler, "open_telemetry_middleware", None)
+    outermost = plugin_middleware if isinstance(plugin_middleware, OpenTelemetryMiddleware) else handler
+    if isinstance(getattr(outermost, "app", None), RouteRecorder):
+        return  # instrumented already (Litestar apps have slots: no marker attribute, no weakref)
+    app.after_exception.append(_exception_recorder(exception_hook))
+    if isinstance(plugin_middleware, OpenTelemetryMiddleware):
+        # Litestar's OpenTelemetryPlugin already opens the span: one span per request, so its
+        # middleware is kept, given the hooks, and its route corrected from inside.
+        plugin_middleware.app = RouteRecorder(plugin_middleware.app, app)
+        if server_request_hook is not None:
+            plugin_middleware.server_request_hook = compose(
+                server_request_hook, plugin_middleware.server_request_hook
+            )
+        return
+    app.asgi_handler = OpenTelemetryMiddleware(
+        RouteRecorder(handler, app),
+        excluded_urls=get_excluded_urls("LITESTAR"),
+        default_span_details=span_details,
+        server_request_hook=server_request_hook,
+        client_request_hook=client_request_hook,
+        client_response_hook=client_response_hook,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        exclude_spans=exclude_spans,  # type: ignore[arg-type]
+    )
+
+
+def span_details(scope: MutableMapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The span name before routing: the method alone, as the conventions ask without a route."""
+    method = scope.get("method")
+    return (str(method) if method else "HTTP"), {}
+
+
+class RouteRecorder:
+    """Sets the route template on the server span when the response starts (after routing)."""
+
+    def __init__(self, handler: Callable[..., Awaitable[None]], app: Any) -> None:
+        self.handler = handler
+        self.app = app
+        self._templates: dict[tuple[str, int], str] = {}
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.handler(scope, receive, send)
+            return
+        span = trace.get_current_span()  # the server span: the middleware made it current
+        if not span.is_recording():
+            await self.handler(scope, receive, send)
+            return
+
+        async def send_with_route(message: MutableMapping[str, Any]) -> None:
+            if message.get("type") == "http.response.start":
+                with guard.contained("setting the Litestar route"):
+                    self._set_route(span, scope)
+            await send(message)
+
+        await self.handler(scope, receive, send_with_route)
+
+    def _set_route(self, span: Any, scope: MutableMapping[str, Any]) -> None:
+        template = self.template(scope)
+        if template:
+            span.set_attribute(_HTTP_ROUTE, template)
+            span.update_name(f"{scope.get('method', 'HTTP')} {template}")
+        elif str(span.attributes.get(_HTTP_ROUTE, "")).startswith(f"{scope.get('method')} "):
+            # The plugin's "GET /nope" is neither a route nor a path: unmatched has no route.
+            span.set_attribute(_HTTP_ROUTE, "")
+
+    def template(self, scope: MutableMapping[str, Any]) -> str | None:
+        """The declared path of the matched route, router prefixes and converters included."""
+        path_format = scope.get("path_template")
+        handler = scope.get("route_handler")
+        if not isinstance(path_format, str) or handler is None:
+            return None  # routing failed: nothing matched
+        key = (path_format, id(handler))
+        template = self._templates.get(key)
+        if template is None:
+            # Litestar keeps the template without converters in the scope; its routes have both.
+            self._templates = self._route_templates()
+            template = self._templates.get(key, path_format)
+        return template
+
+    def _route_templates(self) -> dict[tuple[str, int], str]:
+        templates = {}
+        for route in self.app.routes:
+            for handler in getattr(route, "route_handlers", ()):
+                templates[(route.path_format, id(handler))] = route.path
+        return templates
+
+
+def _exception_recorder(exception_hook: ExceptionHook | None) -> Callable[..., Awaitable[None]]:
+    """An ``after_exception`` handler: Litestar answers exceptions before the middleware sees them."""
+
+    async def record(exception: BaseException, scope: MutableMapping[str, Any]) -> None:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        with guard.contained("recording a Litestar exception"):
+            status = getattr(exception, "status_code", None)
+            if not isinstance(status, int) or status >= 500:
+                span.record_exception(exception)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
+        if exception_hook is not None:
+            with guard.contained("the Litestar exception hook", user_code=True):
+                exception_hook(span, scope, exception)
+
+    return record
+
+
+def validation_errors(exception: BaseException) -> list[dict[str, str]] | None:
+    """A ``ValidationException``'s details as Beacon's ``validation_errors``; else ``None``.
+
+    Litestar lists each failure as ``{"message", "key", "source"}``; the field is
+    ``source.key`` (``body.data``, ``path.pet_id``, ``query.limit``), like FastAPI's ``loc``.
+    """
+    from litestar.exceptions import ValidationException
+
+    if not isinstance(exception, ValidationException):
+        return None
+    extra = exception.extra if isinstance(exception.extra, list) else []
+    items = []
+    for error in extra:
+        if isinstance(error, dict):
+            field = ".".join(str(part) for part in (error.get("source"), error.get("key")) if part)
+            items.append({"field": field, "message": str(error.get("message", ""))})
+    return items or [{"field": "", "message": str(exception.detail)}]

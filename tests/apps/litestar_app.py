@@ -1,0 +1,43 @@
+"""Litestar app for the served-framework tests: a router prefix, a typed path parameter,
+a validated body and a failing route. ``build_app`` makes a fresh one for manual setups."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Litestar, Router, get, post
+
+
+@dataclass
+class Pet:
+    name: str
+    age: int
+
+
+@get("/pets/{pet_id:int}")
+async def get_pet(pet_id: int) -> dict[str, int]:
+    return {"id": pet_id}
+
+
+@post("/pets")
+async def create_pet(data: Pet) -> dict[str, str]:
+    return {"name": data.name}
+
+
+@get("/boom")
+async def boom() -> None:
+    raise RuntimeError("kaboom")
+
+
+def build_app(**options: Any) -> Litestar:
+    """A fresh app: ``/zoo/pets/{pet_id:int}`` (router prefix), ``POST /zoo/pets``, ``/boom``."""
+    zoo = Router(path="/zoo", route_handlers=[get_pet, create_pet])
+    with warnings.catch_warnings():
+        # Litestar 2.19+ prefers FromPath[int], which older 2.x lack; the inferred style works in all.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return Litestar(route_handlers=[zoo, boom], openapi_config=None, **options)
+
+
+app = build_app()
