@@ -130,7 +130,7 @@ def test_hooks_ignore_non_server_and_non_recording_spans(pipeline: Pipeline) -> 
 def test_unknown_framework_is_a_clear_error(pipeline: Pipeline) -> None:
     """hooks() names the frameworks it knows."""
     with pytest.raises(ValueError, match="fastapi"):
-        pipeline.processor.hooks("bottle")
+        pipeline.processor.hooks("cherrypy")
 
 
 def test_on_error_that_raises_is_contained(caplog: pytest.LogCaptureFixture) -> None:

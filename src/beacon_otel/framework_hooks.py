@@ -47,10 +47,10 @@ def falcon_hooks(registry: RequestRegistry) -> dict[str, Hook]:
         # Falcon renders an unhandled exception as a 500 inside the app, so the span never sees
         # it; OpenTelemetry's instrumentation keeps it in the environ, where it is recorded.
         exception = req.env.get("opentelemetry-falcon.exc")
-        if exception is not None and str(resp.status).startswith("5") and span.is_recording():
-            if not any(event.name == "exception" for event in span.events):
-                span.record_exception(exception)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
+        failed = exception is not None and str(resp.status).startswith("5") and span.is_recording()
+        if failed and not any(event.name == "exception" for event in span.events):
+            span.record_exception(exception)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
         if wsgi_response is not None:
             wsgi_response(span, req.env)
 
