@@ -94,18 +94,29 @@ def test_missing_key_and_bad_settings_fail_naming_the_setting(tmp_path: Path) ->
 
 
 def test_installed_framework_without_instrumentation_fails_with_the_pip_command(
-    ingest: DevIngest, tmp_path: Path
+    ingest: DevIngest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A framework found installed without its instrumentation: exit 1 and the package to install."""
-    site = tmp_path / "site"
-    (site / "falcon-4.0.2.dist-info").mkdir(parents=True)
-    (site / "falcon-4.0.2.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: falcon\nVersion: 4.0.2\n"
+    """A framework found installed without its instrumentation: exit 1 and the package to install.
+
+    In-process, with falcon's instrumentation made absent: the dev environment installs every
+    supported framework's instrumentation, so no subprocess could show a missing one.
+    """
+    from beacon_otel import doctor as doctor_module
+
+    installed = doctor_module._installed
+    monkeypatch.setattr(
+        doctor_module,
+        "_installed",
+        lambda name: {"falcon": "4.0.2", "opentelemetry-instrumentation-falcon": None}.get(
+            name, installed(name)
+        ),
     )
-    result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url, PYTHONPATH=str(site))
-    assert result.returncode == 1
-    assert lines(result, "FAIL") == [
+    findings = doctor_module.diagnose({"BEACON_INGEST_KEY": KEY, "BEACON_INGEST_URL": ingest.base_url})
+    _, status = doctor_module.report(findings)
+    assert status == 1
+    assert [f.text for f in findings if f.level == doctor_module.FAIL] == [
         "falcon 4.0.2 is installed but not instrumented: pip install opentelemetry-instrumentation-falcon"
+        '  (or pip install "beacon-otel[falcon]")'
     ]
 
 

@@ -42,10 +42,13 @@ FRAMEWORKS = (
     ("starlette", "opentelemetry-instrumentation-starlette", "starlette"),
     ("flask", "opentelemetry-instrumentation-flask", "flask"),
     ("django", "opentelemetry-instrumentation-django", "django"),
-    ("falcon", "opentelemetry-instrumentation-falcon", None),
-    ("pyramid", "opentelemetry-instrumentation-pyramid", None),
-    ("tornado", "opentelemetry-instrumentation-tornado", None),
-    ("aiohttp", "opentelemetry-instrumentation-aiohttp-server", None),
+    ("falcon", "opentelemetry-instrumentation-falcon", "falcon"),
+    ("pyramid", "opentelemetry-instrumentation-pyramid", "pyramid"),
+    ("tornado", "opentelemetry-instrumentation-tornado", "tornado"),
+    ("aiohttp", "opentelemetry-instrumentation-aiohttp-server", "aiohttp"),
+    # Instrumented by beacon-otel itself (beacon_otel.instrumentation): always present.
+    ("litestar", "beacon-otel", "litestar"),
+    ("bottle", "beacon-otel", "bottle"),
 )
 # Other per-request analytics SDKs: each adds its own middleware and counts every request again.
 OTHER_ANALYTICS = ("apitally", "beaconhq", "peekapi", "moesifasgi", "moesifwsgi", "treblle")
