@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from beacon_otel import guard
 from beacon_otel.config import BeaconConfig
+from beacon_otel.console import ConsoleEcho
 from beacon_otel.consumer import ConsumerRules
 from beacon_otel.event import RequestEvent
 from beacon_otel.fastapi_support import (
@@ -24,6 +25,7 @@ from beacon_otel.fastapi_support import (
 )
 from beacon_otel.hooks import Hook, RequestRegistry
 from beacon_otel.mapping import Unmappable, span_to_event
+from beacon_otel.metrics import SelfMetrics
 from beacon_otel.request import NO_FACTS, RequestContext
 from beacon_otel.spool import Spool
 from beacon_otel.stats import DeliveryError, DeliveryStats
@@ -54,11 +56,14 @@ class BeaconSpanProcessor(SpanProcessor):
             allow_private=config.allow_private_endpoints,
             extra_headers=config.extra_headers,
         )
+        # Console mode and self-metrics: each wraps the transport, no cost per request.
+        self.self_metrics = SelfMetrics(self)
+        sender = self.self_metrics.timed(ConsoleEcho(transport) if config.dry_run else transport)
         self.spool: Spool | None = None
         if config.spool_enabled:
             self.spool = Spool(config.spool_directory, max_bytes=config.max_storage_bytes)
         self._worker = DeliveryWorker(
-            transport,
+            sender,
             batch_size=config.batch_size,
             flush_interval=config.flush_interval,
             max_buffer_size=config.max_buffer_size,
