@@ -6,6 +6,7 @@ make demo                       (or: python examples/demo.py [--manual] [--reque
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from beacon_otel.devingest import format_events
 
 EXAMPLES = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -111,12 +114,17 @@ def main() -> int:
         "--manual", action="store_true", help="set up by hand instead of opentelemetry-instrument"
     )
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the ingest and its dashboard running until Ctrl-C"
+    )
     args = parser.parse_args()
 
     ingest, ingest_url = start_ingest()
     port = free_port()
     mode = "manual setup" if args.manual else "opentelemetry-instrument (zero code)"
+    dashboard = ingest_url.removesuffix("/v1/ingest") + "/"
     print(f"1. Local Beacon ingest at {ingest_url}")
+    print(f"   Live dashboard: {dashboard}  (open it now; it updates as the traffic arrives)")
     print(f"2. Example shop on http://127.0.0.1:{port}, instrumented by {mode}")
     app = start_app(ingest_url, port, args.manual)
     try:
@@ -132,12 +140,29 @@ def main() -> int:
         [sys.executable, "-m", "beacon_otel.cli", "summary", "--url", ingest_url.removesuffix("/v1/ingest")],
         check=False,
     )
-    arrived = len(requests.get(ingest_url.removesuffix("/ingest") + "/events", timeout=10).json())
+    events = requests.get(ingest_url.removesuffix("/ingest") + "/events", timeout=10).json()
     served = args.requests + 1  # the traffic plus the readiness probe
-    print(f"\n{served} requests served, {arrived} Beacon events arrived.")
+    print(f"\n{served} requests served, {len(events)} Beacon events arrived. A few of them, as sent:\n")
+    print(format_events(examples(events)))
+    print(f"\nEvery event and chart: {dashboard}")
+    if args.keep:
+        print("The ingest keeps running; Ctrl-C to stop.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            ingest.wait()
     ingest.send_signal(signal.SIGTERM)
     ingest.wait(timeout=10)
-    return summary.returncode or int(arrived != served)
+    return summary.returncode or int(len(events) != served)
+
+
+def examples(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """One event of each kind Beacon tells apart: a success, a crash, a validation failure, a 404."""
+    kinds = [
+        lambda e: e["error"] is None and e["status"] == 200 and e["consumer"] is not None,
+        lambda e: e["error"] is not None,
+        lambda e: "validation_errors" in e,
+        lambda e: e["status"] == 404,
+    ]
+    return [found for kind in kinds if (found := next((e for e in events if kind(e)), None)) is not None]
 
 
 if __name__ == "__main__":

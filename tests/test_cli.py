@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from beacon_otel.devingest import DevIngest
+from beacon_otel.devingest import DevIngest, format_events
 from tests.test_devingest import make_event
 
 
@@ -114,3 +114,18 @@ def test_dev_ingest_help_says_the_db_keeps_data() -> None:
     assert "SQLite file that keeps events across runs" in help_text
     assert ":memory: keeps nothing after exit" in help_text
     assert "dashboard is at the same address" in help_text
+
+
+def test_format_events_shows_errors_and_validation_within_100_columns() -> None:
+    """The demo's table of events: error text or validation fields per event, under 100 columns."""
+    invalid = [{"field": "body.items.0.price", "message": "Input should be a valid number"}]
+    events = [
+        make_event(path="/users/" + "9" * 80, consumer="c" * 90),
+        make_event(status=500, error="RuntimeError: invoice renderer crashed on order 7 " * 4),
+        make_event(method="POST", path="/orders", status=422, validation_errors=invalid),
+    ]
+    lines = format_events(events).splitlines()
+    assert lines[0].split() == ["METHOD", "PATH", "STATUS", "MS", "CONSUMER", "ERROR", "/", "VALIDATION"]
+    assert "RuntimeError: invoice renderer" in lines[2]
+    assert "body.items.0.price: Input should" in lines[3]
+    assert max(map(len, lines)) < 100

@@ -113,7 +113,7 @@ def format_events(events: list[dict[str, Any]]) -> str:
                 str(e["status"]),
                 str(e["duration_ms"]),
                 _cell(e["consumer"] or "-", 12),
-                _cell(problem or "-", 38),
+                _cell(problem or "-", 36),
             ]
         )
     return "\n".join(_grid(table, right={2, 3}))
