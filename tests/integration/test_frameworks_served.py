@@ -8,10 +8,13 @@ and the events must arrive exactly once at the strict dev ingest with nothing re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,10 @@ LITESTAR_CALLS = calls_for(
     ),
 )
 BOTTLE_CALLS = calls_for("book", "/books/<book_id:int>")
+FALCON_CALLS = calls_for("user", "/users/{user_id:int}")
+TORNADO_CALLS = calls_for("user", "/users/{user_id}")
+# OpenTelemetry's Pyramid and aiohttp instrumentations take no hooks: no consumer (docs/frameworks.md).
+NO_CONSUMER_CALLS = [replace(call, consumer=None) for call in calls_for("user", "/users/{user_id}")]
 
 UVICORN = ["uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
 GUNICORN = ["gunicorn", "--workers", "1", "--bind", "127.0.0.1:{port}", "--no-control-socket"]
@@ -163,7 +170,9 @@ def test_litestar_by_hand(ingest: DevIngest) -> None:
 
 def test_litestar_own_plugin_by_hand(ingest: DevIngest) -> None:
     """Litestar's OpenTelemetryPlugin with Beacon's hook: one event per request, the template as route."""
-    from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+    # Older Litestar releases have no OpenTelemetry plugin to handle.
+    plugin = pytest.importorskip("litestar.plugins.opentelemetry")
+    OpenTelemetryConfig, OpenTelemetryPlugin = plugin.OpenTelemetryConfig, plugin.OpenTelemetryPlugin
 
     from beacon_otel.instrumentation.litestar import LitestarInstrumentor
     from tests.apps.litestar_app import build_app
@@ -205,4 +214,107 @@ def test_bottle_by_hand(ingest: DevIngest) -> None:
         provider.shutdown()
 
 
-Builder = Callable[[], Any]
+# -- Falcon (OpenTelemetry's instrumentation, Beacon's hooks) ---------------------------------
+
+
+def test_falcon_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
+    """opentelemetry-instrument gunicorn with opentelemetry-instrumentation-falcon installed."""
+    serve_zero_code(launch, [*GUNICORN, "falcon_app:app"], ingest, tmp_path, FALCON_CALLS)
+
+
+def test_falcon_by_hand(ingest: DevIngest) -> None:
+    """FalconInstrumentor().instrument with Beacon's hooks, on a threaded WSGI server."""
+    from opentelemetry.instrumentation.falcon import FalconInstrumentor
+
+    from tests.apps.falcon_app import build_app
+
+    provider, _, processor = pipeline_for(ingest)
+    instrumentor = FalconInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, **processor.hooks("falcon"))
+    try:
+        app = build_app()
+        with serve_wsgi(app) as base:
+            exercise(base, FALCON_CALLS)
+        assert processor.force_flush(10_000)
+        check_events(ingest, FALCON_CALLS)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+# -- Tornado (OpenTelemetry's instrumentation, Beacon's hook) ---------------------------------
+
+
+def test_tornado_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
+    """opentelemetry-instrument python tornado_app.py with opentelemetry-instrumentation-tornado."""
+    serve_zero_code(launch, ["python", "tornado_app.py", "{port}"], ingest, tmp_path, TORNADO_CALLS)
+
+
+def test_tornado_by_hand(ingest: DevIngest) -> None:
+    """TornadoInstrumentor().instrument with Beacon's hook, Tornado's own server in a thread."""
+    from opentelemetry.instrumentation.tornado import TornadoInstrumentor
+
+    from tests.apps.tornado_app import build_app
+
+    provider, _, processor = pipeline_for(ingest)
+    instrumentor = TornadoInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, **processor.hooks("tornado"))
+    try:
+        with serve_tornado(build_app()) as base:
+            exercise(base, TORNADO_CALLS)
+        assert processor.force_flush(10_000)
+        check_events(ingest, TORNADO_CALLS)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+@contextlib.contextmanager
+def serve_tornado(app: Any) -> Iterator[str]:
+    """Tornado's HTTP server on its own event loop thread, on a free port."""
+    import tornado.httpserver
+    import tornado.netutil
+
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    port = sockets[0].getsockname()[1]
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stopped: asyncio.Event | None = None
+
+    async def run() -> None:
+        nonlocal stopped
+        stopped = asyncio.Event()
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets(sockets)
+        started.set()
+        await stopped.wait()
+        server.stop()
+        await server.close_all_connections()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    assert started.wait(30), "tornado did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        assert stopped is not None
+        loop.call_soon_threadsafe(stopped.set)
+        thread.join(10)
+        loop.close()
+
+
+# -- Pyramid and aiohttp: routes, statuses and errors; no consumer ----------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([*GUNICORN, "pyramid_app:app"], id="pyramid-gunicorn"),
+        pytest.param(["python", "aiohttp_app.py", "{port}"], id="aiohttp"),
+    ],
+)
+def test_hookless_instrumentations_zero_code(
+    launch: Launch, ingest: DevIngest, tmp_path: Path, argv: list[str]
+) -> None:
+    """Pyramid and aiohttp under opentelemetry-instrument: templates, statuses, exception text."""
+    serve_zero_code(launch, argv, ingest, tmp_path, NO_CONSUMER_CALLS)

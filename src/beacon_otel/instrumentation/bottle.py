@@ -39,7 +39,7 @@ class BottleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _original_init: Any = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ("bottle >= 0.12",)
+        return ("bottle >= 0.13",)
 
     def _instrument(self, **kwargs: Any) -> None:
         import bottle  # type: ignore[import-untyped]

@@ -45,7 +45,7 @@ class LitestarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _original_init: Any = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ("litestar >= 2.0",)
+        return ("litestar >= 2.8",)
 
     def _instrument(self, **kwargs: Any) -> None:
         from litestar import Litestar
@@ -127,7 +127,7 @@ class RouteRecorder:
     def __init__(self, handler: Callable[..., Awaitable[None]], app: Any) -> None:
         self.handler = handler
         self.app = app
-        self._templates: dict[tuple[str, int], str] = {}
+        self._templates: dict[tuple[str | None, int], str] = {}
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
@@ -157,23 +157,29 @@ class RouteRecorder:
 
     def template(self, scope: MutableMapping[str, Any]) -> str | None:
         """The declared path of the matched route, router prefixes and converters included."""
-        path_format = scope.get("path_template")
         handler = scope.get("route_handler")
-        if not isinstance(path_format, str) or handler is None:
+        if handler is None:
             return None  # routing failed: nothing matched
-        key = (path_format, id(handler))
-        template = self._templates.get(key)
+        # Litestar 2.9+ keeps the matched template in the scope, without converters; older
+        # ones only the handler, which is enough when it serves one route.
+        path_format = scope.get("path_template")
+        known = path_format if isinstance(path_format, str) else None
+        template = self._templates.get((known, id(handler)))
         if template is None:
-            # Litestar keeps the template without converters in the scope; its routes have both.
             self._templates = self._route_templates()
-            template = self._templates.get(key, path_format)
+            template = self._templates.get((known, id(handler)), known)
         return template
 
-    def _route_templates(self) -> dict[tuple[str, int], str]:
-        templates = {}
+    def _route_templates(self) -> dict[tuple[str | None, int], str]:
+        templates: dict[tuple[str | None, int], str] = {}
+        paths_of: dict[int, set[str]] = {}
         for route in self.app.routes:
             for handler in getattr(route, "route_handlers", ()):
                 templates[(route.path_format, id(handler))] = route.path
+                paths_of.setdefault(id(handler), set()).add(route.path)
+        for handler_id, paths in paths_of.items():
+            if len(paths) == 1:
+                templates[(None, handler_id)] = next(iter(paths))
         return templates
 
 
