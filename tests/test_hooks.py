@@ -354,6 +354,17 @@ def test_flask_streamed_body_counts_until_its_last_byte(flask_pipeline: tuple[An
     assert event["duration_ms"] >= 300
 
 
+def test_a_streamed_body_never_closed_is_counted_lost_at_shutdown(
+    flask_pipeline: tuple[Any, Pipeline],
+) -> None:
+    """An event waiting for a body the server never closed is not lost silently."""
+    app, pipeline = flask_pipeline
+    response = app.test_client().get("/drip", buffered=False)
+    pipeline.processor.shutdown()
+    assert pipeline.processor.stats.snapshot()["dropped"] == {"unfinished_request": 1}
+    response.close()
+
+
 def test_django_streamed_body_counts_until_its_last_byte() -> None:
     """StreamingHttpResponse: the event's duration runs until the server closes the body."""
     configure_django()

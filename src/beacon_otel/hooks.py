@@ -104,7 +104,8 @@ class RequestRegistry:
             return None
         span_id = span.get_span_context().span_id
         context = self._contexts.get(span_id) or self._nested.get(span_id)
-        # None when the instrumentation's provider does not carry this processor's on_start.
+        # Opened here when on_start did not see the span: the hooks were given to an
+        # instrumentation whose provider does not carry this processor.
         return context if context is not None else self._add(span_id)
 
     def get(self, span: Any) -> RequestContext | None:

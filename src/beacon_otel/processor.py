@@ -75,6 +75,8 @@ class BeaconSpanProcessor(SpanProcessor):
         self._enabled = config.enabled
         self._last_log: dict[str, float] = {}
         self._shut_down = False
+        self._held = 0
+        """Events waiting for a streamed body's end or an inner layer (approximate: no lock)."""
 
     # -- SpanProcessor ---------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class BeaconSpanProcessor(SpanProcessor):
                     absorb_native_telemetry(context)
                 if context.waiting:
                     context.ended_span = span  # the event waits for the body or inner layer
+                    self._held += 1
                     return
             self._submit(span, context)
 
@@ -141,6 +144,7 @@ class BeaconSpanProcessor(SpanProcessor):
         span = context.ended_span
         if span is not None and not context.waiting:
             context.ended_span = None
+            self._held -= 1
             self._submit(span, context)
 
     def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
@@ -176,6 +180,10 @@ class BeaconSpanProcessor(SpanProcessor):
         if self._shut_down:
             return
         self._shut_down = True
+        if self._held > 0:
+            # Requests whose streamed body the server never closed (or whose inner layer
+            # never ended) by now: their events cannot be made, and are counted lost.
+            self.stats.drop("unfinished_request", self._held)
         self._worker.shutdown()
         snapshot = self.stats.snapshot()
         if snapshot["dropped_total"]:
