@@ -69,7 +69,9 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-def test_dashboard_shows_what_was_sent_and_updates_itself(browser: Any) -> None:
+def test_dashboard_shows_what_was_sent_and_updates_itself(
+    browser: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The page loads without console errors, shows routes, figures, errors, validation fields and
     charts from the events sent, follows new events by itself and filters by consumer."""
     invalid = [{"field": "body.items.0.price", "message": "Field required", "type": "missing"}]
@@ -123,7 +125,8 @@ def test_dashboard_shows_what_was_sent_and_updates_itself(browser: Any) -> None:
 
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
-        print(f"dashboard screenshot: {SCREENSHOT}")
+        with capsys.disabled():  # shown in every run, not only failing ones
+            print(f"\ndashboard screenshot: {SCREENSHOT}")
         page.close()
     assert problems == []
     assert SCREENSHOT.stat().st_size > 10_000
