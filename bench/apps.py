@@ -45,6 +45,10 @@ def flask_app() -> Any:
     return app
 
 
+def _users_path(n: int) -> str:
+    return f"/users/{n % USERS}"
+
+
 # -- ASGI ----------------------------------------------------------------------------------
 
 
@@ -75,8 +79,9 @@ def asgi_scope(path: str) -> dict[str, Any]:
 class AsgiDriver:
     """Calls an ASGI app ``n`` times on one event loop; counts responses that were not 200."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, path: Callable[[int], str] | None = None) -> None:
         self.app = app
+        self.path = path or _users_path
         self.loop = asyncio.new_event_loop()
         self.not_ok = 0
 
@@ -101,8 +106,9 @@ class AsgiDriver:
             if message["type"] == "http.response.start" and message["status"] != 200:
                 not_ok += 1
 
+        path = self.path
         for i in range(start, start + n):
-            await app(asgi_scope(f"/users/{i % USERS}"), receive, send)
+            await app(asgi_scope(path(i)), receive, send)
         self.not_ok += not_ok
 
 
@@ -139,13 +145,14 @@ def wsgi_environ(path: str) -> dict[str, Any]:
 class WsgiDriver:
     """Calls a WSGI app ``n`` times, consuming and closing each response as a server does."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], path: Callable[[int], str] | None = None) -> None:
         self.app = app
+        self.path = path or _users_path
         self.not_ok = 0
 
     def run(self, n: int, start: int = 0) -> None:
         """Serve ``n`` requests, for paths ``/users/{start}`` onwards."""
-        app = self.app
+        app, path = self.app, self.path
         statuses: list[str] = []
 
         def start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
@@ -153,7 +160,7 @@ class WsgiDriver:
             return _write
 
         for i in range(start, start + n):
-            response = app(wsgi_environ(f"/users/{i % USERS}"), start_response)
+            response = app(wsgi_environ(path(i)), start_response)
             try:
                 for _chunk in response:
                     pass
@@ -170,3 +177,121 @@ class WsgiDriver:
 
 def _write(data: bytes) -> None:
     pass
+
+
+# -- apps of a given size (bench/routes.py) ------------------------------------------------------
+
+FRAMEWORKS = ("fastapi", "starlette", "flask", "django")
+ASGI_FRAMEWORKS = ("fastapi", "starlette")
+
+
+def route_path(index: int, n: int) -> str:
+    """The path of request ``n`` to route number ``index`` (0 is the first route declared)."""
+    return f"/r{index}/items/{n % USERS}"
+
+
+def sized_app(framework: str, routes: int) -> Any:
+    """An app of ``routes`` routes ``/r{i}/items/{item_id}``, each parametrised, declared in order.
+
+    Every framework matches routes in declaration order, so a request to the last route pays
+    for trying all the others: the app's own routing cost grows with its size, and the table
+    shows whether an observer's cost grows with it too. Django's app is a URLconf module;
+    ``django_select`` makes it the one requests are resolved against.
+    """
+    return _SIZED[framework](routes)
+
+
+def _fastapi_sized(routes: int) -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    async def get_item(item_id: int) -> dict[str, Any]:
+        return {"id": item_id, "name": "Ada", "plan": "pro"}
+
+    for index in range(routes):
+        app.add_api_route(f"/r{index}/items/{{item_id}}", get_item, methods=["GET"], name=f"r{index}")
+    return app
+
+
+def _starlette_sized(routes: int) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def get_item(request: Any) -> Any:
+        return JSONResponse({"id": request.path_params["item_id"], "name": "Ada", "plan": "pro"})
+
+    return Starlette(routes=[Route(f"/r{i}/items/{{item_id:int}}", get_item) for i in range(routes)])
+
+
+def _flask_sized(routes: int) -> Any:
+    from flask import Flask
+
+    app = Flask(f"bench{routes}")
+
+    def get_item(item_id: int) -> dict[str, Any]:
+        return {"id": item_id, "name": "Ada", "plan": "pro"}
+
+    for index in range(routes):
+        app.add_url_rule(f"/r{index}/items/<int:item_id>", endpoint=f"r{index}", view_func=get_item)
+    return app
+
+
+def _django_sized(routes: int) -> Any:
+    import types
+
+    from django.http import JsonResponse
+    from django.urls import path
+
+    def get_item(request: Any, item_id: int) -> Any:
+        return JsonResponse({"id": item_id, "name": "Ada", "plan": "pro"})
+
+    urls = types.ModuleType(f"bench_urls_{routes}")
+    urls.urlpatterns = [path(f"r{i}/items/<int:item_id>", get_item) for i in range(routes)]  # type: ignore[attr-defined]
+    return urls
+
+
+_SIZED: dict[str, Callable[[int], Any]] = {
+    "fastapi": _fastapi_sized,
+    "starlette": _starlette_sized,
+    "flask": _flask_sized,
+    "django": _django_sized,
+}
+
+
+def django_configure(middleware: list[str] | None = None, **extra: Any) -> None:
+    """Configure Django's settings once per process (before the auto-run instrumentation reads them)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF="bench_unset_urls",
+            MIDDLEWARE=list(middleware or []),
+            INSTALLED_APPS=[],
+            USE_TZ=True,
+            **extra,
+        )
+
+
+def django_handler() -> Any:
+    """Django's WSGI handler, after ``django.setup()``: build it once every instrumentation is in."""
+    import django
+    from django.core.handlers.wsgi import WSGIHandler
+
+    django.setup()
+    return WSGIHandler()
+
+
+def django_select(urls: Any) -> None:
+    """Resolve the next requests against ``urls`` (a module from ``sized_app("django", n)``)."""
+    from django.conf import settings
+
+    settings.ROOT_URLCONF = urls
+
+
+def driver_for(framework: str, app: Any) -> AsgiDriver | WsgiDriver:
+    """The in-process driver for ``framework``'s app."""
+    return AsgiDriver(app) if framework in ASGI_FRAMEWORKS else WsgiDriver(app)

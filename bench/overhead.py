@@ -13,6 +13,7 @@ for Beacon events (beacon-otel and beaconhq), the accept-anything sink for OTLP 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import apps, services
+from bench import apps, instructions, services
 
 INGEST_KEY = "bench-ingest-key"
 
@@ -158,31 +159,45 @@ def autorun(
     """
 
     def setup(ingest: str, sink: str) -> Harness:
-        env = {
-            "OTEL_SERVICE_NAME": "bench",
-            "BEACON_INGEST_KEY": INGEST_KEY,
-            "BEACON_INGEST_URL": ingest,
-            "BEACON_STORAGE_PATH": tempfile.mkdtemp(prefix="bench-spool-"),
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-        }
-        if not beacon:
-            env["BEACON_ENABLED"] = "false"
-        if otlp:
-            env["OTEL_TRACES_EXPORTER"] = "otlp"
-            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
-            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{sink}/v1/traces"
-        os.environ.update(env)
-        from opentelemetry import trace
-        from opentelemetry.instrumentation.auto_instrumentation import initialize
-
-        if meters_off:
-            _install_no_unread_meters()
-        initialize(swallow_exceptions=False)
-        provider = trace.get_tracer_provider()
-        return Harness(_build(framework), flush=provider.force_flush)  # type: ignore[attr-defined]
+        provider = install_autorun(ingest, sink, beacon=beacon, otlp=otlp, meters_off=meters_off)
+        return Harness(_build(framework), flush=provider.force_flush)
 
     return setup
+
+
+def install_autorun(
+    ingest: str,
+    sink: str,
+    *,
+    beacon: bool,
+    otlp: bool,
+    meters_off: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
+    """Run ``opentelemetry-instrument``'s ``initialize()`` in this process; the tracer provider."""
+    env = {
+        "OTEL_SERVICE_NAME": "bench",
+        "BEACON_INGEST_KEY": INGEST_KEY,
+        "BEACON_INGEST_URL": ingest,
+        "BEACON_STORAGE_PATH": tempfile.mkdtemp(prefix="bench-spool-"),
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        **(extra_env or {}),
+    }
+    if not beacon:
+        env["BEACON_ENABLED"] = "false"
+    if otlp:
+        env["OTEL_TRACES_EXPORTER"] = "otlp"
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{sink}/v1/traces"
+    os.environ.update(env)
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.auto_instrumentation import initialize
+
+    if meters_off:
+        _install_no_unread_meters()
+    initialize(swallow_exceptions=False)
+    return trace.get_tracer_provider()
 
 
 def _install_no_unread_meters() -> None:
@@ -253,22 +268,67 @@ def worker(key: str, ingest: str, sink: str) -> None:
     sys.stdout = sys.stderr
     variant = VARIANTS[key]
     harness = variant.setup(ingest, sink)
-    driver = apps.AsgiDriver(harness.app) if variant.framework == "fastapi" else apps.WsgiDriver(harness.app)
+    driver = apps.driver_for(variant.framework, harness.app)
     served = 0
     answers.write(json.dumps({"ready": key}) + "\n")
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "quit":
             break
+        if command[0] == "census":
+            answers.write(json.dumps(census(driver, harness, served)) + "\n")
+            continue
         n = int(command[1])
+        collections = [generation["collections"] for generation in gc.get_stats()]
         cpu0, wall0 = time.process_time(), time.perf_counter()
         driver.run(n, served)
         wall = time.perf_counter() - wall0
         harness.flush()
         cpu = time.process_time() - cpu0
         served += n
-        answers.write(json.dumps({"wall": wall, "cpu": cpu, "not_ok": driver.not_ok}) + "\n")
+        gcs = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
+        answers.write(json.dumps({"wall": wall, "cpu": cpu, "not_ok": driver.not_ok, "gc": gcs}) + "\n")
     harness.flush()
+
+
+CENSUS_REQUESTS = 200
+
+
+def census(driver: Any, harness: Harness, served: int) -> dict[str, Any]:
+    """What one request creates, after the timed rounds: spans by instrumentation scope and kind.
+
+    A counting span processor is added to the SDK provider for ``CENSUS_REQUESTS`` requests
+    (after the timing, so it never weighs on it), and the metric instruments the global
+    meter provider holds are counted. Answers per-request averages.
+    """
+    from opentelemetry import metrics, trace
+
+    spans: dict[str, int] = {}
+    provider = trace.get_tracer_provider()
+    add = getattr(provider, "add_span_processor", None)
+    if add is not None:
+        from opentelemetry.sdk.trace import SpanProcessor
+
+        class Count(SpanProcessor):
+            def on_end(self, span: Any) -> None:
+                scope = span.instrumentation_scope.name if span.instrumentation_scope else "?"
+                key = f"{scope} {span.kind.name}"
+                spans[key] = spans.get(key, 0) + 1
+
+        add(Count())
+    driver.run(CENSUS_REQUESTS, served)
+    harness.flush()
+    meter_provider = metrics.get_meter_provider()
+    meters = getattr(meter_provider, "_meters", None)
+    instruments = 0
+    if meters:
+        for meter in meters.values():
+            instruments += len(getattr(meter, "_instrument_id_instrument", {}) or {})
+    return {
+        "spans_per_request": {k: v / CENSUS_REQUESTS for k, v in sorted(spans.items())},
+        "meter_provider": type(meter_provider).__name__,
+        "instruments": instruments,
+    }
 
 
 class WorkerProcess:
@@ -290,8 +350,11 @@ class WorkerProcess:
             raise RuntimeError(f"worker {self.key} did not start: {answer}")
 
     def run(self, n: int) -> dict[str, Any]:
+        return self.ask(f"run {n}")
+
+    def ask(self, command: str) -> dict[str, Any]:
         assert self.process.stdin is not None
-        self.process.stdin.write(f"run {n}\n")
+        self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
         return self._read()
 
@@ -317,25 +380,6 @@ class WorkerProcess:
 # -- the driver --------------------------------------------------------------------------------
 
 
-@dataclass
-class Outcome:
-    """One variant over every round."""
-
-    variant: Variant
-    wall_us: list[float]
-    cpu_us: list[float]
-    delivered: dict[str, int]
-    not_ok: int
-
-    @property
-    def wall_median(self) -> float:
-        return statistics.median(self.wall_us)
-
-    @property
-    def cpu_median(self) -> float:
-        return statistics.median(self.cpu_us)
-
-
 def _counters(ingest: services.Service, sink: services.Service) -> dict[str, int]:
     stats, received = ingest.get("/v1/stats"), sink.get("/")
     return {
@@ -347,8 +391,13 @@ def _counters(ingest: services.Service, sink: services.Service) -> dict[str, int
     }
 
 
-def measure(keys: list[str], *, rounds: int, requests: int, warmup: int, log=print) -> list[Outcome]:
-    """Run every variant ``rounds`` times ``requests`` requests, interleaved; medians per request."""
+def measure(keys: list[str], *, rounds: int, requests: int, warmup: int, log=print) -> list[dict[str, Any]]:
+    """Run every variant ``rounds`` times ``requests`` requests, interleaved; then a census of each.
+
+    One dict per variant: its key, framework and label, us per request per round (wall and
+    CPU), garbage collections per 1,000 requests per generation per round, what the servers
+    received, and the census (spans per request by instrumentation scope and kind).
+    """
     with services.running(services.dev_ingest(), services.sink()) as (ingest, sink):
         workers = [WorkerProcess(key, ingest.base_url, sink.base_url) for key in keys]
         try:
@@ -356,7 +405,19 @@ def measure(keys: list[str], *, rounds: int, requests: int, warmup: int, log=pri
                 worker_process.ready()
             for worker_process in workers:
                 worker_process.run(warmup)
-            outcomes = {w.key: Outcome(VARIANTS[w.key], [], [], {}, 0) for w in workers}
+            outcomes = {
+                w.key: {
+                    "key": w.key,
+                    "framework": VARIANTS[w.key].framework,
+                    "label": VARIANTS[w.key].label,
+                    "wall_us": [],
+                    "cpu_us": [],
+                    "gc_per_1k": [],
+                    "delivered": {},
+                    "not_ok": 0,
+                }
+                for w in workers
+            }
             for round_index in range(rounds):
                 shift = round_index % len(workers)
                 for worker_process in workers[shift:] + workers[:shift]:
@@ -364,32 +425,60 @@ def measure(keys: list[str], *, rounds: int, requests: int, warmup: int, log=pri
                     answer = worker_process.run(requests)
                     after = _counters(ingest, sink)
                     outcome = outcomes[worker_process.key]
-                    outcome.wall_us.append(answer["wall"] / requests * 1e6)
-                    outcome.cpu_us.append(answer["cpu"] / requests * 1e6)
-                    outcome.not_ok = answer["not_ok"]
+                    outcome["wall_us"].append(answer["wall"] / requests * 1e6)
+                    outcome["cpu_us"].append(answer["cpu"] / requests * 1e6)
+                    outcome["gc_per_1k"].append([c * 1000 / requests for c in answer["gc"]])
+                    outcome["not_ok"] = answer["not_ok"]
                     for name, value in after.items():
-                        outcome.delivered[name] = outcome.delivered.get(name, 0) + value - before[name]
+                        outcome["delivered"][name] = outcome["delivered"].get(name, 0) + value - before[name]
                 log(
                     f"  round {round_index + 1}/{rounds}: "
-                    + ", ".join(f"{k} {outcomes[k].wall_us[-1]:.0f}" for k in keys)
+                    + ", ".join(f"{k} {outcomes[k]['wall_us'][-1]:.0f}" for k in keys)
                     + " us/request"
                 )
+            for worker_process in workers:
+                outcomes[worker_process.key]["census"] = worker_process.ask("census")
         finally:
             for worker_process in workers:
                 worker_process.stop()
     return [outcomes[key] for key in keys]
 
 
+def count(key: str, ingest: str, sink: str, n: int, warmup: int = 100) -> None:
+    """Under callgrind (``bench.instructions``): warm up, then count ``n`` requests of ``key``."""
+    variant = VARIANTS[key]
+    harness = variant.setup(ingest, sink)
+    driver = apps.driver_for(variant.framework, harness.app)
+    instructions.start()
+    driver.run(warmup)
+    harness.flush()
+    instructions.measured(lambda requests: driver.run(requests, warmup), n)
+    harness.flush()
+    print(json.dumps({"key": key, "n": n, "not_ok": driver.not_ok}))
+
+
+def count_one(key: str, n: int, ingest: str, sink: str) -> float:
+    """Instructions per request on the request thread for the variant ``key``."""
+    totals, answer = instructions.run_module("bench.overhead", ["count", key, ingest, sink, str(n)])
+    if answer["not_ok"] or len(totals) != 1:
+        raise RuntimeError(f"counting {key}: {answer}, {len(totals)} profiles")
+    return totals[0] / n
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["worker"]:
         worker(*argv[1:4])
+        return
+    if argv[:1] == ["count"]:
+        count(argv[1], argv[2], argv[3], int(argv[4]))
         return
     keys = argv or list(VARIANTS)
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     for outcome in measure(keys, rounds=rounds, requests=2000, warmup=500):
         print(
-            f"{outcome.variant.key:28} wall {outcome.wall_median:8.1f} us  cpu {outcome.cpu_median:8.1f} us  "
-            f"{outcome.delivered} not_ok={outcome.not_ok}"
+            f"{outcome['key']:28} wall {statistics.median(outcome['wall_us']):8.1f} us  "
+            f"cpu {statistics.median(outcome['cpu_us']):8.1f} us  {outcome['delivered']} "
+            f"census={outcome['census']}"
         )
 
 

@@ -15,13 +15,12 @@ so the loops time the request thread alone. ``breakdown`` then times the stages 
 work, and the delivery thread's work per event before its HTTP request (the wire dict and
 the encoding); the HTTP request itself is measured by ``bench.export``.
 
-``retention`` measures why the mapping happens on the request thread: a finished span held
-until its batch is made keeps its request's objects alive, and the garbage collector pays.
+``count`` (run under callgrind by ``bench.instructions``) counts the instructions of the same
+request-thread work for FastAPI and Flask, and of the delivery thread's work per event.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import statistics
@@ -33,7 +32,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
 
-from bench import apps, child
+from bench import apps, child, instructions
 
 SEMCONV = {"old": "", "new": "http"}
 """``OTEL_SEMCONV_STABILITY_OPT_IN`` per mode: the default (old names) and the stable ones."""
@@ -71,11 +70,6 @@ FASTAPI_CASE = HOOK_CASES[0]
 REQUEST_THREAD = "request thread"
 DELIVERY_THREAD = "delivery thread, per event"
 MAPPING_STAGE = "processor.event_for (mapping, sanitising, consumer from the scope headers, route)"
-"""The breakdown row of the mapping: the report weighs it against what ``retention`` finds."""
-
-AS_IS = "mapped in on_end (as is)"
-HELD = "held, mapped every 100 spans (reverted design)"
-RETENTION_VARIANTS = (AS_IS, HELD)
 
 
 def _processor() -> Any:
@@ -333,20 +327,8 @@ def _flask_case(
     """Flask's hooks + ``on_end``, inside the request's context as in Flask."""
     import flask
 
-    hooks = processor.hooks("flask")
-    request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
-    span = flask_capture["spans"][0]
-    live = _Live(span)
-    environ = flask_capture["environ"]
-    status, headers = flask_capture["response"]
-
-    def one_request() -> None:
-        request_hook(live, environ)
-        if response_hook is not None:
-            response_hook(live, status, headers)
-        processor.on_end(span)
-
-    with flask_capture["app"].request_context(environ):
+    one_request = _flask_request(processor, flask_capture)
+    with flask_capture["app"].request_context(flask_capture["environ"]):
         assert flask.has_request_context()
         expect_event(processor, one_request, consumer=apps.API_KEY)
         result = timed(one_request)
@@ -461,163 +443,89 @@ def _hook_context(processor: Any, fastapi: dict[str, Any]) -> Any:
     return context
 
 
-# -- why the mapping stays on the request thread -------------------------------------------------
-
-
-class _HeldForBatch(SpanProcessor):
-    """The reverted design's retention, without its thread switch, wrapped around a processor.
-
-    ``on_end`` keeps each finished SERVER span with its popped hook context and, every
-    ``batch_size`` spans, maps them all (``event_for`` + ``submit``), as the delivery thread
-    did when it made a batch. Done inline on the request thread, so the only difference from
-    the processor as is lies in how long a request's objects stay alive, not in thread
-    switching or in who pays for the mapping.
-    """
-
-    def __init__(self, processor: Any, batch_size: int) -> None:
-        self.processor = processor
-        self._batch_size = batch_size
-        self._held: list[tuple[Any, Any]] = []
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        self.processor.on_start(span, parent_context)
-
-    def on_end(self, span: Any) -> None:
-        from opentelemetry.trace import SpanKind
-
-        if span.kind is not SpanKind.SERVER:
-            self.processor.on_end(span)
-            return
-        self._held.append((span, self.processor.requests.pop(span.context.span_id)))
-        if len(self._held) >= self._batch_size:
-            self._map_held()
-
-    def _map_held(self) -> None:
-        held, self._held = self._held, []
-        processor = self.processor
-        for span, context in held:
-            event = processor.event_for(span, context)
-            if event is not None:
-                processor._worker.submit(event)
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        self._map_held()
-        return self.processor.force_flush(timeout_millis)
-
-    def shutdown(self) -> None:
-        self._map_held()
-        self.processor.shutdown()
-
-
-class _CollectorClock:
-    """Collections per generation (``gc.get_stats``) and the time spent in them (``gc.callbacks``)."""
-
-    def __init__(self) -> None:
-        self.ns = 0
-        self._started = 0
-        gc.callbacks.append(self._callback)
-
-    def _callback(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter_ns()
-        else:
-            self.ns += time.perf_counter_ns() - self._started
-
-    def read(self) -> tuple[list[int], int]:
-        """Collections so far per generation, and ns spent collecting."""
-        return [generation["collections"] for generation in gc.get_stats()], self.ns
-
-    def close(self) -> None:
-        gc.callbacks.remove(self._callback)
-
-
-def _instrumented(variant: str) -> tuple[apps.AsgiDriver, Any, Any]:
-    """A FastAPI app on its own provider, with a dry-run processor as ``variant`` has it."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from opentelemetry.sdk.trace import TracerProvider
-
-    from beacon_otel import BeaconConfig, BeaconSpanProcessor
-
-    processor = BeaconSpanProcessor(BeaconConfig(dry_run=True))
-    span_processor = processor if variant == AS_IS else _HeldForBatch(processor, processor.config.batch_size)
-    provider = TracerProvider()
-    provider.add_span_processor(span_processor)
-    app = apps.fastapi_app()
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, exclude_spans=["receive", "send"], **processor.hooks("fastapi")
-    )
-    return apps.AsgiDriver(app), span_processor, processor
-
-
-def retention(*, n: int, rounds: int, warmup: int = 500) -> dict[str, Any]:
-    """The CPU and the collector's work per request, FastAPI spans mapped at once or held for a batch.
-
-    Both variants live in this process, set up once and warmed up, and alternate, their order
-    swapped each round. Before each round ``gc.collect()`` empties the young generations, so
-    neither inherits the other's pending count. The CPU is the process's (every thread) for
-    ``n`` requests and the flush after them; the dry-run sink keeps the round's decoded events
-    until the round ends, in both variants. Medians over the rounds, and the CPU the held
-    variant added in each round (its round minus the other's, so drift between rounds cancels).
-    """
-    setups = {variant: _instrumented(variant) for variant in RETENTION_VARIANTS}
-    for driver, span_processor, processor in setups.values():
-        driver.run(warmup)
-        span_processor.force_flush()
-        processor.clear_dry_run_events()
-    clock = _CollectorClock()
-    samples: dict[str, list[dict[str, float]]] = {variant: [] for variant in RETENTION_VARIANTS}
-    for round_ in range(rounds):
-        order = RETENTION_VARIANTS if round_ % 2 == 0 else RETENTION_VARIANTS[::-1]
-        for variant in order:
-            driver, span_processor, processor = setups[variant]
-            gc.collect()
-            collections, collecting = clock.read()
-            cpu = time.process_time()
-            driver.run(n, start=round_ * n)
-            span_processor.force_flush()
-            cpu = time.process_time() - cpu
-            collections_after, collecting_after = clock.read()
-            _check_delivered(processor, driver, n)
-            sample = {"cpu_us": cpu / n * 1e6, "collector_us": (collecting_after - collecting) / n / 1000}
-            for generation, (before, after) in enumerate(zip(collections, collections_after, strict=True)):
-                sample[f"gen{generation}"] = (after - before) * 1000 / n
-            samples[variant].append(sample)
-    clock.close()
-    for _, span_processor, _ in setups.values():
-        span_processor.shutdown()
-    as_is, held = samples[AS_IS], samples[HELD]
-    return {
-        "requests": n,
-        "rounds": rounds,
-        "variants": {
-            variant: {key: statistics.median(sample[key] for sample in runs) for key in runs[0]}
-            for variant, runs in samples.items()
-        },
-        "cpu_us_added": [h["cpu_us"] - a["cpu_us"] for h, a in zip(held, as_is, strict=True)],
-    }
-
-
-def _check_delivered(processor: Any, driver: apps.AsgiDriver, n: int) -> None:
-    """Fail unless the round's ``n`` requests all became events with their consumer; then forget them."""
-    events = processor.dry_run_events()
-    processor.clear_dry_run_events()
-    if driver.not_ok or len(events) != n or any(event["consumer"] != apps.API_KEY for event in events):
-        raise AssertionError(f"{len(events)} events for {n} requests, {driver.not_ok} not 200")
-
-
 # -- running it ----------------------------------------------------------------------------------
 
 
-def run(
-    *,
-    n: int,
-    rounds: int,
-    retention_requests: int,
-    retention_rounds: int,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Each part in its own process: per semantic-convention mode the cases and the breakdown,
-    then the retention experiment (old semantic conventions)."""
+def count(n: int) -> dict[str, Any]:
+    """Under callgrind: hooks + ``on_end`` for FastAPI, then Flask, then the delivery thread's work
+    per event (wire dict + its share of encoding a batch of 100), ``n`` of each, in that order."""
+    from beacon_otel.event import encode_events
+
+    fastapi, flask_capture = capture_fastapi(), capture_flask()
+    processor = _processor()
+    server, scope = fastapi["spans"][0], fastapi["scope"]
+    live = _Live(server)
+    hook, on_end = processor.hooks("fastapi")["server_request_hook"], processor.on_end
+
+    def fastapi_requests(count: int) -> None:
+        for _ in range(count):
+            hook(live, scope)
+            on_end(server)
+
+    expect_event(processor, lambda: fastapi_requests(1), consumer=apps.API_KEY)
+    instructions.start()
+    fastapi_requests(200)
+    drain(processor)
+    instructions.measured(fastapi_requests, n)
+    drain(processor)
+    flask_one = _flask_request(processor, flask_capture)
+    with flask_capture["app"].request_context(flask_capture["environ"]):
+        expect_event(processor, flask_one, consumer=apps.API_KEY)
+
+        def flask_requests(count: int) -> None:
+            for _ in range(count):
+                flask_one()
+
+        flask_requests(200)
+        drain(processor)
+        instructions.measured(flask_requests, n)
+    drain(processor)
+    event = _one_event(processor, fastapi)
+
+    def deliver(count: int) -> None:
+        for _ in range(max(1, count // 100)):
+            encode_events([event.as_dict() for _ in range(100)])
+
+    deliver(200)
+    instructions.measured(deliver, n)
+    processor.shutdown()
+    return {"order": ["fastapi", "flask", "delivery"], "n": n, "per": [n, n, max(1, n // 100) * 100]}
+
+
+def _one_event(processor: Any, fastapi: dict[str, Any]) -> Any:
+    event, _ = _request_thread(processor, fastapi, lambda call: 0.0)
+    return event
+
+
+def _flask_request(processor: Any, flask_capture: dict[str, Any]) -> Callable[[], None]:
+    hooks = processor.hooks("flask")
+    request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
+    span = flask_capture["spans"][0]
+    live = _Live(span)
+    environ = flask_capture["environ"]
+    status, headers = flask_capture["response"]
+
+    def one_request() -> None:
+        request_hook(live, environ)
+        if response_hook is not None:
+            response_hook(live, status, headers)
+        processor.on_end(span)
+
+    return one_request
+
+
+def count_all(n: int) -> dict[str, float]:
+    """Instructions per request (per event for the delivery thread), old semantic conventions."""
+    totals, answer = instructions.run_module(
+        "bench.processor", ["count", str(n)], env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+    )
+    return {
+        name: total / per for name, total, per in zip(answer["order"], totals, answer["per"], strict=True)
+    }
+
+
+def run(*, n: int, rounds: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Per semantic-convention mode, the cases and the breakdown, each in its own process."""
     modes: dict[str, dict[str, float]] = {}
     breakdowns: dict[str, dict[str, dict[str, float]]] = {}
     for mode, opt_in in SEMCONV.items():
@@ -625,9 +533,14 @@ def run(
         modes[mode] = _subprocess(["measure", str(n), str(rounds)], opt_in)
         log(f"  processor: breakdown, {mode} semantic conventions")
         breakdowns[mode] = _subprocess(["breakdown", str(n), str(rounds)], opt_in)
-    log("  processor: spans held for a batch or mapped at once (FastAPI, old semantic conventions)")
-    held = _subprocess(["retention", str(retention_requests), str(retention_rounds)], SEMCONV["old"])
-    return {"modes": modes, "breakdown": breakdowns, "retention": held}
+    return {
+        "modes": modes,
+        "breakdown": breakdowns,
+        "calls": n,
+        "rounds": rounds,
+        "cases": {"fastapi": FASTAPI_CASE, "flask": HOOK_CASES[2]},
+        "delivery_thread": DELIVERY_THREAD,
+    }
 
 
 def _subprocess(args: list[str], opt_in: str) -> dict[str, Any]:
@@ -638,19 +551,20 @@ def _subprocess(args: list[str], opt_in: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    if argv and argv[0] in ("measure", "breakdown", "retention"):
+    if argv and argv[0] == "count":
+        print(json.dumps(count(int(argv[1]))))
+        return
+    if argv and argv[0] in ("measure", "breakdown"):
         n, rounds = int(argv[1]), int(argv[2])
         if argv[0] == "measure":
             result: dict[str, Any] = measure(
                 os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""), n=n, rounds=rounds
             )
-        elif argv[0] == "breakdown":
-            result = breakdown(n=n, rounds=rounds)
         else:
-            result = retention(n=n, rounds=rounds)
+            result = breakdown(n=n, rounds=rounds)
         print(json.dumps(result))
         return
-    results = run(n=10_000, rounds=5, retention_requests=3_000, retention_rounds=5)
+    results = run(n=10_000, rounds=5)
     for mode, cases in results["modes"].items():
         for case, ns in cases.items():
             print(f"{mode:4} {ns:9.0f} ns  {case}")
@@ -659,15 +573,6 @@ def main(argv: list[str]) -> None:
             print(f"{mode:4} {thread}:")
             for stage, ns in stages.items():
                 print(f"     {ns:9.0f} ns  {stage}")
-    held = results["retention"]
-    for variant, figures in held["variants"].items():
-        print(
-            f"{variant}: {figures['cpu_us']:.1f} us CPU/request, {figures['collector_us']:.2f} us in the "
-            f"collector; per 1,000 requests gen0 {figures['gen0']:.1f}, gen1 {figures['gen1']:.1f}, "
-            f"gen2 {figures['gen2']:.1f}"
-        )
-    added = ", ".join(f"{us:+.1f}" for us in held["cpu_us_added"])
-    print(f"CPU added by holding, us/request per round: {added}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,32 @@
-"""Run every benchmark once and write ``bench/RESULTS.md``: ``python -m bench.run [--quick]``.
+"""Run every benchmark once: ``bench/results.json``, rendered into ``bench/RESULTS.md``.
 
-``make bench`` runs this. ``--quick`` (or ``BENCH_QUICK=1``) runs fewer, shorter rounds and a
-15-second outage, to try the suite; its numbers are noisier. ``--memory-seconds`` sets the
-length of the outage (120 s by default).
+``make bench`` runs this (``python -m bench.run``). ``--quick`` (or ``BENCH_QUICK=1``) runs fewer,
+shorter rounds, a 15-second outage and fewer instruction counts, to try the suite; its numbers
+are noisier. ``--memory-seconds`` sets the length of the outage (120 s by default).
+``BENCH_INSTRUCTIONS=0`` skips the callgrind counts (they need Debian's ``valgrind``).
+
+The instruction counts (``bench.counts``: callgrind, about 50 times slower than native, but
+unaffected by the load) run beside the timed benchmarks from the start, within a time budget
+(``BENCH_COUNT_BUDGET`` seconds: 900, quick 300); the run waits for the counts started.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.metadata
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import timeit
 from pathlib import Path
 from typing import Any
 
-from bench import export, memory, overhead, processor, report
+from bench import counts, export, instructions, memory, overhead, processor, report, routes, startup
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 PACKAGES = (
     "beacon-otel",
     "opentelemetry-sdk",
@@ -30,6 +36,7 @@ PACKAGES = (
     "starlette",
     "flask",
     "django",
+    "uvicorn",
     "requests",
     "beaconhq",
     "peekapi",
@@ -41,55 +48,93 @@ class Settings:
 
     def __init__(self, quick: bool, memory_seconds: float | None) -> None:
         self.quick = quick
-        self.rounds, self.requests, self.warmup = (3, 1_000, 300) if quick else (5, 4_000, 500)
+        self.rounds, self.requests, self.warmup = (3, 1_000, 300) if quick else (5, 3_000, 500)
+        self.route_rounds = 2 if quick else 3
         self.calls, self.call_rounds = (3_000, 3) if quick else (10_000, 5)
-        # FastAPI requests per round with spans held or mapped at once (bench.processor.retention).
-        self.retention_requests, self.retention_rounds = (3_000, 3) if quick else (3_000, 9)
         self.events, self.export_repeats = (20_000, 1) if quick else (30_000, 3)
         self.memory_seconds = memory_seconds or (15.0 if quick else 120.0)
         self.rate = 1_000
+        self.starts = 2 if quick else 3
+        self.counted_requests = 20 if quick else 30
+
+    def as_data(self) -> dict[str, Any]:
+        return dict(vars(self))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
     parser.add_argument("--memory-seconds", type=float, help="length of the ingest outage (120)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--json", type=Path, default=report.RESULTS_JSON)
+    parser.add_argument("--output", type=Path, default=report.RESULTS_MD)
     args = parser.parse_args(argv)
     settings = Settings(args.quick, args.memory_seconds)
+    count = os.environ.get("BENCH_INSTRUCTIONS", "1") != "0" and instructions.available()
     started = time.monotonic()
-    machine = machine_info()
-    log(f"bench: {'quick' if settings.quick else 'full'} run on {machine['cpu']}, {machine['cores']} cores")
+    meta = machine_info()
+    meta["mode"] = "quick mode (`BENCH_QUICK=1`): fewer rounds, noisier" if settings.quick else "full run"
+    meta["command"] = "make bench" + (" BENCH_QUICK=1" if settings.quick else "")
+    log(f"bench: {'quick' if settings.quick else 'full'} run on {meta['cpu']}, {meta['cores']} cores")
+    results: dict[str, Any] = {"settings": settings.as_data()}
+    counted: dict[str, Any] = {}
+    counting = threading.Thread(target=_count, args=(settings, counted), daemon=True)
+    if count:
+        counting.start()
 
-    log("1/4 per-request overhead, in process")
-    outcomes = overhead.measure(
-        list(overhead.VARIANTS),
-        rounds=settings.rounds,
-        requests=settings.requests,
-        warmup=settings.warmup,
-        log=log,
-    )
+    log("1/6 cost per request as the app grows (routes)")
+    measured = routes.measure(rounds=settings.route_rounds, quick=settings.quick, log=log)
+    results["routes"] = {**measured, "table": routes.summarise(measured)}
     log(f"  ({time.monotonic() - started:.0f} s so far)")
-    log("2/4 the processor alone")
-    calls = processor.run(
-        n=settings.calls,
-        rounds=settings.call_rounds,
-        retention_requests=settings.retention_requests,
-        retention_rounds=settings.retention_rounds,
-        log=log,
-    )
+    log("2/6 per-request overhead, in process")
+    results["overhead"] = {
+        "variants": overhead.measure(
+            list(overhead.VARIANTS),
+            rounds=settings.rounds,
+            requests=settings.requests,
+            warmup=settings.warmup,
+            log=log,
+        ),
+        "rounds": settings.rounds,
+        "requests": settings.requests,
+        "warmup": settings.warmup,
+    }
     log(f"  ({time.monotonic() - started:.0f} s so far)")
-    log("3/4 export throughput")
-    exported = export.run(events=settings.events, repeats=settings.export_repeats, log=log)
+    log("3/6 the processor alone")
+    results["processor"] = processor.run(n=settings.calls, rounds=settings.call_rounds, log=log)
+    log("4/6 start-up and memory")
+    results["startup"] = startup.run(repeats=settings.starts, log=log)
     log(f"  ({time.monotonic() - started:.0f} s so far)")
-    log("4/4 memory through an ingest outage")
-    held = memory.run(seconds=settings.memory_seconds, rate=settings.rate, log=log)
+    log("5/6 export throughput")
+    results["export"] = export.run(events=settings.events, repeats=settings.export_repeats, log=log)
+    log(f"  ({time.monotonic() - started:.0f} s so far)")
+    log("6/6 memory through an ingest outage")
+    results["memory"] = memory.run(seconds=settings.memory_seconds, rate=settings.rate, log=log)
+    if count:
+        log("  waiting for the instruction counts")
+        counting.join()
+        if "error" in counted:
+            raise RuntimeError(f"counting instructions failed: {counted['error']}")
+        results["instructions"] = counted
+        skipped = ", ".join(counted["skipped"]) or "none"
+        meta["instructions"] = (
+            f"callgrind (valgrind), request thread only, {counted['n']} requests per case after a warm-up "
+            f"(`perf stat -e instructions` is not supported on this VM); not counted within the budget: {skipped}"
+        )
+    meta["load_after"] = os.getloadavg()
+    meta["wall_s"] = time.monotonic() - started
+    meta["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["meta"] = meta
+    report.write(results, args.json, args.output)
+    log(f"bench: wrote {args.json} and {args.output} in {meta['wall_s']:.0f} s")
 
-    machine["load_after"] = os.getloadavg()
-    wall = time.monotonic() - started
-    text = report.render(settings, machine, wall, outcomes, calls, exported, held)
-    args.output.write_text(text)
-    log(f"bench: wrote {args.output} in {wall:.0f} s")
+
+def _count(settings: Settings, counted: dict[str, Any]) -> None:
+    """Every instruction count within the budget (``bench.counts``), into ``counted``."""
+    budget = float(os.environ.get("BENCH_COUNT_BUDGET", 300 if settings.quick else 900))
+    try:
+        counted.update(counts.run(settings.counted_requests, budget, log=log))
+    except Exception as exc:  # reported by main once the timed benchmarks end
+        counted["error"] = repr(exc)
 
 
 def log(line: str) -> None:
