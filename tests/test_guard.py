@@ -48,3 +48,25 @@ def test_guarded_returns_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert divide(6, 3) == 2
     assert divide(1, 0) == -1
+
+
+def test_contained_logs_the_exception_it_swallowed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first failure's log record carries that exception and its traceback, not an empty one."""
+    monkeypatch.delenv(guard.RAISE_VARIABLE)
+    caplog.set_level(logging.DEBUG, logger="beacon_otel")
+    error = RuntimeError("the one raised")
+    with guard.contained("an action whose error is logged"):
+        raise error
+    (record,) = [r for r in caplog.records if "an action whose error is logged" in r.getMessage()]
+    assert record.exc_info is not None
+    assert record.exc_info[1] is error
+    assert record.exc_info[2] is not None
+
+
+def test_contained_lets_base_exceptions_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KeyboardInterrupt and SystemExit are not failures to contain: they reach the caller."""
+    monkeypatch.delenv(guard.RAISE_VARIABLE)
+    with pytest.raises(KeyboardInterrupt), guard.contained("an interrupted action"):
+        raise KeyboardInterrupt

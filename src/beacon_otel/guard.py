@@ -12,12 +12,12 @@ user error, not ours: ``user_code=True`` guards never re-raise.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 logger = logging.getLogger("beacon_otel")
@@ -27,6 +27,7 @@ RAISE_VARIABLE = "BEACON_RAISE_INTERNAL_ERRORS"
 
 P = ParamSpec("P")
 R = TypeVar("R")
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 _seen: set[str] = set()
 _seen_lock = threading.Lock()
@@ -37,26 +38,44 @@ def raise_internal_errors() -> bool:
     return os.environ.get(RAISE_VARIABLE) == "1"
 
 
-def log_internal_error(action: str, *, level: int = logging.ERROR) -> None:
+def log_internal_error(action: str, *, level: int = logging.ERROR, exc_info: ExcInfo | bool = True) -> None:
     """Log the exception being handled: with its traceback the first time ``action`` fails."""
     with _seen_lock:
         first = action not in _seen
         _seen.add(action)
     if first:
-        logger.log(level, "beacon-otel: %s failed; the app is not affected", action, exc_info=True)
+        logger.log(level, "beacon-otel: %s failed; the app is not affected", action, exc_info=exc_info)
     else:
-        logger.debug("beacon-otel: %s failed again", action, exc_info=True)
+        logger.debug("beacon-otel: %s failed again", action, exc_info=exc_info)
 
 
-@contextlib.contextmanager
-def contained(action: str, *, user_code: bool = False, level: int = logging.ERROR) -> Iterator[None]:
-    """Run the ``with`` body; anything it raises is logged (see the module doc) and swallowed."""
-    try:
-        yield
-    except Exception:
-        if not user_code and raise_internal_errors():
-            raise
-        log_internal_error(action, level=level)
+class contained:  # lower case: used like a function, ``with guard.contained("action"):``
+    """Run the ``with`` body; anything it raises is logged (see the module doc) and swallowed.
+
+    A class rather than ``@contextlib.contextmanager``: it runs a few times per request, and
+    a generator-based context manager costs several times as much to enter and leave.
+    """
+
+    __slots__ = ("action", "level", "user_code")
+
+    def __init__(self, action: str, *, user_code: bool = False, level: int = logging.ERROR) -> None:
+        self.action = action
+        self.user_code = user_code
+        self.level = level
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception):
+            return False
+        if not self.user_code and raise_internal_errors():
+            return False
+        assert exc is not None
+        log_internal_error(self.action, level=self.level, exc_info=(exc_type, exc, tb))
+        return True
 
 
 def guarded(
@@ -67,8 +86,13 @@ def guarded(
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with contained(action, user_code=user_code, level=level):
+            # try/except inline, not ``with contained(...)``: hooks run this on every request.
+            try:
                 return function(*args, **kwargs)
+            except Exception:
+                if not user_code and raise_internal_errors():
+                    raise
+                log_internal_error(action, level=level)
             return default
 
         return wrapper
