@@ -55,12 +55,15 @@ class _Live:
 
 
 HOOK_CASES = (
-    "FastAPI: server_request_hook + on_end (X-API-Key)",
-    "FastAPI: server_request_hook + on_end (Authorization, hashed)",
-    "Flask: its hooks + on_end",
-    "Django: its hooks + on_end",
+    "FastAPI: on_start + server_request_hook + on_end (X-API-Key)",
+    "FastAPI: on_start + server_request_hook + on_end (Authorization, hashed)",
+    "Flask: on_start + its hooks + on_end",
+    "Django: on_start + its hooks + on_end",
 )
-"""Each framework's hooks + ``on_end`` as its instrumentation calls them: a request's cost on its thread.
+"""Each framework's ``on_start``, hooks and ``on_end`` as a request calls them: its cost on its thread.
+
+``on_start`` opens the request's context (and notes the request as the thread's current one),
+the hooks keep the request's objects in it, ``on_end`` turns it into facts, maps and queues.
 
 "Its hooks" are those ``processor.hooks(framework)`` returns, no more: an instrumentation
 calls only the hooks it was given (Flask and Django may get a ``response_hook`` or not).
@@ -69,7 +72,7 @@ calls only the hooks it was given (Flask and Django may get a ``response_hook`` 
 FASTAPI_CASE = HOOK_CASES[0]
 REQUEST_THREAD = "request thread"
 DELIVERY_THREAD = "delivery thread, per event"
-MAPPING_STAGE = "processor.event_for (mapping, sanitising, consumer from the scope headers, route)"
+MAPPING_STAGE = "processor.event_for (context.facts + span_to_event: mapping, sanitising)"
 
 
 def _processor() -> Any:
@@ -186,6 +189,7 @@ def capture_flask() -> dict[str, Any]:
     apps.WsgiDriver(app).run(2, start=42)
     return {
         "spans": _server_spans(keep),
+        "started": _server_spans_started(keep),
         "app": app,
         "environ": recorded.calls["request"][1],
         "response": recorded.calls["response"][1:],
@@ -226,6 +230,7 @@ def capture_django() -> dict[str, Any]:
     apps.WsgiDriver(WSGIHandler()).run(2, start=42)
     return {
         "spans": _server_spans(keep),
+        "started": _server_spans_started(keep),
         "request": recorded.calls["response"][1],
         "response": recorded.calls["response"][2],
     }
@@ -265,58 +270,60 @@ def measure(semconv: str, *, n: int, rounds: int) -> dict[str, float]:
     results.update(_fastapi_cases(processor, fastapi, timed))
     results.update(_flask_case(processor, flask_capture, timed))
     results.update(_django_case(processor, django_capture, timed))
-    results["FastAPI: one request in all (on_start + hook + 2 INTERNAL + SERVER on_end)"] = (
-        results["on_start, SERVER span"]
-        + 2 * results["on_start + on_end, INTERNAL span (ASGI http send)"]
-        + results[FASTAPI_CASE]
+    results["FastAPI: one request in all (as above + 2 INTERNAL send spans)"] = (
+        2 * results["on_start + on_end, INTERNAL span (ASGI http send)"] + results[FASTAPI_CASE]
     )
     processor.shutdown()
     return results
 
 
+def _started_for(capture: dict[str, Any], finished: Any) -> Any:
+    """The SDK span ``on_start`` got for the finished span ``finished`` (it has ended since)."""
+    return next(span for span in capture["started"] if span.context == finished.context)
+
+
 def _span_cases(processor: Any, fastapi: dict[str, Any], timed: Callable[..., float]) -> dict[str, float]:
-    """The processor with no hooks: ``on_start``, an INTERNAL span, a SERVER span's ``on_end``."""
+    """The processor with no hooks: an INTERNAL span, a SERVER span (no request context to read)."""
     server = fastapi["spans"][0]
+    server_started = _started_for(fastapi, server)
     on_end, on_start = processor.on_end, processor.on_start
-    pending = fastapi["started"]
-
-    def start_server_span() -> None:
-        # Alternate two spans: the previous request's span has ended, as in a real server.
-        pending.reverse()
-        on_start(pending[0])
-
     internal = fastapi["internal"]
     internal_started = next(span for span in fastapi["started_all"] if span.context == internal.context)
-    expect_event(processor, lambda: on_end(server), consumer=None)
+    expect_event(processor, lambda: (on_start(server_started), on_end(server)), consumer=None)
     return {
-        "on_start, SERVER span": timed(start_server_span),
         "on_start + on_end, INTERNAL span (ASGI http send)": timed(
             lambda: (on_start(internal_started), on_end(internal))
         ),
-        "on_end, SERVER span, no hook context (map + queue)": timed(lambda: on_end(server)),
+        "on_start + on_end, SERVER span, no hooks (map + queue)": timed(
+            lambda: (on_start(server_started), on_end(server))
+        ),
     }
 
 
-def _fastapi_cases(processor: Any, fastapi: dict[str, Any], timed: Callable[..., float]) -> dict[str, float]:
-    """FastAPI's ``server_request_hook`` + ``on_end``, with an API key and with a bearer token."""
+def _fastapi_request(processor: Any, fastapi: dict[str, Any], scope: Any) -> Callable[[], None]:
+    """One FastAPI request's calls into Beacon: ``on_start``, the hook, ``on_end``."""
     server = fastapi["spans"][0]
-    live = _Live(server)
-    on_end = processor.on_end
+    started, live = _started_for(fastapi, server), _Live(server)
+    on_start, on_end = processor.on_start, processor.on_end
     asgi_hook = processor.hooks("fastapi")["server_request_hook"]
+
+    def one_request() -> None:
+        on_start(started)
+        asgi_hook(live, scope)
+        on_end(server)
+
+    return one_request
+
+
+def _fastapi_cases(processor: Any, fastapi: dict[str, Any], timed: Callable[..., float]) -> dict[str, float]:
+    """FastAPI's request, with an API key and with a bearer token."""
     scope = fastapi["scope"]
     bearer = dict(scope)
     bearer["headers"] = [(name, value) for name, value in scope["headers"] if name != b"x-api-key"] + [
         (b"authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl")
     ]
-
-    def with_key() -> None:
-        asgi_hook(live, scope)
-        on_end(server)
-
-    def with_token() -> None:
-        asgi_hook(live, bearer)
-        on_end(server)
-
+    with_key = _fastapi_request(processor, fastapi, scope)
+    with_token = _fastapi_request(processor, fastapi, bearer)
     expect_event(processor, with_key, consumer=apps.API_KEY)
     return {FASTAPI_CASE: timed(with_key), HOOK_CASES[1]: timed(with_token)}
 
@@ -324,7 +331,7 @@ def _fastapi_cases(processor: Any, fastapi: dict[str, Any], timed: Callable[...,
 def _flask_case(
     processor: Any, flask_capture: dict[str, Any], timed: Callable[..., float]
 ) -> dict[str, float]:
-    """Flask's hooks + ``on_end``, inside the request's context as in Flask."""
+    """Flask's request, inside the request's context as in Flask."""
     import flask
 
     one_request = _flask_request(processor, flask_capture)
@@ -338,14 +345,15 @@ def _flask_case(
 def _django_case(
     processor: Any, django_capture: dict[str, Any], timed: Callable[..., float]
 ) -> dict[str, float]:
-    """Django's hooks + ``on_end``."""
+    """Django's request."""
     hooks = processor.hooks("django")
     request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
     span = django_capture["spans"][0]
-    live = _Live(span)
+    started, live = _started_for(django_capture, span), _Live(span)
     request, response = django_capture["request"], django_capture["response"]
 
     def one_request() -> None:
+        processor.on_start(started)
         request_hook(live, request)
         if response_hook is not None:
             response_hook(live, request, response)
@@ -376,31 +384,32 @@ def breakdown(*, n: int, rounds: int) -> dict[str, dict[str, float]]:
 def _request_thread(
     processor: Any, fastapi: dict[str, Any], timed: Callable[..., float]
 ) -> tuple[Any, dict[str, float]]:
-    """What a request waits for: the hook, then ``on_end`` mapping the span and queueing the event.
+    """What a request waits for: ``on_start``, the hook, then ``on_end`` mapping and queueing.
 
     Returns the event too, for the delivery thread's stages.
     """
     server = fastapi["spans"][0]
-    live = _Live(server)
+    started, live = _started_for(fastapi, server), _Live(server)
     scope = fastapi["scope"]
     hook = processor.hooks("fastapi")["server_request_hook"]
     registry, worker = processor.requests, processor._worker
-    on_end, event_for = processor.on_end, processor.event_for
+    on_start, event_for = processor.on_start, processor.event_for
     span_id = server.context.span_id
     context = _hook_context(processor, fastapi)
+    rules = registry.rules
 
-    def hook_and_pop() -> None:
+    def start_hook_pop() -> None:
+        on_start(started)
         hook(live, scope)
         registry.pop(span_id)
 
-    def hook_pop_consumer() -> None:
-        # The hook opens a fresh context each time, so the consumer is really resolved.
-        hook(live, scope)
-        registry.consumer(registry.pop(span_id))
+    def facts() -> Any:
+        # A context resolves its consumer once, then keeps it: undo that, so every call pays
+        # for it as every request does.
+        context.resolved = False
+        return context.facts(rules)
 
     def map_request() -> Any:
-        # A context resolves its consumer once, then caches it: undo that, so every call pays
-        # for it as every request does.
         context.resolved = False
         return event_for(server, context)
 
@@ -408,12 +417,12 @@ def _request_thread(
     if event is None or event.consumer != apps.API_KEY:
         raise AssertionError(f"event_for did not map the request with its consumer: {event}")
     return event, {
-        "hook: open the request context (+ pop it)": timed(hook_and_pop),
-        "hook + pop + registry.consumer (consumer from the scope headers)": timed(hook_pop_consumer),
+        "on_start + hook: open the request context (+ pop it)": timed(start_hook_pop),
+        "context.facts (consumer from the scope headers, path, method, route)": timed(facts),
         MAPPING_STAGE: timed(map_request),
         "worker.submit alone (lock, getpid, counters)": timed(lambda: worker.submit(event)),
-        "hook + on_end (FastAPI, X-API-Key): the request's total": timed(
-            lambda: (hook(live, scope), on_end(server))
+        "on_start + hook + on_end (FastAPI, X-API-Key): the request's total": timed(
+            _fastapi_request(processor, fastapi, scope)
         ),
     }
 
@@ -434,8 +443,9 @@ def _delivery_thread(event: Any, timed: Callable[..., float]) -> dict[str, float
 
 
 def _hook_context(processor: Any, fastapi: dict[str, Any]) -> Any:
-    """The context FastAPI's hook leaves for ``on_end``, taken as ``on_end`` takes it."""
+    """The context ``on_start`` and FastAPI's hook leave for ``on_end``, taken as ``on_end`` takes it."""
     server = fastapi["spans"][0]
+    processor.on_start(_started_for(fastapi, server))
     processor.hooks("fastapi")["server_request_hook"](_Live(server), fastapi["scope"])
     context = processor.requests.pop(server.context.span_id)
     if context is None:
@@ -453,14 +463,11 @@ def count(n: int) -> dict[str, Any]:
 
     fastapi, flask_capture = capture_fastapi(), capture_flask()
     processor = _processor()
-    server, scope = fastapi["spans"][0], fastapi["scope"]
-    live = _Live(server)
-    hook, on_end = processor.hooks("fastapi")["server_request_hook"], processor.on_end
+    fastapi_one = _fastapi_request(processor, fastapi, fastapi["scope"])
 
     def fastapi_requests(count: int) -> None:
         for _ in range(count):
-            hook(live, scope)
-            on_end(server)
+            fastapi_one()
 
     expect_event(processor, lambda: fastapi_requests(1), consumer=apps.API_KEY)
     instructions.start()
@@ -498,14 +505,16 @@ def _one_event(processor: Any, fastapi: dict[str, Any]) -> Any:
 
 
 def _flask_request(processor: Any, flask_capture: dict[str, Any]) -> Callable[[], None]:
+    """One Flask request's calls into Beacon: ``on_start``, its hooks, ``on_end``."""
     hooks = processor.hooks("flask")
     request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
     span = flask_capture["spans"][0]
-    live = _Live(span)
+    started, live = _started_for(flask_capture, span), _Live(span)
     environ = flask_capture["environ"]
     status, headers = flask_capture["response"]
 
     def one_request() -> None:
+        processor.on_start(started)
         request_hook(live, environ)
         if response_hook is not None:
             response_hook(live, status, headers)
