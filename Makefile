@@ -30,10 +30,12 @@ lint: $(STAMP)  # ruff over everything, mypy strict over src/
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy --strict src
 
-# Benchmarks against the alternatives, written to bench/RESULTS.md (about 8 minutes; BENCH_QUICK=1
-# for a short trial). The comparison packages are benchmark-only, so they are installed here.
+# Benchmarks against the alternatives: figures in bench/results.json, tables rendered into
+# bench/RESULTS.md (whose commentary section is kept). About 20 minutes on 2 loaded cores;
+# BENCH_QUICK=1 for a short trial. Instruction counts need valgrind and cc (Debian packages);
+# BENCH_INSTRUCTIONS=0 skips them. The comparison packages are benchmark-only, installed here.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet beaconhq==0.2.0 peekapi==0.1.0
+	$(BIN)/python -m pip install --quiet beaconhq==0.2.0
 	$(BIN)/python -m bench.run
 
 clean:

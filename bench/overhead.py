@@ -8,7 +8,7 @@ The driver runs the variants round-robin, rotating the order each round, so drif
 neighbours, the garbage collector's phase) hits them all alike, and reports medians.
 
 Everything is delivered over loopback to servers in other processes: the strict dev ingest
-for Beacon events (beacon-otel and beaconhq), the accept-anything sink for OTLP and peekapi.
+for Beacon events (beacon-otel and beaconhq), the accept-anything sink for OTLP.
 """
 
 from __future__ import annotations
@@ -88,29 +88,6 @@ def beaconhq(framework: str) -> Callable[[str, str], Harness]:
             while client._buffer or client._flush_lock.locked():
                 client.flush()
                 time.sleep(0.001)
-
-        return Harness(app, flush=flush)
-
-    return setup
-
-
-def peekapi(framework: str) -> Callable[[str, str], Harness]:
-    """peekapi 0.1.0's middleware, shipping to the sink (it speaks its own format)."""
-
-    def setup(ingest: str, sink: str) -> Harness:
-        from peekapi import PeekApiASGI, PeekApiClient, PeekApiWSGI
-
-        storage = os.path.join(tempfile.mkdtemp(prefix="bench-peekapi-"), "events.jsonl")
-        client = PeekApiClient({"api_key": "bench", "endpoint": f"{sink}/v1/events", "storage_path": storage})
-        app = _build(framework)
-        if framework == "fastapi":
-            app.add_middleware(PeekApiASGI, client=client)
-        else:
-            app.wsgi_app = PeekApiWSGI(app.wsgi_app, client=client)
-
-        def flush() -> None:
-            while client._buffer:  # flush() sends one batch per call
-                client.flush()
 
         return Harness(app, flush=flush)
 
@@ -214,7 +191,6 @@ def _variants() -> list[Variant]:
         found += [
             Variant(f"{framework}/bare", framework, "bare app (floor)", bare(framework)),
             Variant(f"{framework}/beaconhq", framework, "beaconhq 0.2.0 middleware", beaconhq(framework)),
-            Variant(f"{framework}/peekapi", framework, "peekapi 0.1.0 middleware", peekapi(framework)),
             Variant(
                 f"{framework}/otlp",
                 framework,
@@ -294,15 +270,42 @@ def worker(key: str, ingest: str, sink: str) -> None:
 CENSUS_REQUESTS = 200
 
 
-def census(driver: Any, harness: Harness, served: int) -> dict[str, Any]:
-    """What one request creates, after the timed rounds: spans by instrumentation scope and kind.
+def _package_of(filename: str) -> str:
+    """``opentelemetry/instrumentation/asgi`` for a file of that package; ``builtins`` for C code."""
+    if "site-packages/" in filename:
+        parts = filename.split("site-packages/", 1)[1].split("/")
+        return "/".join(parts[:3] if parts[0] == "opentelemetry" else parts[:1]).removesuffix(".py")
+    if "/src/beacon_otel/" in filename:
+        return "beacon_otel/" + filename.rsplit("/", 1)[1].removesuffix(".py")
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins"
+    return "stdlib: " + filename.rsplit("/", 1)[1].removesuffix(".py")
 
-    A counting span processor is added to the SDK provider for ``CENSUS_REQUESTS`` requests
+
+def census(driver: Any, harness: Harness, served: int) -> dict[str, Any]:
+    """What one request does, after the timed rounds: Python calls, spans by scope and kind.
+
+    First ``CENSUS_REQUESTS`` requests under ``cProfile``: function calls per request, in all
+    and by package (counts, not times: the same on a loaded machine). Then a counting span processor is added to the SDK provider for ``CENSUS_REQUESTS`` requests
     (after the timing, so it never weighs on it), and the metric instruments the global
     meter provider holds are counted. Answers per-request averages.
     """
+    import cProfile
+    import pstats
+
     from opentelemetry import metrics, trace
 
+    # Python function calls per request: deterministic, whatever the machine's load.
+    profile = cProfile.Profile()
+    profile.enable()
+    driver.run(CENSUS_REQUESTS, served)
+    profile.disable()
+    harness.flush()
+    served += CENSUS_REQUESTS
+    stats = pstats.Stats(profile)
+    by_module: dict[str, float] = {}
+    for (filename, _, _), (_, calls, *_) in stats.stats.items():  # type: ignore[attr-defined]
+        by_module[_package_of(filename)] = by_module.get(_package_of(filename), 0) + calls / CENSUS_REQUESTS
     spans: dict[str, int] = {}
     provider = trace.get_tracer_provider()
     add = getattr(provider, "add_span_processor", None)
@@ -325,6 +328,10 @@ def census(driver: Any, harness: Harness, served: int) -> dict[str, Any]:
         for meter in meters.values():
             instruments += len(getattr(meter, "_instrument_id_instrument", {}) or {})
     return {
+        "python_calls_per_request": stats.total_calls / CENSUS_REQUESTS,  # type: ignore[attr-defined]
+        "calls_by_package": {
+            k: round(v, 1) for k, v in sorted(by_module.items(), key=lambda kv: -kv[1])[:12]
+        },
         "spans_per_request": {k: v / CENSUS_REQUESTS for k, v in sorted(spans.items())},
         "meter_provider": type(meter_provider).__name__,
         "instruments": instruments,
@@ -387,7 +394,6 @@ def _counters(ingest: services.Service, sink: services.Service) -> dict[str, int
         "beacon_batches_rejected": stats["batches_rejected"],
         "spans": received["spans"],
         "server_spans": received["server_spans"],
-        "peekapi_events": received["events"],
     }
 
 

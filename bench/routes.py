@@ -256,8 +256,8 @@ class _Worker:
 
 def requests_for(size: int, quick: bool) -> int:
     """Requests per round in a cell: fewer where each costs more (the last of 1,000 routes)."""
-    full = {10: 400, 100: 300, 1_000: 120}
-    return max(30, full[size] // (3 if quick else 1))
+    full = {10: 200, 100: 150, 1_000: 60}
+    return max(20, full[size] // (3 if quick else 1))
 
 
 def measure(
