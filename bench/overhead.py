@@ -324,7 +324,7 @@ def census(driver: Any, harness: Harness, served: int) -> dict[str, Any]:
     meter_provider = metrics.get_meter_provider()
     meters = getattr(meter_provider, "_meters", None)
     instruments = 0
-    if meters:
+    if isinstance(meters, dict):  # the SDK's MeterProvider (the proxy keeps a list of its own)
         for meter in meters.values():
             instruments += len(getattr(meter, "_instrument_id_instrument", {}) or {})
     return {
