@@ -155,3 +155,22 @@ def test_spool_state_lists_batches_per_directory(ingest: DevIngest, tmp_path: Pa
     result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url)
     assert f"{spool}: 1 batches, 100 bytes, oldest from" in result.stdout
     assert f"{spool / 'other-destination'}: 1 batches, 50 bytes" in result.stdout
+
+
+def test_autorun_warns_once_per_framework_served_unseen(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under auto-run, a framework installed without its instrumentation gets one WARNING naming
+    it and the package to install; instrumented ones (and Starlette under FastAPI) get none."""
+    from beacon_otel import autorun
+    from beacon_otel import doctor as doctor_module
+
+    installed = doctor_module._installed
+    fake = {"falcon": "4.0.2", "opentelemetry-instrumentation-falcon": None}
+    monkeypatch.setattr(doctor_module, "_installed", lambda name: fake.get(name, installed(name)))
+    with caplog.at_level("WARNING", logger="beacon_otel"):
+        autorun.warn_unseen_frameworks()
+    assert [r.getMessage() for r in caplog.records] == [
+        "beacon-otel: falcon 4.0.2 is installed but not instrumented, so requests it serves never "
+        "reach Beacon; fix: pip install opentelemetry-instrumentation-falcon"
+    ]

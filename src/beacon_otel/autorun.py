@@ -192,6 +192,7 @@ class AutoRun:
         if not self.distro_configured:
             self.route_hooks_through_active_distros()
         self.flush_on_sigterm()
+        warn_unseen_frameworks()
 
     def flush_on_sigterm(self) -> None:
         """Deliver what is buffered when SIGTERM ends the process, if nothing else handles it.
@@ -292,6 +293,20 @@ class AutoRun:
             # cost and carry nothing Beacon reads; with no exporter nobody else sees them.
             merged.setdefault("exclude_spans", ["receive", "send"])
         return merged
+
+
+def warn_unseen_frameworks() -> None:
+    """One WARNING per framework installed without an instrumentation: it would be served unseen."""
+    from beacon_otel.doctor import unseen_frameworks
+
+    for framework, version, instrumentation in unseen_frameworks():
+        logger.warning(
+            "beacon-otel: %s %s is installed but not instrumented, so requests it serves never "
+            "reach Beacon; fix: pip install %s",
+            framework,
+            version,
+            instrumentation,
+        )
 
 
 def exporter_names(signal: str) -> list[str]:

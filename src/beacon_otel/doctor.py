@@ -204,6 +204,21 @@ def _installed(distribution: str) -> str | None:
         return None
 
 
+def unseen_frameworks() -> list[tuple[str, str, str]]:
+    """``(framework, version, instrumentation to install)`` of each framework whose requests no
+    instrumentation would see (Starlette under FastAPI is seen through FastAPI's)."""
+    fastapi_covered = _installed("fastapi") and _installed("opentelemetry-instrumentation-fastapi")
+    unseen = []
+    for framework, instrumentation, _ in FRAMEWORKS:
+        version = _installed(framework)
+        if version is None or _installed(instrumentation) is not None:
+            continue
+        if framework == "starlette" and fastapi_covered:
+            continue
+        unseen.append((framework, version, instrumentation))
+    return unseen
+
+
 def _frameworks(found: list[Finding]) -> None:
     add = _adder(found, "Frameworks")
     any_framework = False
