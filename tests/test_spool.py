@@ -110,6 +110,28 @@ def test_write_claim_ack_round_trip(tmp_path: Path) -> None:
     assert (spool.stats.written, spool.stats.recovered) == (1, 1)
 
 
+def test_a_batch_comes_back_with_the_id_it_was_first_sent_with(tmp_path: Path) -> None:
+    """The batch id (its Idempotency-Key) is stored in the file, so a replay is recognised as a resend."""
+    spool = Spool(tmp_path, max_bytes=MB)
+    assert spool.write(body(1), 1, "0123456789abcdef0123456789abcdef")
+    batch = spool.claim()
+    assert batch is not None
+    assert batch.batch_id == "0123456789abcdef0123456789abcdef"
+
+
+def test_a_file_without_an_id_gets_a_stable_one(tmp_path: Path) -> None:
+    """A batch written by an earlier version gets an id derived from its body: the same on every replay."""
+    spool = Spool(tmp_path, max_bytes=MB)
+    assert spool.write(body(1), 1)
+    first = spool.claim()
+    assert first is not None
+    first.release()
+    again = spool.claim()
+    assert again is not None
+    assert len(again.batch_id) == 32
+    assert again.batch_id == first.batch_id
+
+
 def test_counters_rise_before_files_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whoever sees a batch file gone sees it counted: recovered and corrupt_removed move first."""
     import beacon_otel.spool

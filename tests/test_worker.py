@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 
+from beacon_otel.delivery import Delivery
+from beacon_otel.delivery_log import DeliveryLog
 from beacon_otel.event import RequestEvent
+from beacon_otel.outcome import FailureKind
+from beacon_otel.spooling import SpoolPolicy
 from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import Outcome, Verdict
 from beacon_otel.worker import DeliveryWorker
@@ -64,6 +68,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+def build_worker(
+    transport: Any,
+    stats: DeliveryStats,
+    report: Callable[[DeliveryError], None],
+    *,
+    spool: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    **settings: Any,
+) -> DeliveryWorker:
+    """A worker wired as the processor wires it, with an in-memory store for a spool."""
+    log = DeliveryLog(url="https://ingest.test/v1/ingest", host="ingest.test", spool_path="/spool")
+    policy = SpoolPolicy(spool, stats=stats, log=log, clock=clock) if spool is not None else None
+    delivery = Delivery(transport, stats=stats, report=report, log=log, spool=policy, clock=clock)
+    return DeliveryWorker(delivery, clock=clock, **settings)
+
+
 @pytest.fixture
 def make_worker() -> Iterator[
     Callable[..., tuple[DeliveryWorker, ScriptedTransport, DeliveryStats, list[DeliveryError]]]
@@ -76,7 +96,7 @@ def make_worker() -> Iterator[
         errors: list[DeliveryError] = []
         settings = {"batch_size": 3, "flush_interval": 60.0, "max_buffer_size": 100, "shutdown_timeout": 2.0}
         settings.update(options)
-        worker = DeliveryWorker(transport, stats=stats, report=errors.append, **settings)
+        worker = build_worker(transport, stats, errors.append, **settings)
         workers.append(worker)
         return worker, transport, stats, errors
 
@@ -120,7 +140,7 @@ def test_transient_failure_is_retried_without_duplicates(
     make_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two 503s, then success: every event delivered once, retries counted."""
-    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.01)
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.01)
     transport = ScriptedTransport(
         [Outcome(Verdict.RETRY, 503), Outcome(Verdict.RETRY, status=None, detail="refused")]
     )
@@ -133,7 +153,9 @@ def test_transient_failure_is_retried_without_duplicates(
     assert len(transport.attempts) == 3
     snapshot = stats.snapshot()
     assert (snapshot["sent"], snapshot["retried"], snapshot["dropped_total"]) == (3, 6, 0)
-    assert errors == []
+    # on_error hears of each retry, with its outcome; nothing was lost.
+    assert [(e.reason, e.events, e.status) for e in errors] == [("retrying", 3, 503), ("retrying", 3, None)]
+    assert errors[1].outcome is not None and errors[1].outcome.detail == "refused"
     assert len(set(transport.batch_ids)) == 1  # a retry is the same batch to the ingest
 
 
@@ -144,8 +166,9 @@ def test_each_batch_and_each_split_half_has_its_own_id(make_worker: Any) -> None
     for n in range(8):
         worker.submit(event(n))
     assert worker.flush(2.0)
-    assert len(transport.batch_ids) == 4  # 4 (refused), 2 + 2, then the second 4
-    assert len(set(transport.batch_ids)) == 4
+    # 4 (refused), its halves 2 + 2, then the second 4 as 2 + 2: the limit was learnt.
+    assert [len(events) for _, events in transport.attempts] == [4, 2, 2, 2, 2]
+    assert len(set(transport.batch_ids)) == 5
     assert all(len(batch_id) == 32 for batch_id in transport.batch_ids)
 
 
@@ -180,7 +203,7 @@ def test_413_splits_the_batch_and_resends_the_halves(make_worker: Any) -> None:
         worker.submit(event(n))
     assert worker.flush(2.0)
     sizes = [len(events) for _, events in transport.attempts]
-    assert sizes == [8, 4, 2, 2, 4]
+    assert sizes == [8, 4, 2, 2, 2, 2]  # the second half is cut to the learnt limit before it goes
     accepted = [e["duration_ms"] for _, events in transport.attempts[2:] for e in events]
     assert accepted == list(range(8))
     assert stats.snapshot()["sent"] == 8
@@ -188,7 +211,7 @@ def test_413_splits_the_batch_and_resends_the_halves(make_worker: Any) -> None:
 
 def test_retries_are_bounded(make_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """An ingest that never recovers costs a bounded number of attempts, then a counted drop."""
-    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.0)
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.0)
     transport = ScriptedTransport([Outcome(Verdict.RETRY, 500)] * 50)
     worker, transport, stats, errors = make_worker(transport)
     for n in range(3):
@@ -196,7 +219,7 @@ def test_retries_are_bounded(make_worker: Any, monkeypatch: pytest.MonkeyPatch) 
     worker.flush(5.0)
     assert len(transport.attempts) == 6
     assert stats.snapshot()["dropped"] == {"retries_exhausted": 3}
-    assert errors[0].reason == "retries_exhausted"
+    assert [e.reason for e in errors] == ["retrying"] * 6 + ["retries_exhausted"]
 
 
 def test_shutdown_flushes_and_then_refuses(make_worker: Any) -> None:
@@ -272,25 +295,32 @@ class MemoryStore:
 
     def __init__(self, bodies: list[bytes] | None = None) -> None:
         self.lock = threading.Lock()
-        self.waiting: list[tuple[bytes, int]] = [(b, len(json.loads(b)["events"])) for b in bodies or []]
+        self.waiting: list[tuple[bytes, int, str]] = [
+            (b, len(json.loads(b)["events"]), f"spooled{i}") for i, b in enumerate(bodies or [])
+        ]
         self.acked: list[bytes] = []
         self.on_ack: Callable[[], None] | None = None
+        self.refuse = False
+        self.problem: str | None = None
 
-    def write(self, body: bytes, events: int) -> bool:
+    def write(self, body: bytes, events: int, batch_id: str) -> bool:
+        if self.refuse:
+            self.problem = "spool full (100 of 100 bytes) at /spool"
+            return False
         with self.lock:
-            self.waiting.append((body, events))
+            self.waiting.append((body, events, batch_id))
         return True
 
     def claim(self) -> Any:
         with self.lock:
             if not self.waiting:
                 return None
-            body, events = self.waiting.pop(0)
+            body, events, batch_id = self.waiting.pop(0)
         store = self
 
         class Leased:
             def __init__(self) -> None:
-                self.body, self.events = body, events
+                self.body, self.events, self.batch_id = body, events, batch_id
 
             def ack(self) -> None:
                 if store.on_ack is not None:
@@ -299,7 +329,7 @@ class MemoryStore:
 
             def release(self) -> None:
                 with store.lock:
-                    store.waiting.insert(0, (body, events))
+                    store.waiting.insert(0, (body, events, batch_id))
 
         return Leased()
 
@@ -309,7 +339,7 @@ class MemoryStore:
 
     def spooled_events(self) -> list[int]:
         with self.lock:
-            return [e["duration_ms"] for body, _ in self.waiting for e in json.loads(body)["events"]]
+            return [e["duration_ms"] for body, _, _ in self.waiting for e in json.loads(body)["events"]]
 
 
 def body_of(*numbers: int) -> bytes:
@@ -318,7 +348,7 @@ def body_of(*numbers: int) -> bytes:
 
 def test_exhausted_batches_are_spooled_not_dropped(make_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """After MAX_ATTEMPTS the batch waits on disk, counted as spooled, nothing dropped."""
-    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.0)
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.0)
     store = MemoryStore()
     transport = ScriptedTransport([Outcome(Verdict.RETRY, 503)] * 6)
     worker, transport, stats, errors = make_worker(transport, spool=store)
@@ -326,14 +356,15 @@ def test_exhausted_batches_are_spooled_not_dropped(make_worker: Any, monkeypatch
         worker.submit(event(n))
     wait_until(lambda: stats.snapshot()["spooled"] == 3)
     assert store.spooled_events() == [0, 1, 2] or stats.snapshot()["recovered"] == 3
-    assert stats.snapshot()["dropped_total"] == 0 and errors == []
+    assert stats.snapshot()["dropped_total"] == 0
+    assert {e.reason for e in errors} == {"retrying"}
 
 
 def test_outage_moves_full_batches_to_the_spool_and_replays_them(
     make_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the ingest is down full batches go to disk; when it is back all arrive once, in order."""
-    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.02)
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.02)
     down = threading.Event()
     down.set()
 
@@ -377,15 +408,15 @@ def test_replayed_events_are_counted_before_their_batch_is_removed() -> None:
     stats = DeliveryStats()
     seen: list[int] = []
     store.on_ack = lambda: seen.append(stats.snapshot()["recovered"])
-    worker = DeliveryWorker(
+    worker = build_worker(
         ScriptedTransport(),
+        stats,
+        lambda error: None,
+        spool=store,
         batch_size=3,
         flush_interval=60.0,
         max_buffer_size=100,
         shutdown_timeout=2.0,
-        stats=stats,
-        report=lambda error: None,
-        spool=store,
     )  # replays at once: the store holds batches
     try:
         wait_until(lambda: len(store.acked) == 2)
@@ -398,7 +429,7 @@ def test_replay_stops_at_the_first_failure_and_keeps_the_batch(
     make_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failed replay releases its batch; it is sent again later, exactly once."""
-    monkeypatch.setattr("beacon_otel.worker.backoff_delay", lambda attempt: 0.05)
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.05)
     store = MemoryStore([body_of(1), body_of(2)])
     transport = ScriptedTransport([Outcome(Verdict.RETRY, 503)])
     _, transport, stats, _ = make_worker(transport, spool=store)
@@ -428,4 +459,131 @@ def test_shutdown_while_down_spools_everything_and_honours_retry_after(make_work
     assert len(transport.attempts) == 1
     assert sorted(store.spooled_events()) == [0, 1, 2, 3, 4]
     snapshot = stats.snapshot()
-    assert (snapshot["spooled"], snapshot["dropped_total"]) == (5, 0) and errors == []
+    assert (snapshot["spooled"], snapshot["dropped_total"]) == (5, 0)
+    assert [e.reason for e in errors] == ["retrying"]  # the 429 itself; nothing was lost
+
+
+# -- memory first, then disk, then drop; replay beside live traffic ----------------------------
+
+
+class Switchable(ScriptedTransport):
+    """Refuses connections while ``down`` is set; a scripted ingest otherwise."""
+
+    def __init__(self, script: list[Outcome] | None = None) -> None:
+        super().__init__(script)
+        self.down = threading.Event()
+        self.refused = 0
+
+    def send(self, body: bytes, batch_id: str) -> Outcome:
+        if self.down.is_set():
+            with self.lock:
+                self.refused += 1
+            return Outcome(Verdict.RETRY, detail="connection refused", kind=FailureKind.CONNECTION_REFUSED)
+        return super().send(body, batch_id)
+
+
+def test_an_outage_fills_the_disk_not_the_drop_counter(
+    make_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the ingest down, a burst far larger than memory is spooled; all arrive once after."""
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.05)
+    transport = Switchable()
+    transport.down.set()
+    store = MemoryStore()
+    worker, transport, stats, _ = make_worker(transport, spool=store, batch_size=5, max_buffer_size=20)
+    for n in range(300):
+        worker.submit(event(n))
+        if n % 5 == 4:
+            # A real app serves requests over time; the delivery thread gets its turn (memory
+            # keeps half the buffer once the ingest fails: 10 of 20).
+            wait_until(lambda: worker.buffered() <= 10)
+    assert stats.snapshot()["dropped_total"] == 0
+    assert stats.snapshot()["spooled"] >= 280
+    transport.down.clear()
+    assert worker.flush(10.0)
+    wait_until(lambda: stats.snapshot()["sent"] + stats.snapshot()["recovered"] == 300, timeout=20)
+    assert sorted(transport.delivered()) == list(range(300))
+    assert stats.snapshot()["dropped_total"] == 0
+
+
+def test_a_full_spool_keeps_batches_in_memory_and_says_so_once(
+    make_worker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused spool write is not a loss: the batch waits in memory, "spool full" is logged once."""
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.02)
+    transport = Switchable()
+    transport.down.set()
+    store = MemoryStore()
+    store.refuse = True
+    worker, transport, stats, _ = make_worker(transport, spool=store, batch_size=5, max_buffer_size=40)
+    for n in range(30):
+        worker.submit(event(n))
+    wait_until(lambda: transport.refused >= 4)
+    assert stats.snapshot()["dropped_total"] == 0 and worker.buffered() == 30
+    store.refuse = False
+    transport.down.clear()
+    wait_until(lambda: stats.snapshot()["sent"] + stats.snapshot()["recovered"] == 30, timeout=20)
+    assert sorted(transport.delivered()) == list(range(30))
+    spool_lines = [r for r in caplog.records if "spool full" in r.getMessage()]
+    assert len(spool_lines) == 1
+    assert "events wait in memory" in spool_lines[0].getMessage()
+    assert "retries_exhausted" not in stats.snapshot()["dropped"]
+
+
+def test_spooled_batches_are_replayed_while_live_traffic_flows(make_worker: Any) -> None:
+    """A backlog on disk is sent between live batches, not after the traffic stops."""
+    store = MemoryStore([body_of(1000 + n) for n in range(40)])
+    worker, transport, stats, _ = make_worker(spool=store, batch_size=5)
+    live = 0
+    while stats.snapshot()["recovered"] < 40:
+        for _ in range(5):
+            worker.submit(event(live))
+            live += 1
+        time.sleep(0.002)
+        assert live < 5_000, "the backlog was not replayed while traffic flowed"
+    assert worker.flush(5.0)
+    assert sorted(transport.delivered()) == sorted([*range(live), *range(1000, 1040)])
+    # Interleaved: live batches went out while the backlog was being replayed.
+    kinds = ["replay" if events[0]["duration_ms"] >= 1000 else "live" for _, events in transport.attempts]
+    last_replay = max(i for i, kind in enumerate(kinds) if kind == "replay")
+    assert "live" in kinds[:last_replay]
+
+
+def test_a_413_on_a_replayed_batch_splits_it_and_the_limit_is_learnt(make_worker: Any) -> None:
+    """A spooled batch too large for the ingest is split like a live one; later ones go at the limit."""
+    store = MemoryStore([body_of(*range(0, 8)), body_of(*range(8, 16))])
+    transport = ScriptedTransport([Outcome(Verdict.SPLIT, 413), Outcome(Verdict.SPLIT, 413)])
+    _, transport, stats, errors = make_worker(transport, spool=store, batch_size=8)
+    wait_until(lambda: stats.snapshot()["sent"] + stats.snapshot()["recovered"] == 16)
+    assert sorted(transport.delivered()[-16:]) == list(range(16))
+    assert [len(events) for _, events in transport.attempts] == [8, 4, 2, 2, 2, 2, 2, 2, 2, 2]
+    assert stats.snapshot()["dropped_total"] == 0 and errors == []
+    assert store.pending() == 0
+
+
+def test_a_known_hung_ingest_does_not_hold_shutdown(make_worker: Any) -> None:
+    """After a request timed out, shutdown spools at once instead of waiting out its deadline."""
+    timed_out = Outcome(Verdict.RETRY, detail="timed out after 5 s", kind=FailureKind.TIMEOUT)
+    store = MemoryStore()
+    transport = ScriptedTransport([timed_out])
+    worker, transport, stats, _ = make_worker(transport, spool=store, batch_size=2)
+    for n in range(5):
+        worker.submit(event(n))
+    wait_until(lambda: len(transport.attempts) == 1)
+    started = time.monotonic()
+    worker.shutdown(timeout=30.0)
+    assert time.monotonic() - started < 5.0
+    assert sorted(store.spooled_events()) == [0, 1, 2, 3, 4]
+    assert stats.snapshot()["dropped_total"] == 0
+
+
+def test_a_spooled_batch_keeps_its_idempotency_key(make_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The id of a batch's first attempt is the id of its replay from disk."""
+    monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.0)
+    store = MemoryStore()
+    transport = ScriptedTransport([Outcome(Verdict.RETRY, 503)] * 6)
+    worker, transport, stats, _ = make_worker(transport, spool=store)
+    for n in range(3):
+        worker.submit(event(n))
+    wait_until(lambda: stats.snapshot()["recovered"] == 3)
+    assert len(set(transport.batch_ids)) == 1 and len(transport.batch_ids) == 7

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -16,6 +16,9 @@ from beacon_otel import guard
 from beacon_otel.config import BeaconConfig
 from beacon_otel.console import ConsoleEcho
 from beacon_otel.consumer import ConsumerRules
+from beacon_otel.delivery import Delivery
+from beacon_otel.delivery_log import DeliveryLog, make_visible
+from beacon_otel.endpoint import shown_url
 from beacon_otel.event import RequestEvent
 from beacon_otel.fastapi_support import (
     absorb_inner_span,
@@ -27,7 +30,8 @@ from beacon_otel.hooks import Hook, RequestRegistry
 from beacon_otel.mapping import Unmappable, span_to_event
 from beacon_otel.metrics import SelfMetrics
 from beacon_otel.request import NO_FACTS, RequestContext
-from beacon_otel.spool import Spool
+from beacon_otel.spool import Spool, destination_fingerprint
+from beacon_otel.spooling import SpoolPolicy
 from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import IngestTransport, InMemoryTransport
 from beacon_otel.worker import DeliveryWorker
@@ -35,7 +39,6 @@ from beacon_otel.worker import DeliveryWorker
 logger = logging.getLogger("beacon_otel")
 
 _SERVER = SpanKind.SERVER
-_REPORT_INTERVAL = 60.0
 
 
 class BeaconSpanProcessor(SpanProcessor):
@@ -59,21 +62,36 @@ class BeaconSpanProcessor(SpanProcessor):
         # Console mode and self-metrics: each wraps the transport, no cost per request.
         self.self_metrics = SelfMetrics(self)
         sender = self.self_metrics.timed(ConsoleEcho(transport) if config.dry_run else transport)
+        log = DeliveryLog(
+            url=shown_url(config.ingest_url),
+            host=urlsplit(config.ingest_url).hostname or "the ingest",
+            spool_path=None,
+        )
         self.spool: Spool | None = None
-        if config.spool_enabled:
-            self.spool = Spool(config.spool_directory, max_bytes=config.max_storage_bytes)
+        policy = None
+        if config.spool_enabled and not config.dry_run:
+            self.spool = Spool(
+                config.spool_directory,
+                destination=destination_fingerprint(config.ingest_url, config.ingest_key or ""),
+                max_bytes=config.max_storage_bytes,
+            )
+            log.spool_path = str(self.spool.directory)
+            policy = SpoolPolicy(self.spool, stats=self.stats, log=log)
+        delivery = Delivery(sender, stats=self.stats, report=self._report, log=log, spool=policy)
         self._worker = DeliveryWorker(
-            sender,
+            delivery,
             batch_size=config.batch_size,
             flush_interval=config.flush_interval,
             max_buffer_size=config.max_buffer_size,
             shutdown_timeout=config.shutdown_timeout,
-            stats=self.stats,
-            report=self._report,
-            spool=self.spool,
         )
+        if config.enabled:
+            make_visible(debug=config.debug)
+            if config.dry_run:
+                logger.info("beacon-otel: dry run: nothing is sent")
+            else:
+                log.started()
         self._enabled = config.enabled
-        self._last_log: dict[str, float] = {}
         self._shut_down = False
         self._held = 0
         """Events waiting for a streamed body's end or an inner layer (approximate: no lock)."""
@@ -224,11 +242,7 @@ class BeaconSpanProcessor(SpanProcessor):
     def _report(self, error: DeliveryError) -> None:
         callback = self.config.on_error
         if callback is not None:
-            # The user's callback: its failure is logged at DEBUG, never re-raised.
+            # The user's callback: its failure is logged at DEBUG, never re-raised. The log lines
+            # about delivery are the delivery log's, rate-limited there.
             with guard.contained("the on_error callback", user_code=True, level=logging.DEBUG):
                 callback(error)
-        # One line per kind of failure a minute: an outage must not flood the app's logs.
-        now = time.monotonic()
-        if self.config.debug or now - self._last_log.get(error.reason, -_REPORT_INTERVAL) >= _REPORT_INTERVAL:
-            self._last_log[error.reason] = now
-            logger.warning("beacon-otel: %s", error)

@@ -6,13 +6,14 @@ The directory (mode 0700, files 0600) holds::
     batch-<...>.json.lease-<pid>-<time_ns>             the same batch, leased by process <pid>
     .tmp-<pid>-<random>                                a batch being written
 
-A batch file is one header line, ``beacon-spool v1 <events> <sha256 hex of body>``, then the exact
-request body. Names sort by write time, so a sorted listing is the replay order. A batch is written
-to a temporary file, fsynced and renamed into place, so a reader never sees half of one; it is
-leased by renaming it, which only one process can win. Delivery is at least once: a lease whose
-holder is gone, or that is older than the lease timeout, goes back to the queue even if its holder
-was only slow. Processes sharing a directory must see each other's pids (one host or container):
-across pid namespaces a live holder can look dead, which costs a duplicate, never a lost batch.
+A batch file is one header line, ``beacon-spool v1 <events> <sha256 hex of body> <batch id>``, then
+the exact request body; the batch id (its Idempotency-Key) is sent again with it on replay. Names
+sort by write time, so a sorted listing is the replay order. A batch is written to a temporary file,
+fsynced and renamed into place, so a reader never sees half of one; it is leased by renaming it,
+which only one process can win. Delivery is at least once: a lease whose holder is gone, or that is
+older than the lease timeout, goes back to the queue even if its holder was only slow. Processes
+sharing a directory must see each other's pids (one host or container): across pid namespaces a
+live holder can look dead, which costs a duplicate (stored once by the ingest: same batch id).
 
 A future format must use another name pattern: this version removes ``batch-*.json`` files it
 cannot verify.
@@ -46,7 +47,7 @@ _LEASE = ".lease-"
 _TEMP = ".tmp-"
 _BATCH_NAME = re.compile(r"batch-(\d{20})-\d+-\d+\.json", re.ASCII)
 _LEASE_NAME = re.compile(r"(batch-.*\.json)\.lease-(\d+)-(\d+)", re.ASCII)
-_HEADER = re.compile(rb"beacon-spool v1 (\d+) ([0-9a-f]{64})")
+_HEADER = re.compile(rb"beacon-spool v1 (\d+) ([0-9a-f]{64})(?: ([0-9a-f]{32}))?")
 _NS = 1_000_000_000
 
 # Process-wide, so that two Spool objects on one directory in one process never pick the same name.
@@ -72,9 +73,11 @@ class SpoolStats:
 class SpooledBatch:
     """One batch leased from the spool: ack it once it is settled, release it to retry it later."""
 
-    __slots__ = ("_done", "_name", "_size", "_spool", "body", "events", "path")
+    __slots__ = ("_done", "_name", "_size", "_spool", "batch_id", "body", "events", "path")
 
-    def __init__(self, spool: Spool, name: str, path: Path, body: bytes, events: int, size: int) -> None:
+    def __init__(
+        self, spool: Spool, name: str, path: Path, body: bytes, events: int, size: int, batch_id: str
+    ) -> None:
         self._spool = spool
         self._name = name
         self._size = size
@@ -82,6 +85,8 @@ class SpooledBatch:
         self.path = path
         self.body = body
         self.events = events
+        self.batch_id = batch_id
+        """The id the batch was first sent with; a file without one gets one derived from its body."""
 
     def ack(self) -> None:
         """Delivered or permanently refused: delete the leased file."""
@@ -97,6 +102,15 @@ class SpooledBatch:
             self._spool._return_lease(self.path, self._name)
 
 
+def destination_fingerprint(ingest_url: str, ingest_key: str) -> str:
+    """The name of a destination's spool subdirectory: 16 hex characters of SHA-256(url, key).
+
+    A batch is replayed only by a process configured with the same ingest URL and key, so events
+    never reach another destination; the key itself never appears on disk.
+    """
+    return hashlib.sha256(f"beacon-spool-destination\0{ingest_url}\0{ingest_key}".encode()).hexdigest()[:16]
+
+
 class Spool:
     """Undeliverable batches on disk, shared safely by several processes.
 
@@ -108,11 +122,13 @@ class Spool:
         directory: Path,
         *,
         max_bytes: int,
+        destination: str = "",
         retention: float = 48 * 3600,
         clock: Callable[[], float] = time.time,
         lease_timeout: float = 300.0,
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory) / destination if destination else Path(directory)
+        self.problem: str | None = None
         self.stats = SpoolStats()
         self._max_bytes = max_bytes
         self._retention_ns = int(retention * _NS)
@@ -138,13 +154,14 @@ class Spool:
         """Whether batches can still be written (False when off, refused, or after a disk error)."""
         return self._writable
 
-    def write(self, body: bytes, events: int) -> bool:
+    def write(self, body: bytes, events: int, batch_id: str = "") -> bool:
         """Store one encoded batch; False when it was not stored (the caller counts the loss)."""
         if not self._writable:
             self.stats.write_failures += 1
             return False
         digest = hashlib.sha256(body).hexdigest()
-        record = f"beacon-spool v1 {max(events, 0)} {digest}\n".encode() + body
+        id_field = f" {batch_id}" if re.fullmatch("[0-9a-f]{32}", batch_id) else ""
+        record = f"beacon-spool v1 {max(events, 0)} {digest}{id_field}\n".encode() + body
         if self._measured_size() + len(record) > self._max_bytes:
             # The newest batch is the one refused: one comparison, and no deletes racing other
             # processes' claims, which evicting the oldest would need.
@@ -344,7 +361,8 @@ class Spool:
             _remove(lease)
             self._size_measured_at = -math.inf
             return None
-        return SpooledBatch(self, name, lease, body, int(match[1]), len(data))
+        batch_id = match[3].decode() if match[3] else hashlib.sha256(body).hexdigest()[:32]
+        return SpooledBatch(self, name, lease, body, int(match[1]), len(data), batch_id)
 
     def _delete_lease(self, lease: Path, size: int) -> None:
         try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
+import enum
 import threading
 from typing import Any
 
-from beacon_otel.transport import FailureKind, Outcome
+from beacon_otel.outcome import FailureKind, Outcome
 
 
 class DeliveryError(Exception):
@@ -24,50 +25,59 @@ class DeliveryError(Exception):
         self.reason = reason
         self.events = events
         self.status = outcome.status if outcome else None
+        self.outcome = outcome
+        """The attempt's outcome (its ``detail`` says why in words), when there was one."""
+
+
+class Fate(enum.Enum):
+    """What happened to events: each event is queued once, then sent, spooled or dropped.
+
+    ``retried`` counts attempts that failed and will be repeated; ``recovered`` counts spooled
+    events that were sent later (they were counted as ``spooled`` first).
+    """
+
+    QUEUED = "queued"
+    SENT = "sent"
+    RETRIED = "retried"
+    SPOOLED = "spooled"
+    RECOVERED = "recovered"
+    DROPPED = "dropped"
 
 
 class DeliveryStats:
-    """Counters of what happened to events, readable at any time."""
+    """Counters of what happened to events, by fate and, for drops, by reason; readable any time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.queued = 0
-        self.sent = 0
-        self.retried = 0
-        self.spooled = 0
-        self.recovered = 0
-        self.buffer_full = 0
-        self.dropped: collections.Counter[str] = collections.Counter()
+        self._counts: collections.Counter[Fate] = collections.Counter()
+        self._dropped: collections.Counter[str] = collections.Counter()
+
+    def record(self, fate: Fate, count: int = 1, *, reason: str | None = None) -> None:
+        """Count ``count`` events that met ``fate``; a drop names its ``reason``."""
+        if count <= 0:
+            return
+        with self._lock:
+            self._counts[fate] += count
+            if fate is Fate.DROPPED:
+                self._dropped[reason or "unknown"] += count
 
     def drop(self, reason: str, count: int = 1) -> None:
         """Count ``count`` events lost for ``reason``."""
-        with self._lock:
-            self.dropped[reason] += count
-
-    def add(self, name: str, count: int = 1) -> None:
-        """Increase a plain counter."""
-        with self._lock:
-            setattr(self, name, getattr(self, name) + count)
+        self.record(Fate.DROPPED, count, reason=reason)
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of every counter, with ``dropped`` by reason and its total."""
         with self._lock:
-            dropped = dict(self.dropped)
-            if self.buffer_full:
-                dropped["buffer_full"] = self.buffer_full
-            return {
-                "queued": self.queued,
-                "sent": self.sent,
-                "retried": self.retried,
-                "spooled": self.spooled,
-                "recovered": self.recovered,
-                "dropped": dropped,
-                "dropped_total": sum(dropped.values()),
-            }
+            counts = {fate.value: self._counts[fate] for fate in Fate if fate is not Fate.DROPPED}
+            dropped = dict(self._dropped)
+        return {**counts, "dropped": dropped, "dropped_total": sum(dropped.values())}
 
 
 _REASON_TEXT = {
     "rejected": "refused by the ingest",
+    "retrying": "not delivered yet; they will be retried",
+    "buffer_full": "dropped: the memory buffer and the spool are both full",
+    "too_large": "refused by the ingest as too large even alone",
     "retries_exhausted": "not delivered after retries and not spooled",
     "shutdown": "not delivered before the shutdown deadline and not spooled",
 }

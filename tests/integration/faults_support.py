@@ -29,7 +29,7 @@ import pytest
 from .conftest import Server
 
 ITEM_PATH = re.compile(r"/items/(\d+)")
-SPOOL_HEADER = re.compile(rb"beacon-spool v1 (\d+) ([0-9a-f]{64})")
+SPOOL_HEADER = re.compile(rb"beacon-spool v1 (\d+) ([0-9a-f]{64})(?: [0-9a-f]{32})?")
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
