@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from beacon_otel.spool import Spool
+from beacon_otel.spool import Spool, destination_fingerprint, list_destinations
 
 T0 = 1_780_000_000.0
 DISABLED = "beacon-otel: spool disabled, undeliverable batches will be lost: "
@@ -117,6 +117,40 @@ def test_a_batch_comes_back_with_the_id_it_was_first_sent_with(tmp_path: Path) -
     batch = spool.claim()
     assert batch is not None
     assert batch.batch_id == "0123456789abcdef0123456789abcdef"
+
+
+def test_destinations_are_listed_without_touching_them(tmp_path: Path) -> None:
+    """Each (URL, key) has its own subdirectory, never named by the key; the listing reads only."""
+    first = destination_fingerprint("https://a.test/v1/ingest", "key-one")
+    second = destination_fingerprint("https://a.test/v1/ingest", "key-two")
+    assert first != second and len(first) == 16 and "key" not in first
+    one = Spool(tmp_path, destination=first, max_bytes=MB, clock=FakeClock())
+    two = Spool(tmp_path, destination=second, max_bytes=MB, clock=FakeClock(T0 + 5))
+    assert one.write(body(1), 1) and one.write(body(2), 1) and two.write(body(3), 1)
+    (tmp_path / "notes.txt").write_bytes(b"not ours")
+    before = names(tmp_path / first) + names(tmp_path / second)
+    listed = {d.fingerprint: d for d in list_destinations(tmp_path)}
+    assert set(listed) == {first, second}
+    assert (listed[first].batches, listed[second].batches) == (2, 1)
+    assert listed[first].bytes > 2 * len(body(1)) and listed[first].oldest == pytest.approx(T0)
+    assert listed[second].oldest == pytest.approx(T0 + 5)
+    assert names(tmp_path / first) + names(tmp_path / second) == before
+    assert drain(two) == [3] and drain(one) == [1, 2]  # each replays only its own
+
+
+def test_a_directory_that_cannot_be_written_is_reported_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool directory without write permission says so once when the spool is made."""
+    directory = tmp_path / "spool"
+    directory.mkdir(mode=0o500)
+    real_access = os.access
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="beacon_otel"):
+        if os.geteuid() == 0:  # root writes anywhere: ask the permission bits, as for anyone else
+            patch.setattr(os, "access", lambda path, mode: real_access(path, mode) and not mode & os.W_OK)
+        spool = Spool(directory, max_bytes=MB)
+    assert not spool.enabled
+    assert warnings_of(caplog) == [f"{DISABLED}{directory} is not writable"]
 
 
 def test_a_file_without_an_id_gets_a_stable_one(tmp_path: Path) -> None:
@@ -244,8 +278,10 @@ def test_max_bytes_zero_turns_the_spool_off(tmp_path: Path, caplog: pytest.LogCa
     assert caplog.records == []
 
 
-def test_corrupt_truncated_and_empty_files_are_removed_and_the_drain_goes_on(tmp_path: Path) -> None:
-    """Files that fail to parse or verify are deleted and counted; the good batch after them is claimed."""
+def test_corrupt_truncated_and_empty_files_are_removed_and_the_drain_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batch files that fail to verify are deleted, counted and logged by name; others' files stay."""
     spool = Spool(tmp_path, max_bytes=MB, clock=FakeClock())
     spool.write(body(7), 1)
     good = (tmp_path / names(tmp_path)[0]).read_bytes()
@@ -253,18 +289,23 @@ def test_corrupt_truncated_and_empty_files_are_removed_and_the_drain_goes_on(tmp
     place(tmp_path, T0 - 3, good[:-3])  # the checksum no longer matches
     place(tmp_path, T0 - 2, b"")
     place(tmp_path, T0 - 1, good.replace(b"v1 1", b"v1 x"))
-    (tmp_path / "batch-not-a-time.json").write_bytes(good)
-    assert drain(spool) == [7]
-    assert spool.stats.corrupt_removed == 5
-    assert names(tmp_path) == []
+    foreign = ["batch-not-a-time.json", "batch-2024.json", ".tmp-notes", "notes.txt"]
+    for name in foreign:
+        (tmp_path / name).write_bytes(good)
+    with caplog.at_level(logging.INFO, logger="beacon_otel"):
+        assert drain(spool) == [7]
+    assert spool.stats.corrupt_removed == 4
+    assert names(tmp_path) == sorted(foreign)  # names this spool never writes are not its own
+    removals = [r.getMessage() for r in caplog.records if "removed" in r.getMessage()]
+    assert len(removals) == 4 and all("not an intact batch" in line for line in removals), removals
 
 
 def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
     """Temp files older than a minute, or from a dead writer, go; a live writer's fresh one stays."""
     alive = os.getppid()
-    old = tmp_path / f".tmp-{alive}-old"
-    fresh = tmp_path / f".tmp-{alive}-fresh"
-    orphan = tmp_path / f".tmp-{dead_pid()}-orphan"
+    old = tmp_path / f".tmp-{alive}-00000000000a"
+    fresh = tmp_path / f".tmp-{alive}-00000000000f"
+    orphan = tmp_path / f".tmp-{dead_pid()}-0000000000aa"
     for path in (old, fresh, orphan):
         path.write_bytes(b"beacon-spool v1 1 ")
     os.utime(old, (time.time() - 120, time.time() - 120))
@@ -371,10 +412,10 @@ def test_own_lease_is_not_taken_by_another_spool_in_the_process(tmp_path: Path) 
     ("call", "code"),
     [("replace", errno.ENOSPC), ("fsync", errno.EIO), ("open", errno.EROFS), ("open", errno.EACCES)],
 )
-def test_disk_errors_degrade_to_memory_only_with_one_warning(
+def test_a_disk_error_refuses_the_write_and_the_disk_is_tried_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, call: str, code: int
 ) -> None:
-    """A failing disk turns writing off with one warning and no exception; stored batches still drain."""
+    """A failing write is refused with its reason (``problem``), nothing raised, and the spool stays on."""
     spool = Spool(tmp_path, max_bytes=MB)
     assert spool.write(body(1), 1)
 
@@ -386,11 +427,13 @@ def test_disk_errors_degrade_to_memory_only_with_one_warning(
         assert not spool.write(body(2), 1)
         assert not spool.write(body(3), 1)
     monkeypatch.undo()
-    assert not spool.enabled
-    assert warnings_of(caplog) == [f"{DISABLED}cannot write to {tmp_path}: {os.strerror(code)}"]
+    assert spool.problem == f"cannot write to spool {tmp_path}: {os.strerror(code)}"
+    assert warnings_of(caplog) == []  # the delivery side says it, once a minute
     assert spool.stats.write_failures == 2
-    assert drain(spool) == [1]
-    assert names(tmp_path) == []  # no temporary file left behind
+    assert [n for n in names(tmp_path) if n.startswith(".tmp-")] == []  # no temporary file left
+    assert spool.enabled and spool.write(body(4), 1)  # the disk came back: writing goes on
+    assert spool.problem is None
+    assert drain(spool) == [1, 4]
 
 
 def test_unusable_directory_degrades_with_one_warning(
@@ -408,7 +451,7 @@ def test_unusable_directory_degrades_with_one_warning(
 
 
 def test_vanished_directory_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Claim, pending, ack and release on a deleted directory return quietly; a write disables once."""
+    """Claim, pending, ack and release on a deleted directory return quietly; a write is refused, why told."""
     spool = Spool(tmp_path / "spool", max_bytes=MB)
     spool.write(body(1), 1)
     spool.write(body(2), 1)
@@ -422,7 +465,9 @@ def test_vanished_directory_never_raises(tmp_path: Path, caplog: pytest.LogCaptu
     with caplog.at_level(logging.WARNING, logger="beacon_otel"):
         assert not spool.write(body(3), 1)
         assert not spool.write(body(4), 1)
-    assert len(warnings_of(caplog)) == 1
+    assert warnings_of(caplog) == []  # told by the delivery side, once a minute
+    problem = spool.problem or ""
+    assert problem.startswith(f"cannot write to spool {tmp_path / 'spool'}")
 
 
 def drain_in_child(directory: str, go: Any, out: str) -> None:

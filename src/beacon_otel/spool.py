@@ -15,8 +15,9 @@ older than the lease timeout, goes back to the queue even if its holder was only
 sharing a directory must see each other's pids (one host or container): across pid namespaces a
 live holder can look dead, which costs a duplicate (stored once by the ingest: same batch id).
 
-A future format must use another name pattern: this version removes ``batch-*.json`` files it
-cannot verify.
+Only names of exactly these patterns are ever touched: anything else in the directory (a user's
+file, a future format's) is left alone. A file of these names that fails its check is removed, and
+every removal is logged with the file's name and why.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ _SUFFIX = ".json"
 _LEASE = ".lease-"
 _TEMP = ".tmp-"
 _BATCH_NAME = re.compile(r"batch-(\d{20})-\d+-\d+\.json", re.ASCII)
-_LEASE_NAME = re.compile(r"(batch-.*\.json)\.lease-(\d+)-(\d+)", re.ASCII)
+_LEASE_NAME = re.compile(r"(batch-\d{20}-\d+-\d+\.json)\.lease-(\d+)-(\d+)", re.ASCII)
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}", re.ASCII)
+_TEMP_NAME = re.compile(r"\.tmp-(\d+)-[0-9a-f]{12}", re.ASCII)
 _HEADER = re.compile(rb"beacon-spool v1 (\d+) ([0-9a-f]{64})(?: ([0-9a-f]{32}))?")
 _NS = 1_000_000_000
 
@@ -100,6 +103,43 @@ class SpooledBatch:
         if not self._done:
             self._done = True
             self._spool._return_lease(self.path, self._name)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """What one destination's subdirectory of a spool root holds (for ``beacon-otel doctor``)."""
+
+    fingerprint: str
+    batches: int
+    bytes: int
+    oldest: float | None
+    """When the oldest waiting batch was written (Unix seconds), or None when there is none."""
+
+
+def list_destinations(root: Path) -> list[Destination]:
+    """Each destination under the spool root ``root``: batches waiting, bytes, oldest. Read only."""
+    found = []
+    try:
+        subdirectories = sorted(path for path in Path(root).iterdir() if _FINGERPRINT.fullmatch(path.name))
+    except OSError:
+        return []
+    for directory in subdirectories:
+        batches = size = 0
+        oldest: int | None = None
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    match = _BATCH_NAME.fullmatch(entry.name.partition(_LEASE)[0])
+                    if match is None:
+                        continue
+                    with contextlib.suppress(OSError):
+                        size += entry.stat(follow_symlinks=False).st_size
+                    batches += 1
+                    oldest = int(match[1]) if oldest is None else min(oldest, int(match[1]))
+        except OSError:
+            continue  # not a directory, or unreadable: nothing to tell
+        found.append(Destination(directory.name, batches, size, None if oldest is None else oldest / _NS))
+    return found
 
 
 def destination_fingerprint(ingest_url: str, ingest_key: str) -> str:
@@ -166,6 +206,7 @@ class Spool:
             # The newest batch is the one refused: one comparison, and no deletes racing other
             # processes' claims, which evicting the oldest would need.
             self.stats.refused_full += 1
+            self.problem = f"spool full ({self._size} of {self._max_bytes} bytes) at {self.directory}"
             return False
         pid = os.getpid()
         final = self.directory / f"{_PREFIX}{self._now_ns():020d}-{pid}-{next(_sequence):06d}{_SUFFIX}"
@@ -182,8 +223,12 @@ class Spool:
         except OSError as exc:
             _remove(temp)
             self.stats.write_failures += 1
-            self._disable(f"cannot write to {self.directory}: {_describe(exc)}")
+            # Not turned off: a full disk frees up, a remounted one comes back. The caller keeps
+            # the batch in memory and tries the disk again later.
+            self.problem = f"cannot write to spool {self.directory}: {_describe(exc)}"
+            self._size_measured_at = -math.inf
             return False
+        self.problem = None
         self._size += len(record)
         self.stats.written += 1
         return True
@@ -205,7 +250,7 @@ class Spool:
             return 0
         try:
             with os.scandir(self.directory) as entries:
-                return sum(1 for e in entries if e.name.startswith(_PREFIX) and e.name.endswith(_SUFFIX))
+                return sum(1 for entry in entries if _BATCH_NAME.fullmatch(entry.name))
         except OSError:
             return 0
 
@@ -229,6 +274,9 @@ class Spool:
             return False
         if info.st_mode & 0o022:
             self._disable(f"{self.directory} is writable by other users")
+            return False
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            self._disable(f"{self.directory} is not writable")
             return False
         return True
 
@@ -271,10 +319,10 @@ class Spool:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
                     name = entry.name
-                    if name.startswith(_TEMP):
+                    if _TEMP_NAME.fullmatch(name):
                         temps.append(entry)
                     elif name.startswith(_PREFIX) and _LEASE in name:
-                        leases.append(name)
+                        leases.append(name)  # checked against _LEASE_NAME when reclaimed
                     elif name.startswith(_PREFIX) and name.endswith(_SUFFIX):
                         batches.append(name)
         except OSError:
@@ -285,16 +333,16 @@ class Spool:
         for name in sorted(batches):
             match = _BATCH_NAME.fullmatch(name)
             if match is None:
-                self._drop(name, expired=False)
-            elif now_ns - int(match[1]) > self._retention_ns:
-                self._drop(name, expired=True)
+                continue  # not a name this spool writes: someone else's file, left alone
+            if now_ns - int(match[1]) > self._retention_ns:
+                self._drop_expired(name)
             else:
                 waiting.append(name)
         return waiting
 
     def _remove_stale_temps(self, temps: list[os.DirEntry[str]]) -> None:
         for entry in temps:
-            pid = entry.name[len(_TEMP) :].partition("-")[0]
+            pid = entry.name[len(_TEMP) :].partition("-")[0]  # the name matched _TEMP_NAME
             try:
                 # Judged on mtime, which the OS stamps from the wall clock, not the injected one.
                 age = time.time() - entry.stat(follow_symlinks=False).st_mtime
@@ -304,6 +352,7 @@ class Spool:
                 # A write cut short (kill -9, power loss): never renamed, so never a batch.
                 _remove(Path(entry.path))
                 self.stats.partial_removed += 1
+                logger.info("beacon-otel: removed %s from the spool: a write cut short", entry.path)
 
     def _reclaim(self, leases: list[str], now_ns: int) -> list[str]:
         """Give back leases whose holder is gone or too slow; returns the batch names restored."""
@@ -326,16 +375,14 @@ class Spool:
             restored.append(name)
         return restored
 
-    def _drop(self, name: str, *, expired: bool) -> None:
+    def _drop_expired(self, name: str) -> None:
         try:
             os.unlink(self.directory / name)
         except OSError:
             return  # claimed or removed by another process meanwhile
         self._size_measured_at = -math.inf
-        if expired:
-            self.stats.expired_removed += 1
-        else:
-            self.stats.corrupt_removed += 1
+        self.stats.expired_removed += 1
+        logger.info("beacon-otel: removed %s from the spool: older than the retention", name)
 
     def _take(self, name: str, now_ns: int) -> SpooledBatch | None:
         """Lease and read one batch; None when another process got it first or it was corrupt."""
@@ -359,6 +406,7 @@ class Spool:
             self.stats.corrupt_removed += 1
             _held.discard(str(lease))
             _remove(lease)
+            logger.info("beacon-otel: removed %s from the spool: not an intact batch", name)
             self._size_measured_at = -math.inf
             return None
         batch_id = match[3].decode() if match[3] else hashlib.sha256(body).hexdigest()[:32]

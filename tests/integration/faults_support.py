@@ -334,12 +334,26 @@ class SpoolContents:
         return len(self.batches) + len(self.corrupt) + len(self.temporary)
 
 
+def destination_dir(root: Path) -> Path:
+    """The one destination subdirectory a process made under the spool root ``root``."""
+    subdirectories = [path for path in root.iterdir() if path.is_dir()]
+    assert len(subdirectories) == 1, f"expected one destination in {root}: {subdirectories}"
+    return subdirectories[0]
+
+
+def spool_files(root: Path) -> list[str]:
+    """Names of every file under a spool root, in all its destination subdirectories."""
+    if not root.is_dir():
+        return []
+    return sorted(path.name for path in root.rglob("*") if path.is_file())
+
+
 def read_spool(directory: Path) -> SpoolContents:
-    """Parse every file in a spool directory: ``beacon-spool v1 <events> <sha256>`` then the body."""
+    """Parse every file under a spool root (each destination subdirectory) or a destination's."""
     contents = SpoolContents()
     if not directory.is_dir():
         return contents
-    for path in sorted(directory.iterdir()):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         name = path.name
         if name.startswith(".tmp-"):
             contents.temporary.append(name)

@@ -36,10 +36,12 @@ from .faults_support import (
     RawProbe,
     RssSampler,
     beacon_env,
+    destination_dir,
     get_json,
     item_numbers,
     read_spool,
     send_raw,
+    spool_files,
     stats_by_worker,
     stats_when_idle,
     summary,
@@ -209,9 +211,9 @@ def test_wrong_key_is_dropped_without_retry_and_logged_once(launch: Launch, tmp_
         hold(2.5)
         arrivals = ingest.arrivals()
         stats = get_json(server.port, "/_beacon/stats")
-        spool_files = sorted(p.name for p in spool.iterdir()) if spool.exists() else []
+        files_during = spool_files(spool)
         exit_seconds = terminate_timed(server)
-        spool_after_exit = sorted(p.name for p in spool.iterdir()) if spool.exists() else []
+        spool_after_exit = spool_files(spool)
         ingest_stats = ingest.stats()
     lines = [line for line in server.log().splitlines() if "beacon-otel" in line]
     about_401 = [line for line in lines if "401" in line]
@@ -236,12 +238,13 @@ def test_wrong_key_is_dropped_without_retry_and_logged_once(launch: Launch, tmp_
     assert ingest_stats["batches_rejected"] == batches and ingest_stats["events_accepted"] == 0
     assert delivery["dropped"] == {"rejected": batch_size * batches}, delivery
     assert (delivery["retried"], delivery["spooled"], delivery["sent"]) == (0, 0, 0), delivery
-    assert spool_files == [] and spool_after_exit == []
+    assert files_during == [] and spool_after_exit == []
     assert len(about_401) == 1, lines
-    # Besides it, only the shutdown summary of what was dropped.
-    assert [line for line in lines if line not in about_401] == [
-        "beacon-otel: 0 events sent, 100 dropped (rejected=100)"
-    ], lines
+    # Besides it, only the startup line and the shutdown summary of what was dropped.
+    others = [line for line in lines if line not in about_401]
+    assert len(others) == 2, lines
+    assert f"beacon-otel: sending to {ingest.base_url}" in others[0] and "ingest-key" not in others[0]
+    assert others[1].endswith("beacon-otel: 0 events sent, 100 dropped (rejected=100)"), lines
     assert "refused by the ingest" in about_401[0], about_401
 
 
@@ -268,7 +271,7 @@ def test_sigterm_during_outage_spools_and_restart_delivers(
     ingest.start()
     second = launch(UVICORN, env)  # no traffic: the spool is replayed at start
     wait_until(lambda: set(item_numbers(ingest.events())) >= served, 20, "every spooled event")
-    wait_until(lambda: not any(spool.iterdir()), 10, "an empty spool directory")
+    wait_until(lambda: not spool_files(spool), 10, "an empty spool directory")
     stats = get_json(second.port, "/_beacon/stats")
     restart_exit = terminate_timed(second)
     result = tally(served, item_numbers(ingest.events()), load.attempted)
@@ -372,7 +375,7 @@ def test_gunicorn_workers_share_a_spool_without_duplicates(
     ingest.start()
     everything = served | served_again
     wait_until(lambda: set(item_numbers(ingest.events())) >= everything, 40, "every event")
-    wait_until(lambda: not any(spool.iterdir()), 15, "an empty spool directory")
+    wait_until(lambda: not spool_files(spool), 15, "an empty spool directory")
     per_worker = stats_by_worker(second.port, workers=4)
     recovered_by_worker = sorted(stats["delivery"]["recovered"] for stats in per_worker.values())
     restart_exit = terminate_timed(second)
@@ -453,7 +456,7 @@ def kill_while_spooling(
     )
     mine = f"-{writer.pid}-"
     wait_until(
-        lambda: any(mine in p.name for p in spool.glob("batch-*")) or writer.poll() is not None,
+        lambda: any(mine in p.name for p in spool.rglob("batch-*")) or writer.poll() is not None,
         20,
         "the writer spooling",
     )
@@ -505,9 +508,10 @@ def test_kill_9_while_spooling_then_a_fresh_process_drains(
         kill_after.append(round(rng.uniform(0.05, 1.0), 3))
         writer = kill_while_spooling(processes, spool, ingest.base_url, round_, kill_after[-1], tmp_path)
     random_kill_leftovers = read_spool(spool)
-    plant_kill_leftovers(spool, dead_pid=writer.pid)
+    destination = destination_dir(spool)
+    plant_kill_leftovers(destination, dead_pid=writer.pid)
     left = read_spool(spool)
-    planted = plant_corrupt_batches(spool, left.batches)
+    planted = plant_corrupt_batches(destination, left.batches)
     expected = item_numbers(left.events())
 
     ingest.start()
@@ -526,7 +530,7 @@ def test_kill_9_while_spooling_then_a_fresh_process_drains(
     assert drainer.returncode == 0, output
     figures = json.loads(output.splitlines()[0])
     arrived = item_numbers(ingest.events())
-    remaining = sorted(path.name for path in spool.iterdir())
+    remaining = spool_files(spool)
     summary(
         "kill-9-spool",
         seed=seed,
