@@ -476,6 +476,9 @@ def plant_kill_leftovers(spool: Path, dead_pid: int) -> None:
     partial.chmod(0o600)
 
 
+FOREIGN_FILE = "batch-not-a-batch-name.json"
+
+
 def plant_corrupt_batches(spool: Path, intact: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Files a crash, a full disk or a stray tool could leave: truncated, empty, garbage, misnamed."""
     oldest = sorted(intact)[0]
@@ -485,8 +488,9 @@ def plant_corrupt_batches(spool: Path, intact: dict[str, list[dict[str, Any]]]) 
         f"batch-{written_ns - 3:020d}-1-000001.json": data[: len(data) // 2],  # truncated body
         f"batch-{written_ns - 2:020d}-1-000002.json": b"",  # empty
         f"batch-{written_ns - 1:020d}-1-000003.json": b"beacon-spool v1 1 %s\n{}" % (b"0" * 64),  # bad digest
-        "batch-not-a-batch-name.json": data,  # a name this version never writes
     }
+    # A name this version never writes: someone else's file, which the spool must leave alone.
+    (spool / FOREIGN_FILE).write_bytes(data)
     for name, content in planted.items():
         path = spool / name
         path.write_bytes(content)
@@ -558,7 +562,7 @@ def test_kill_9_while_spooling_then_a_fresh_process_drains(
     assert arrival_order(ingest.events()) == arrival_order(left.events()), "replayed oldest first"
     assert figures["spool"]["corrupt_removed"] == len(planted)
     assert figures["spool"]["recovered"] == len(left.batches)
-    assert remaining == [], "partial and corrupt files are removed"
+    assert remaining == [FOREIGN_FILE], "partial and corrupt files are removed, a foreign one stays"
     assert ingest.stats()["batches_rejected"] == 0
 
 
