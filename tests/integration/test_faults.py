@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from beacon_otel.devingest import DevIngest, Fault, format_rejection, validate_event
+from beacon_otel.spool import list_destinations
 
 from .conftest import APPS, Launch, clean_environ, free_port
 from .faults_support import (
@@ -467,6 +468,11 @@ def kill_while_spooling(
     return writer
 
 
+def counters_of(output: str) -> Any:
+    """The writer's JSON counters, printed on stdout among Beacon's own log lines."""
+    return json.loads(next(line for line in output.splitlines() if line.startswith("{")))
+
+
 def plant_kill_leftovers(spool: Path, dead_pid: int) -> None:
     """What a kill in the middle of a claim or a write leaves, in case the random kills missed both."""
     newest = sorted(p.name for p in spool.iterdir() if p.name.startswith("batch-"))[-1]
@@ -532,7 +538,7 @@ def test_kill_9_while_spooling_then_a_fresh_process_drains(
     drain_seconds = time.monotonic() - started
     output = (tmp_path / "drain.log").read_text()
     assert drainer.returncode == 0, output
-    figures = json.loads(output.splitlines()[0])
+    figures = counters_of(output)
     arrived = item_numbers(ingest.events())
     remaining = spool_files(spool)
     summary(
@@ -684,7 +690,7 @@ def test_long_outage_spools_full_batches_while_backing_off(
         writer.wait(30)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the writer did not finish: {log.read_text()}")
-    figures = json.loads(log.read_text().splitlines()[0])
+    figures = counters_of(log.read_text())
     delivery = figures["delivery"]
     summary(
         "long-outage-spooling",
@@ -696,3 +702,113 @@ def test_long_outage_spools_full_batches_while_backing_off(
     )
     assert delivery["dropped_total"] == 0, delivery
     assert delivery["spooled"] + figures["buffered"] == figures["generated"]
+
+
+# -- 7. an 8 s outage under a burst, with a small memory buffer ---------------------------------------
+
+BURST_REQUESTS = 3000
+
+
+def test_burst_during_an_eight_second_outage_all_arrives(
+    launch: Launch, ingest: DevIngest, tmp_path: Path
+) -> None:
+    """3,000 requests as fast as they come, buffer 200, ingest down 8 s: memory, then disk, all arrive."""
+    spool = tmp_path / "spool"
+    env = beacon_env(ingest.base_url, spool, BEACON_MAX_BUFFER_SIZE="200", BEACON_BATCH_SIZE="50")
+    server = launch(UVICORN, env)
+    assert server.process is not None
+    peak_spool = 0
+    with RssSampler(server.process.pid) as rss:
+        rss.phase = "during"
+        ingest.stop()
+        down_at = time.monotonic()
+        load = Load(server.port, rate=2000, threads=4, max_requests=BURST_REQUESTS).start()
+        while time.monotonic() - down_at < 8.0:
+            peak_spool = max(peak_spool, spool_bytes(spool))
+            time.sleep(0.1)
+        ingest.start()
+        load.drain(120)
+        served = load.ok()
+        wait_until(lambda: set(item_numbers(ingest.events())) >= served, 90, "every served request")
+        stats = stats_when_idle(server.port)
+    exit_seconds = terminate_timed(server)
+    result = tally(served, item_numbers(ingest.events()), load.attempted)
+    delivery = stats["delivery"]
+    summary(
+        "burst-8s",
+        served=result.served,
+        rate=f"{load.achieved_rate():.0f}/s",
+        arrived=result.arrived,
+        lost=result.lost,
+        duplicated=result.duplicated,
+        spooled=delivery["spooled"],
+        recovered=delivery["recovered"],
+        dropped=delivery["dropped"],
+        rss_peak_mib=f"{rss.peak_mib('during'):.0f}",
+        peak_spool_bytes=peak_spool,
+        exit_s=f"{exit_seconds:.2f}",
+    )
+    assert len(served) == BURST_REQUESTS and load.failures == {}, load.failures
+    assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0), result
+    assert delivery["dropped_total"] == 0, delivery
+    assert delivery["spooled"] > 0, "a burst larger than memory went to disk"
+    assert ingest.stats()["batches_rejected"] == 0
+
+
+def spool_bytes(root: Path) -> int:
+    """Bytes of every file under a spool root right now."""
+    total = 0
+    for path in root.rglob("*") if root.is_dir() else []:
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size if path.is_file() else 0
+    return total
+
+
+# -- 8. two destinations sharing a host and a spool directory ------------------------------------------
+
+
+def test_two_destinations_never_replay_each_others_batches(launch: Launch, tmp_path: Path) -> None:
+    """Two apps, two ingests on one host, one spool root: each batch reaches only its own ingest."""
+    spool = tmp_path / "spool"
+    with DevIngest() as ingest_a, DevIngest() as ingest_b:
+        env_a = beacon_env(ingest_a.base_url, spool, BEACON_INGEST_KEY="key-of-a")
+        env_b = beacon_env(ingest_b.base_url, spool, BEACON_INGEST_KEY="key-of-b")
+        ingest_a.stop()
+        ingest_b.stop()
+        app_a, app_b = launch(UVICORN, env_a), launch(UVICORN, env_b)
+        served_a = Load(app_a.port, rate=100, threads=1, max_requests=200).drain(30).ok()
+        served_b = Load(app_b.port, rate=100, threads=1, first=1_000_000, max_requests=200).drain(30).ok()
+        terminate_timed(app_a)
+        terminate_timed(app_b)
+        on_disk = sorted(path.name for path in spool.iterdir() if path.is_dir())
+        assert not any("key-of" in path.name for path in spool.rglob("*")), "the key is not a name"
+
+        # Only A comes back, with both ingests up: A's batches only, B's stay on disk.
+        ingest_a.start()
+        ingest_b.start()
+        restarted_a = launch(UVICORN, env_a)
+        wait_until(lambda: set(item_numbers(ingest_a.events())) >= served_a, 30, "A's spooled events")
+        hold(2.0)  # B's batches would have been replayed by now, had A taken them
+        left_for_b = sum(1 for d in list_destinations(spool) if d.batches > 0)
+        b_before_b = len(ingest_b.events())
+        terminate_timed(restarted_a)
+        restarted_b = launch(UVICORN, env_b)
+        wait_until(lambda: set(item_numbers(ingest_b.events())) >= served_b, 30, "B's spooled events")
+        terminate_timed(restarted_b)
+        at_a, at_b = item_numbers(ingest_a.events()), item_numbers(ingest_b.events())
+    crossed = len(set(at_a) & served_b) + len(set(at_b) & served_a)
+    summary(
+        "two-destinations",
+        served_a=len(served_a),
+        served_b=len(served_b),
+        destinations=len(on_disk),
+        arrived_a=sum(at_a.values()),
+        arrived_b=sum(at_b.values()),
+        crossed=crossed,
+        b_waiting_while_only_a_ran=left_for_b,
+    )
+    assert len(on_disk) == 2
+    assert (b_before_b, left_for_b) == (0, 1), "A replayed nothing of B's"
+    assert crossed == 0
+    assert set(at_a) == served_a and set(at_b) == served_b
+    assert max(at_a.values()) == 1 and max(at_b.values()) == 1
