@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -83,11 +84,14 @@ def write(args: argparse.Namespace) -> int:
 
 
 def drain(args: argparse.Namespace) -> int:
-    directory = Path(args.spool)
     started = time.monotonic()
     processor = processor_for(args)  # a spool holding batches starts delivery on its own
+    assert processor.spool is not None
+    directory = processor.spool.directory  # this destination's subdirectory of the spool root
     deadline = started + args.duration
-    while any(p.name.startswith("batch-") for p in directory.iterdir()):
+    # Batches the spool wrote, queued or leased: a foreign file that only looks alike stays there.
+    ours = re.compile(r"batch-\d{20}-\d+-\d+\.json(\.lease-\d+-\d+)?")
+    while any(ours.fullmatch(p.name) for p in directory.iterdir()):
         if time.monotonic() > deadline:
             print(json.dumps({"stalled": True, "left": sorted(p.name for p in directory.iterdir())}))
             return 1
