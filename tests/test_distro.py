@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRat
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind
 from opentelemetry.util.http import SanitizeValue
 
-from beacon_otel import autorun, distro
+from beacon_otel import autorun, distro, exits
 from beacon_otel.autorun import SANITIZE_FIELDS, AutoRun
 from beacon_otel.config import BeaconConfig
 from beacon_otel.processor import BeaconSpanProcessor
@@ -443,44 +443,19 @@ def test_distro_defaults_to_no_exporter(running: AutoRun, monkeypatch: pytest.Mo
 # -- SIGTERM -----------------------------------------------------------------------------
 
 
-def test_sigterm_handler_is_installed_only_over_the_default(running: AutoRun) -> None:
-    """The flush handler replaces only Python's default SIGTERM action, never an app's handler."""
+def test_autorun_registers_its_processor_for_the_exit_flush(running: AutoRun) -> None:
+    """Auto-run hands its processor and provider to beacon_otel.exits, which SIGTERM delivers."""
     previous = signal.getsignal(signal.SIGTERM)
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        running.flush_on_sigterm()
-        assert signal.getsignal(signal.SIGTERM) == running._on_sigterm
-
-        def apps_own(signum: int, frame: Any) -> None:
-            pass
-
-        signal.signal(signal.SIGTERM, apps_own)
-        running.flush_on_sigterm()
-        assert signal.getsignal(signal.SIGTERM) is apps_own
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def test_sigterm_delivers_what_is_buffered_then_ends_as_before(
-    running: AutoRun, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On SIGTERM the buffer is delivered, then the signal is re-raised with the default action."""
-    raised: list[int] = []
-    monkeypatch.setattr(autorun.signal, "raise_signal", raised.append)
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
         provider = make_provider()
         running.attach(provider)
-        serve_one(provider)
-        processor = running.processor
-        assert processor is not None and processor.buffered() == 1
-        running._on_sigterm(signal.SIGTERM, None)
-        assert processor.buffered() == 0
-        assert len(processor.dry_run_events()) == 1
-        assert raised == [signal.SIGTERM]
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        running.flush_on_sigterm()
+        assert getattr(signal.getsignal(signal.SIGTERM), "_beacon_otel", False)
+        assert any(ref() is running.processor for ref, _ in exits._registered)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        exits._registered.clear()
 
 
 # -- manual configure() ------------------------------------------------------------------

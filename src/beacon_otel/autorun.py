@@ -17,18 +17,15 @@ import contextlib
 import logging
 import os
 import re
-import signal
-import threading
-import time
 from collections.abc import Iterator, MutableMapping
-from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
+from beacon_otel import exits
 from beacon_otel.config import BeaconConfig, BeaconConfigError, disabled_in
 from beacon_otel.hooks import FRAMEWORKS, Hook, compose
 from beacon_otel.processor import BeaconSpanProcessor
@@ -195,30 +192,9 @@ class AutoRun:
         warn_unseen_frameworks()
 
     def flush_on_sigterm(self) -> None:
-        """Deliver what is buffered when SIGTERM ends the process, if nothing else handles it.
-
-        Python's default SIGTERM skips atexit, and uvicorn re-raises SIGTERM with the previous
-        handler restored after its graceful shutdown: without this, events buffered since the
-        last flush are lost on every deploy. Servers that handle SIGTERM themselves (gunicorn)
-        replace this handler and exit through atexit, which flushes anyway.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        signal.signal(signum, signal.SIG_DFL)
-        processor, provider = self._processor, self.provider
-        with contained("flushing at SIGTERM"):
-            if processor is not None:
-                started = time.monotonic()
-                processor.shutdown()
-                remaining = processor.config.shutdown_timeout - (time.monotonic() - started)
-                if provider is not None and remaining > 0:
-                    # The user's exporters lose their buffered spans the same way.
-                    provider.force_flush(int(remaining * 1000))
-        signal.raise_signal(signum)  # then end exactly as the default handler would
+        """Deliver what is buffered however the process ends (``beacon_otel.exits``)."""
+        if self._processor is not None:
+            exits.flush_at_exit(self._processor, self.provider)
 
     def attach(self, provider: TracerProvider) -> None:
         """Add the processor to ``provider`` and wrap its sampler, once."""
@@ -309,7 +285,7 @@ def warn_unseen_frameworks() -> None:
         )
 
 
-def exporter_names(signal: str) -> list[str]:
+def exporter_names(signal: Literal["traces", "metrics", "logs"]) -> list[str]:
     """The exporters ``OTEL_<SIGNAL>_EXPORTER`` names, as the SDK reads them (``none`` is none)."""
     try:
         from opentelemetry.sdk._configuration import _get_exporter_names

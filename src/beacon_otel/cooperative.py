@@ -46,6 +46,11 @@ def primitives() -> Primitives:
     return Primitives(lock, threading.Condition(lock), threading.Condition(lock), flavour())
 
 
+def is_green() -> bool:
+    """Whether gevent or eventlet has patched ``threading`` (threads are greenlets)."""
+    return str(getattr(flavour(), "__module__", "")).partition(".")[0] in ("gevent", "eventlet")
+
+
 def daemon_thread(target: Callable[[], None], name: str) -> threading.Thread:
     """A daemon thread (a greenlet under gevent or eventlet), made but not started.
 

@@ -20,7 +20,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 
-from beacon_otel import autorun
+from beacon_otel import autorun, exits
 from beacon_otel.config import BeaconConfig
 from beacon_otel.processor import BeaconSpanProcessor
 
@@ -37,6 +37,10 @@ def configure(
     SDK provider installed globally, one is created with the sampler from
     ``OTEL_TRACES_SAMPLER`` wrapped in ``BeaconSampler`` and installed. A provider of your own
     keeps its sampler: wrap it in ``BeaconSampler`` to count sampled-out requests too.
+
+    What is buffered when the process ends is delivered within ``shutdown_timeout`` (the rest
+    spooled) on SIGTERM too, and under uvicorn, which ends without exit handlers: no lifespan
+    code needed (``beacon_otel.exits``).
     """
     config = BeaconConfig.from_env() if config is None else config
     provider = tracer_provider if tracer_provider is not None else _global_sdk_provider()
@@ -51,6 +55,8 @@ def configure(
         return running
     processor = BeaconSpanProcessor(config)
     provider.add_span_processor(processor)
+    # What is buffered when the server stops goes out, under any server (docs/servers.md).
+    exits.flush_at_exit(processor, provider)
     return processor
 
 

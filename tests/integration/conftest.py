@@ -176,6 +176,7 @@ class Server:
     port: int
     cwd: Path = APPS
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    ready_timeout: float = READY_TIMEOUT
 
     def start(self) -> Server:
         ready_dir = self._watch_gunicorn_workers()
@@ -189,7 +190,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + self.ready_timeout
         while True:
             if self.process.poll() is not None:
                 pytest.fail(f"{self.argv[1]} exited with {self.process.returncode}:\n{self.log()}")
@@ -199,11 +200,11 @@ class Server:
                 if ready_dir is None or len(list(ready_dir.iterdir())) >= self._gunicorn_workers():
                     return self
                 if time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn workers not all booted after {READY_TIMEOUT}s:\n{self.log()}")
+                    pytest.fail(f"gunicorn workers not all booted after {self.ready_timeout}s:\n{self.log()}")
                 time.sleep(0.05)
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"{self.argv[1]} not listening after {READY_TIMEOUT}s:\n{self.log()}")
+                    pytest.fail(f"{self.argv[1]} not listening after {self.ready_timeout}s:\n{self.log()}")
                 time.sleep(0.05)
 
     def _watch_gunicorn_workers(self) -> Path | None:
