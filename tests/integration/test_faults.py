@@ -812,3 +812,56 @@ def test_two_destinations_never_replay_each_others_batches(launch: Launch, tmp_p
     assert crossed == 0
     assert set(at_a) == served_a and set(at_b) == served_b
     assert max(at_a.values()) == 1 and max(at_b.values()) == 1
+
+
+# -- 9. a 60 s outage at a high rate (opt-in: BEACON_LONG_FAULTS=1, it takes two minutes) -------------
+
+
+@pytest.mark.skipif(not os.environ.get("BEACON_LONG_FAULTS"), reason="set BEACON_LONG_FAULTS=1 to run")
+def test_sixty_second_outage_at_a_high_rate_all_arrives(
+    launch: Launch, ingest: DevIngest, tmp_path: Path
+) -> None:
+    """Ingest down 60 s under as much traffic as the machine serves: memory, then disk, all arrive."""
+    spool = tmp_path / "spool"
+    server = launch(UVICORN, beacon_env(ingest.base_url, spool, BEACON_MAX_BUFFER_SIZE="1000"))
+    assert server.process is not None
+    peak_spool = 0
+    with RssSampler(server.process.pid) as rss:
+        rss.phase = "during"
+        ingest.stop()
+        down_at = time.monotonic()
+        load = Load(server.port, rate=2000, threads=4).start()
+        while time.monotonic() - down_at < 60.0:
+            peak_spool = max(peak_spool, spool_bytes(spool))
+            time.sleep(0.2)
+        load.stop()
+        ingest.start()
+        back_at = time.monotonic()
+        served = load.ok()
+        wait_until(lambda: set(item_numbers(ingest.events())) >= served, 180, "every served request")
+        caught_up = time.monotonic() - back_at
+        stats = stats_when_idle(server.port)
+    terminate_timed(server)
+    result = tally(served, item_numbers(ingest.events()), load.attempted)
+    delivery = stats["delivery"]
+    lines = [line for line in server.log().splitlines() if "beacon-otel" in line]
+    summary(
+        "outage-60s",
+        served=result.served,
+        rate=f"{load.achieved_rate():.0f}/s",
+        arrived=result.arrived,
+        lost=result.lost,
+        duplicated=result.duplicated,
+        spooled=delivery["spooled"],
+        recovered=delivery["recovered"],
+        dropped=delivery["dropped"],
+        rss_peak_mib=f"{rss.peak_mib('during'):.0f}",
+        peak_spool_bytes=peak_spool,
+        caught_up_s=f"{caught_up:.1f}",
+        log_lines=len(lines),
+    )
+    print("\n".join(lines))
+    assert load.failures == {}, load.failures
+    assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0), result
+    assert delivery["dropped_total"] == 0, delivery
+    assert len(lines) <= 6, lines  # start, first failure, one a minute, recovery, summary
