@@ -424,3 +424,29 @@ def test_websocket_connections_make_no_event_and_no_drop() -> None:
         assert any(s.name.startswith("WS") for s in pipeline.exporter.get_finished_spans())
     finally:
         pipeline.provider.shutdown()
+
+
+def test_native_telemetry_honours_the_fastapi_excluded_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL excluded from FastAPI's instrumentation (a health check) makes no event when FastAPI's
+    own telemetry serves Beacon, as the contrib instrumentation it replaces makes no span for it."""
+    import fastapi
+
+    from beacon_otel import fastapi_support
+
+    monkeypatch.setenv("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "healthz,internal/.*")
+    fastapi_support._user_excluded_urls.cache_clear()
+    pipeline = make_pipeline()
+    try:
+        app = fastapi.FastAPI(telemetry={"tracer_provider": pipeline.provider})
+        app.get("/healthz")(lambda: {"ok": True})
+        app.get("/internal/{name}")(lambda name: {"name": name})
+        app.get("/users/{user_id}")(lambda user_id: {"id": user_id})
+        for path in ("/healthz", "/internal/metrics", "/users/7", "/healthz"):
+            assert asgi_request(app, "GET", path)[0] == 200
+        events = pipeline.events()
+        assert [(e["route"], e["path"]) for e in events] == [("/users/{user_id}", "/users/7")]
+        assert pipeline.processor.stats.snapshot()["dropped_total"] == 0
+    finally:
+        pipeline.provider.shutdown()
+        monkeypatch.delenv("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS")
+        fastapi_support._user_excluded_urls.cache_clear()

@@ -13,6 +13,7 @@ the validation errors: Beacon then observes the construction of ``RequestValidat
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from types import FrameType
@@ -23,6 +24,8 @@ from beacon_otel.hooks import current_request
 from beacon_otel.request import RequestContext, exception_text
 
 NATIVE_SCOPE = "fastapi"
+_EXCLUDED_URLS = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
+_ANY_EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
 """The instrumentation scope name of FastAPI's own spans."""
 
 _install_lock = threading.Lock()
@@ -94,6 +97,34 @@ def absorb_native_telemetry(context: RequestContext) -> None:
         context.error = _native_exception_text()
     if context.scope is None:
         context.scope = _native_scope()
+
+
+@functools.cache
+def _user_excluded_urls() -> Any:
+    """The contrib FastAPI instrumentation's exclusion list, read once; None when unset."""
+    if not (os.environ.get(_EXCLUDED_URLS) or os.environ.get(_ANY_EXCLUDED_URLS)):
+        return None
+    from opentelemetry.util.http import get_excluded_urls
+
+    return get_excluded_urls("FASTAPI")
+
+
+def excluded_by_user(context: RequestContext) -> bool:
+    """A request the user excluded from FastAPI's instrumentation (a health check, say).
+
+    ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` (or ``OTEL_PYTHON_EXCLUDED_URLS``) is the contrib
+    instrumentation's setting: it makes no span for those URLs, so Beacon makes no event. When
+    FastAPI's own telemetry serves Beacon instead, Beacon honours the same setting, matched
+    against the same URL the contrib middleware builds.
+    """
+    scope = context.scope
+    excluded = _user_excluded_urls()
+    if scope is None or excluded is None:
+        return False
+    from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
+
+    _, _, url = get_host_port_url_tuple(scope)
+    return bool(excluded.url_disabled(url))
 
 
 _ASGI_LAYERS = frozenset(f"opentelemetry.instrumentation.{name}" for name in ("asgi", "fastapi", "starlette"))

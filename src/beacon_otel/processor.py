@@ -23,6 +23,7 @@ from beacon_otel.event import RequestEvent
 from beacon_otel.fastapi_support import (
     absorb_inner_span,
     absorb_native_telemetry,
+    excluded_by_user,
     is_inner_layer,
     is_native_span,
 )
@@ -134,6 +135,8 @@ class BeaconSpanProcessor(SpanProcessor):
             if context is not None:
                 if is_native_span(span):
                     absorb_native_telemetry(context)
+                    if excluded_by_user(context):
+                        return  # no span from the contrib instrumentation, no event from us
                 if context.waiting:
                     context.ended_span = span  # the event waits for the body or inner layer
                     self._held += 1
