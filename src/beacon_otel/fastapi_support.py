@@ -123,7 +123,7 @@ def excluded_by_user(context: RequestContext) -> bool:
         return False
     from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 
-    _, _, url = get_host_port_url_tuple(scope)
+    _, _, url = get_host_port_url_tuple(scope)  # type: ignore[no-untyped-call]
     return bool(excluded.url_disabled(url))
 
 
