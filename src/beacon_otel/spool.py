@@ -1,57 +1,55 @@
-"""What cannot be delivered yet waits on disk, in files several processes share safely.
+"""What cannot be delivered yet waits on disk, per destination, in files several processes share safely.
 
-The directory (mode 0700, files 0600) holds::
+Each destination (ingest URL and key) has its own directory under the spool root, named by a
+fingerprint that does not reveal the key (:func:`destination_fingerprint`); a process only ever
+replays batches from its own, so one project's events never reach another project's ingest. Other
+destinations' batches are touched only by retention, which logs what it removes. The file names and
+format are in :mod:`beacon_otel.spool_files`; only names this code generates are ever removed.
 
-    batch-<time_ns:020d>-<pid>-<seq:06d>.json          a batch waiting to be sent
-    batch-<...>.json.lease-<pid>-<time_ns>             the same batch, leased by process <pid>
-    .tmp-<pid>-<random>                                a batch being written
+A batch is written to a temporary file, fsynced and renamed into place, so a reader never sees half
+of one; it is leased by renaming it, which only one process can win. Delivery is at least once: a
+lease whose holder is gone, or that is older than the lease timeout, goes back to the queue even if
+its holder was only slow. Processes sharing a directory must see each other's pids (one host or
+container): across pid namespaces a live holder can look dead, which costs a duplicate (sent with the
+same Idempotency-Key, so the ingest can discard it), never a lost batch.
 
-A batch file is one header line, ``beacon-spool v1 <events> <sha256 hex of body> <batch id>``, then
-the exact request body; the batch id (its Idempotency-Key) is sent again with it on replay. Names
-sort by write time, so a sorted listing is the replay order. A batch is written to a temporary file,
-fsynced and renamed into place, so a reader never sees half of one; it is leased by renaming it,
-which only one process can win. Delivery is at least once: a lease whose holder is gone, or that is
-older than the lease timeout, goes back to the queue even if its holder was only slow. Processes
-sharing a directory must see each other's pids (one host or container): across pid namespaces a
-live holder can look dead, which costs a duplicate (stored once by the ingest: same batch id).
-
-Only names of exactly these patterns are ever touched: anything else in the directory (a user's
-file, a future format's) is left alone. A file of these names that fails its check is removed, and
-every removal is logged with the file's name and why.
+A disk error never turns the spool off for good: writes fail fast for ``retry_after`` seconds, then
+the disk is tried again; :attr:`Spool.problem` says why meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import math
 import os
-import re
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from beacon_otel import spool_files as files
+from beacon_otel.spool_files import DestinationState, destination_fingerprint, destinations
+from beacon_otel.spool_retention import Removals, reclaim_leases, remove_stale_temps, sweep_root, unlink
+
+__all__ = [
+    "DestinationState",
+    "Spool",
+    "SpoolStats",
+    "SpooledBatch",
+    "destination_fingerprint",
+    "destinations",
+]
+
 logger = logging.getLogger("beacon_otel")
 
-STALE_TEMP_SECONDS = 60.0
-"""A temporary file this old was left by a process killed mid-write."""
 SIZE_RESCAN_SECONDS = 5.0
 """How often the directory's size is measured again; in between, this process's changes are tracked."""
-
-_PREFIX = "batch-"
-_SUFFIX = ".json"
-_LEASE = ".lease-"
-_TEMP = ".tmp-"
-_BATCH_NAME = re.compile(r"batch-(\d{20})-\d+-\d+\.json", re.ASCII)
-_LEASE_NAME = re.compile(r"(batch-\d{20}-\d+-\d+\.json)\.lease-(\d+)-(\d+)", re.ASCII)
-_FINGERPRINT = re.compile(r"[0-9a-f]{16}", re.ASCII)
-_TEMP_NAME = re.compile(r"\.tmp-(\d+)-[0-9a-f]{12}", re.ASCII)
-_HEADER = re.compile(rb"beacon-spool v1 (\d+) ([0-9a-f]{64})(?: ([0-9a-f]{32}))?")
-_NS = 1_000_000_000
+ROOT_SWEEP_SECONDS = 600.0
+"""How often retention looks at the other destinations' directories and the previous release's files."""
 
 # Process-wide, so that two Spool objects on one directory in one process never pick the same name.
 _sequence = itertools.count()
@@ -78,18 +76,13 @@ class SpooledBatch:
 
     __slots__ = ("_done", "_name", "_size", "_spool", "batch_id", "body", "events", "path")
 
-    def __init__(
-        self, spool: Spool, name: str, path: Path, body: bytes, events: int, size: int, batch_id: str
-    ) -> None:
+    def __init__(self, spool: Spool, name: str, path: Path, data: tuple[bytes, int, str], size: int) -> None:
         self._spool = spool
         self._name = name
         self._size = size
         self._done = False
         self.path = path
-        self.body = body
-        self.events = events
-        self.batch_id = batch_id
-        """The id the batch was first sent with; a file without one gets one derived from its body."""
+        self.body, self.events, self.batch_id = data
 
     def ack(self) -> None:
         """Delivered or permanently refused: delete the leased file."""
@@ -105,137 +98,99 @@ class SpooledBatch:
             self._spool._return_lease(self.path, self._name)
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """What one destination's subdirectory of a spool root holds (for ``beacon-otel doctor``)."""
-
-    fingerprint: str
-    batches: int
-    bytes: int
-    oldest: float | None
-    """When the oldest waiting batch was written (Unix seconds), or None when there is none."""
-
-
-def list_destinations(root: Path) -> list[Destination]:
-    """Each destination under the spool root ``root``: batches waiting, bytes, oldest. Read only."""
-    found = []
-    try:
-        subdirectories = sorted(path for path in Path(root).iterdir() if _FINGERPRINT.fullmatch(path.name))
-    except OSError:
-        return []
-    for directory in subdirectories:
-        batches = size = 0
-        oldest: int | None = None
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    match = _BATCH_NAME.fullmatch(entry.name.partition(_LEASE)[0])
-                    if match is None:
-                        continue
-                    with contextlib.suppress(OSError):
-                        size += entry.stat(follow_symlinks=False).st_size
-                    batches += 1
-                    oldest = int(match[1]) if oldest is None else min(oldest, int(match[1]))
-        except OSError:
-            continue  # not a directory, or unreadable: nothing to tell
-        found.append(Destination(directory.name, batches, size, None if oldest is None else oldest / _NS))
-    return found
-
-
-def destination_fingerprint(ingest_url: str, ingest_key: str) -> str:
-    """The name of a destination's spool subdirectory: 16 hex characters of SHA-256(url, key).
-
-    A batch is replayed only by a process configured with the same ingest URL and key, so events
-    never reach another destination; the key itself never appears on disk.
-    """
-    return hashlib.sha256(f"beacon-spool-destination\0{ingest_url}\0{ingest_key}".encode()).hexdigest()[:16]
-
-
 class Spool:
-    """Undeliverable batches on disk, shared safely by several processes.
+    """Undeliverable batches of one destination on disk, shared safely by several processes.
 
     Meant for one thread per process; no public method raises. ``max_bytes=0`` turns it off.
     """
 
     def __init__(
         self,
-        directory: Path,
+        root: Path,
         *,
+        destination: str,
         max_bytes: int,
-        destination: str = "",
         retention: float = 48 * 3600,
         clock: Callable[[], float] = time.time,
         lease_timeout: float = 300.0,
+        retry_after: float = 5.0,
     ) -> None:
-        self.directory = Path(directory) / destination if destination else Path(directory)
-        self.problem: str | None = None
+        self.root = Path(root)
+        self.directory = self.root / destination
         self.stats = SpoolStats()
         self._max_bytes = max_bytes
-        self._retention_ns = int(retention * _NS)
-        self._lease_timeout_ns = int(lease_timeout * _NS)
+        self._retention_ns = int(retention * files.NS)
+        self._lease_timeout_ns = int(lease_timeout * files.NS)
+        self._retry_after = retry_after
         self._clock = clock
         self._last_ns = 0
         self._size = 0
         self._size_measured_at = -math.inf
-        self._warned = False
-        self._readable = self._writable = False
-        if max_bytes <= 0:
+        self._swept_at = -math.inf
+        self._problem: str | None = None
+        self._failed_at = self._retry_at = 0.0
+        self._usable = self._constructed = False
+        self._refused = max_bytes <= 0
+        if self._refused:
             return
-        try:
-            self._readable = self._writable = self._prepare_directory()
-        except OSError as exc:
-            self._disable(f"cannot create {self.directory}: {_describe(exc)}")
+        if files.FINGERPRINT.fullmatch(destination) is None:
+            self._refused = True
+            logger.warning("beacon-otel: spool disabled: %r is not a destination fingerprint", destination)
             return
-        if self._readable:
-            self._scan(self._now_ns())
+        self._prepare()
+        self._constructed = True
+        self._report_legacy()
+        self._scan(self._now_ns())
 
     @property
     def enabled(self) -> bool:
-        """Whether batches can still be written (False when off, refused, or after a disk error)."""
-        return self._writable
+        """Whether a write may be tried now: configured, not refused, and not pausing after a disk error."""
+        return not self._refused and not self._pausing()
 
-    def write(self, body: bytes, events: int, batch_id: str = "") -> bool:
-        """Store one encoded batch; False when it was not stored (the caller counts the loss)."""
-        if not self._writable:
+    @property
+    def problem(self) -> str | None:
+        """Why the last write failed, in words; None once a write succeeds again."""
+        return self._problem
+
+    def write(self, body: bytes, events: int, batch_id: str | None = None) -> bool:
+        """Store one encoded batch with its Idempotency-Key; False when it was not stored."""
+        if self._refused or self._pausing() or not (self._usable or self._prepare()):
             self.stats.write_failures += 1
             return False
-        digest = hashlib.sha256(body).hexdigest()
-        id_field = f" {batch_id}" if re.fullmatch("[0-9a-f]{32}", batch_id) else ""
-        record = f"beacon-spool v1 {max(events, 0)} {digest}{id_field}\n".encode() + body
-        if self._measured_size() + len(record) > self._max_bytes:
+        if batch_id is None:
+            batch_id = uuid.uuid4().hex
+        if files.BATCH_ID.fullmatch(batch_id) is None:
+            self.stats.write_failures += 1
+            logger.warning("beacon-otel: spool cannot store batch id %r (visible ASCII only)", batch_id[:40])
+            return False
+        record = files.encode(body, events, batch_id)
+        used = self._measured_size()
+        if used + len(record) > self._max_bytes:
             # The newest batch is the one refused: one comparison, and no deletes racing other
             # processes' claims, which evicting the oldest would need.
             self.stats.refused_full += 1
-            self.problem = f"spool full ({self._size} of {self._max_bytes} bytes) at {self.directory}"
+            self._set_problem(
+                f"spool full ({used} of {self._max_bytes} bytes) at {self.directory}", pause=False
+            )
             return False
         pid = os.getpid()
-        final = self.directory / f"{_PREFIX}{self._now_ns():020d}-{pid}-{next(_sequence):06d}{_SUFFIX}"
-        temp = self.directory / f"{_TEMP}{pid}-{secrets.token_hex(6)}"
+        name = f"{files.BATCH_PREFIX}{self._now_ns():020d}-{pid}-{next(_sequence):06d}-{secrets.token_hex(4)}"
+        final = self.directory / f"{name}{files.BATCH_SUFFIX}"
         try:
-            with open(temp, "xb", opener=_private) as file:
-                file.write(record)
-                file.flush()
-                # Contents reach the disk before the rename does, so a crash cannot leave a final
-                # name over empty data. The directory itself is not fsynced: a power cut may lose the
-                # last batches, which is not worth a second fsync on every write.
-                os.fsync(file.fileno())
-            os.replace(temp, final)
+            self._write_atomically(final, record)
         except OSError as exc:
-            _remove(temp)
             self.stats.write_failures += 1
-            # Not turned off: a full disk frees up, a remounted one comes back. The caller keeps
-            # the batch in memory and tries the disk again later.
-            self.problem = f"cannot write to spool {self.directory}: {_describe(exc)}"
-            self._size_measured_at = -math.inf
+            self._usable = False  # proven again before the next write: the directory may be gone
+            self._set_problem(f"cannot write to {self.directory}: {files.describe(exc)}", pause=True)
             return False
-        self.problem = None
         self._size += len(record)
         self.stats.written += 1
+        self._problem = None
         return True
 
     def claim(self) -> SpooledBatch | None:
-        """Lease the oldest batch nobody holds, or None when there is none."""
-        if not self._readable:
+        """Lease the oldest batch of this destination nobody holds, or None when there is none."""
+        if self._refused:
             return None
         now_ns = self._now_ns()
         for name in self._scan(now_ns):
@@ -246,49 +201,93 @@ class Spool:
 
     def pending(self) -> int:
         """Batches waiting to be claimed (leased ones excluded)."""
-        if not self._readable:
+        if self._refused:
             return 0
         try:
             with os.scandir(self.directory) as entries:
-                return sum(1 for entry in entries if _BATCH_NAME.fullmatch(entry.name))
+                return sum(1 for e in entries if files.BATCH_NAME.fullmatch(e.name))
         except OSError:
             return 0
 
     def size_bytes(self) -> int:
-        """Bytes the directory holds, measured at most every ``SIZE_RESCAN_SECONDS``."""
-        return self._measured_size() if self._readable else 0
+        """Bytes this destination's batches take, measured at most every ``SIZE_RESCAN_SECONDS``."""
+        return 0 if self._refused else self._measured_size()
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- directory and problems --------------------------------------------------------------
 
-    def _prepare_directory(self) -> bool:
-        existed = self.directory.is_dir()
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not existed:
-            # mkdir's mode goes through the umask; set it exactly, but only on a directory we made:
-            # an existing one keeps the permissions its owner chose, unless they let others in.
-            os.chmod(self.directory, 0o700)
-        info = os.stat(self.directory)
-        # Anyone who can write here can plant batches that we would send with our key.
-        if info.st_uid != os.geteuid():
-            self._disable(f"{self.directory} is owned by another user")
+    def _prepare(self) -> bool:
+        """Create and check the directories and prove them writable; reports once why not."""
+        try:
+            for directory in (self.root, self.directory):
+                if not directory.is_dir():
+                    # mkdir's mode goes through the umask; set it exactly, but only on a directory we
+                    # made: an existing one keeps the permissions its owner chose.
+                    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    os.chmod(directory, 0o700)
+                refusal = _refusal(directory)
+                if refusal is not None:
+                    # Anyone who can write here can plant batches that we would send with our key.
+                    self._refused = True
+                    logger.warning(
+                        "beacon-otel: spool disabled, undeliverable batches will be lost: %s", refusal
+                    )
+                    return False
+            probe = self.directory / f"{files.TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+            with open(probe, "xb", opener=files.private):
+                pass
+            os.unlink(probe)
+        except OSError as exc:
+            problem = f"cannot write to {self.directory}: {files.describe(exc)}"
+            if self._problem is None and not self._constructed:
+                logger.warning(
+                    "beacon-otel: %s; the disk is tried again every %g s", problem, self._retry_after
+                )
+            self._set_problem(problem, pause=True)
             return False
-        if info.st_mode & 0o022:
-            self._disable(f"{self.directory} is writable by other users")
-            return False
-        if not os.access(self.directory, os.W_OK | os.X_OK):
-            self._disable(f"{self.directory} is not writable")
-            return False
+        self._usable = True
         return True
 
-    def _disable(self, reason: str) -> None:
-        self._writable = False
-        if not self._warned:
-            self._warned = True
-            logger.warning("beacon-otel: spool disabled, undeliverable batches will be lost: %s", reason)
+    def _set_problem(self, problem: str, *, pause: bool) -> None:
+        # Told to the user by the delivery side (once a minute, with what happens to the batch);
+        # only a directory unusable from the start is logged here, when the spool is made.
+        if pause:
+            self._failed_at = self._clock()
+            self._retry_at = self._failed_at + self._retry_after
+        self._problem = problem
+
+    def _pausing(self) -> bool:
+        # A clock set back does not stretch the pause.
+        return self._failed_at <= self._clock() < self._retry_at
+
+    def _report_legacy(self) -> None:
+        legacy = files.legacy_batches(self.root)
+        if legacy:
+            logger.warning(
+                "beacon-otel: %d batches of an earlier version in %s will not be sent (their ingest is not "
+                "recorded); they are removed after the retention period",
+                len(legacy),
+                self.root,
+            )
+
+    def _write_atomically(self, final: Path, record: bytes) -> None:
+        temp = self.directory / f"{files.TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            with open(temp, "xb", opener=files.private) as file:
+                file.write(record)
+                file.flush()
+                # Contents reach the disk before the rename does, so a crash cannot leave a final
+                # name over empty data. The directory itself is not fsynced: a power cut may lose the
+                # last batches, which is not worth a second fsync on every write.
+                os.fsync(file.fileno())
+            os.replace(temp, final)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
 
     def _now_ns(self) -> int:
         # Strictly increasing, so this spool's own batches keep their order when the clock stalls.
-        self._last_ns = max(int(self._clock() * _NS), self._last_ns + 1)
+        self._last_ns = max(int(self._clock() * files.NS), self._last_ns + 1)
         return self._last_ns
 
     def _measured_size(self) -> int:
@@ -300,6 +299,8 @@ class Spool:
         try:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
+                    if files.written_at_ns(entry.name) is None and not files.TEMP_NAME.fullmatch(entry.name):
+                        continue
                     try:
                         total += entry.stat(follow_symlinks=False).st_size
                     except OSError:
@@ -310,83 +311,48 @@ class Spool:
         self._size_measured_at = time.monotonic()
         return total
 
+    # -- scanning, retention and leases ------------------------------------------------------
+
     def _scan(self, now_ns: int) -> list[str]:
         """List the directory once, tidy what is stale, and return the waiting batches oldest first."""
+        removals = Removals()
         batches: list[str] = []
         leases: list[str] = []
         temps: list[os.DirEntry[str]] = []
         try:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
-                    name = entry.name
-                    if _TEMP_NAME.fullmatch(name):
+                    if files.BATCH_NAME.fullmatch(entry.name):
+                        batches.append(entry.name)
+                    elif files.LEASE_NAME.fullmatch(entry.name):
+                        leases.append(entry.name)
+                    elif files.TEMP_NAME.fullmatch(entry.name):
                         temps.append(entry)
-                    elif name.startswith(_PREFIX) and _LEASE in name:
-                        leases.append(name)  # checked against _LEASE_NAME when reclaimed
-                    elif name.startswith(_PREFIX) and name.endswith(_SUFFIX):
-                        batches.append(name)
         except OSError:
             return []
-        self._remove_stale_temps(temps)
-        batches += self._reclaim(leases, now_ns)
+        self.stats.partial_removed += remove_stale_temps(temps, removals)
+        batches += reclaim_leases(self.directory, leases, now_ns, self._lease_timeout_ns, _held)
         waiting = []
         for name in sorted(batches):
-            match = _BATCH_NAME.fullmatch(name)
-            if match is None:
-                continue  # not a name this spool writes: someone else's file, left alone
-            if now_ns - int(match[1]) > self._retention_ns:
-                self._drop_expired(name)
+            written = files.written_at_ns(name)
+            if written is not None and now_ns - written > self._retention_ns:
+                if unlink(self.directory / name):
+                    self.stats.expired_removed += 1
+                    self._size_measured_at = -math.inf
+                    removals.add(f"expired after {self._retention_ns / files.NS / 3600:g} h", name)
             else:
                 waiting.append(name)
+        removals.log(self.directory)
+        if time.monotonic() - self._swept_at >= ROOT_SWEEP_SECONDS:
+            self._swept_at = time.monotonic()
+            self.stats.expired_removed += sweep_root(
+                self.root, self.directory.name, now_ns, self._retention_ns, self._lease_timeout_ns
+            )
         return waiting
-
-    def _remove_stale_temps(self, temps: list[os.DirEntry[str]]) -> None:
-        for entry in temps:
-            pid = entry.name[len(_TEMP) :].partition("-")[0]  # the name matched _TEMP_NAME
-            try:
-                # Judged on mtime, which the OS stamps from the wall clock, not the injected one.
-                age = time.time() - entry.stat(follow_symlinks=False).st_mtime
-            except OSError:
-                continue
-            if age > STALE_TEMP_SECONDS or (pid.isdecimal() and not _alive(int(pid))):
-                # A write cut short (kill -9, power loss): never renamed, so never a batch.
-                _remove(Path(entry.path))
-                self.stats.partial_removed += 1
-                logger.info("beacon-otel: removed %s from the spool: a write cut short", entry.path)
-
-    def _reclaim(self, leases: list[str], now_ns: int) -> list[str]:
-        """Give back leases whose holder is gone or too slow; returns the batch names restored."""
-        restored = []
-        me = os.getpid()
-        for lease in leases:
-            path = self.directory / lease
-            match = _LEASE_NAME.fullmatch(lease)
-            if match is None:
-                continue
-            name, pid, leased_ns = match[1], int(match[2]), int(match[3])
-            if now_ns - leased_ns <= self._lease_timeout_ns and (
-                str(path) in _held if pid == me else _alive(pid)
-            ):
-                continue
-            try:
-                os.rename(path, self.directory / name)
-            except OSError:
-                continue  # another process reclaimed it first
-            restored.append(name)
-        return restored
-
-    def _drop_expired(self, name: str) -> None:
-        try:
-            os.unlink(self.directory / name)
-        except OSError:
-            return  # claimed or removed by another process meanwhile
-        self._size_measured_at = -math.inf
-        self.stats.expired_removed += 1
-        logger.info("beacon-otel: removed %s from the spool: older than the retention", name)
 
     def _take(self, name: str, now_ns: int) -> SpooledBatch | None:
         """Lease and read one batch; None when another process got it first or it was corrupt."""
-        lease = self.directory / f"{name}{_LEASE}{os.getpid()}-{now_ns}"
+        lease = self.directory / f"{name}{files.LEASE_MARK}{os.getpid()}-{now_ns}"
         # Marked held before the rename, so another Spool in this process never takes it for orphaned.
         _held.add(str(lease))
         try:
@@ -400,25 +366,22 @@ class Spool:
         except OSError:
             self._return_lease(lease, name)
             return None  # unreadable for now: left for a later claim, or for retention
-        header, newline, body = data.partition(b"\n")
-        match = _HEADER.fullmatch(header)
-        if not newline or match is None or hashlib.sha256(body).hexdigest().encode() != match[2]:
+        decoded = files.decode(data)
+        if decoded is None:
             self.stats.corrupt_removed += 1
             _held.discard(str(lease))
-            _remove(lease)
-            logger.info("beacon-otel: removed %s from the spool: not an intact batch", name)
+            unlink(lease)
             self._size_measured_at = -math.inf
+            removals = Removals()
+            removals.add("corrupt", name)
+            removals.log(self.directory)
             return None
-        batch_id = match[3].decode() if match[3] else hashlib.sha256(body).hexdigest()[:32]
-        return SpooledBatch(self, name, lease, body, int(match[1]), len(data), batch_id)
+        return SpooledBatch(self, name, lease, decoded, len(data))
 
     def _delete_lease(self, lease: Path, size: int) -> None:
-        try:
-            os.unlink(lease)
-        except OSError:
-            pass  # reclaimed by another process as stale: delivery is at least once
-        else:
+        if unlink(lease):
             self._size = max(self._size - size, 0)
+        # else: reclaimed by another process as stale; delivery is at least once
         _held.discard(str(lease))
 
     def _return_lease(self, lease: Path, name: str) -> None:
@@ -428,27 +391,10 @@ class Spool:
         _held.discard(str(lease))
 
 
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this pid exists; one we may not signal counts as alive."""
-    if pid <= 0:
-        return False  # kill(0) would probe our own process group, not a holder
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _describe(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+def _refusal(directory: Path) -> str | None:
+    info = os.stat(directory)
+    if info.st_uid != os.geteuid():
+        return f"{directory} is owned by another user"
+    if info.st_mode & 0o022:
+        return f"{directory} is writable by other users"
+    return None

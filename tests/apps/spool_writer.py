@@ -90,7 +90,7 @@ def drain(args: argparse.Namespace) -> int:
     directory = processor.spool.directory  # this destination's subdirectory of the spool root
     deadline = started + args.duration
     # Batches the spool wrote, queued or leased: a foreign file that only looks alike stays there.
-    ours = re.compile(r"batch-\d{20}-\d+-\d+\.json(\.lease-\d+-\d+)?")
+    ours = re.compile(r"beacon-spool-v2-\d{20}-\d+-\d+-[0-9a-f]{8}\.batch(\.lease-\d+-\d+)?")
     while any(ours.fullmatch(p.name) for p in directory.iterdir()):
         if time.monotonic() > deadline:
             print(json.dumps({"stalled": True, "left": sorted(p.name for p in directory.iterdir())}))

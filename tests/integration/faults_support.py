@@ -29,7 +29,7 @@ import pytest
 from .conftest import Server
 
 ITEM_PATH = re.compile(r"/items/(\d+)")
-SPOOL_HEADER = re.compile(rb"beacon-spool v1 (\d+) ([0-9a-f]{64})(?: [0-9a-f]{32})?")
+SPOOL_HEADER = re.compile(rb"beacon-spool v2 (\d+) [\x21-\x7e]+ ([0-9a-f]{64})")
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -355,7 +355,7 @@ def read_spool(directory: Path) -> SpoolContents:
         return contents
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         name = path.name
-        if name.startswith(".tmp-"):
+        if name.startswith(".beacon-spool-tmp-"):
             contents.temporary.append(name)
             continue
         if ".lease-" in name:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from beacon_otel.devingest import DevIngest, Fault, format_rejection, validate_event
-from beacon_otel.spool import list_destinations
+from beacon_otel.spool import destinations
 
 from .conftest import APPS, Launch, clean_environ, free_port
 from .faults_support import (
@@ -366,7 +366,7 @@ def test_gunicorn_workers_share_a_spool_without_duplicates(
     exit_seconds = terminate_timed(first)
     on_disk = read_spool(spool)
     spooled = item_numbers(on_disk.events())
-    writers = {name.split("-")[2] for name in on_disk.batches}
+    writers = {name.split("-")[4] for name in on_disk.batches}
 
     # Restarted while the ingest is still down: each worker's traffic starts its delivery thread,
     # so when the ingest comes back the arbiter and all four workers replay the spool at once.
@@ -457,7 +457,7 @@ def kill_while_spooling(
     )
     mine = f"-{writer.pid}-"
     wait_until(
-        lambda: any(mine in p.name for p in spool.rglob("batch-*")) or writer.poll() is not None,
+        lambda: any(mine in p.name for p in spool.rglob("beacon-spool-v2-*")) or writer.poll() is not None,
         20,
         "the writer spooling",
     )
@@ -475,9 +475,9 @@ def counters_of(output: str) -> Any:
 
 def plant_kill_leftovers(spool: Path, dead_pid: int) -> None:
     """What a kill in the middle of a claim or a write leaves, in case the random kills missed both."""
-    newest = sorted(p.name for p in spool.iterdir() if p.name.startswith("batch-"))[-1]
+    newest = sorted(p.name for p in spool.iterdir() if p.name.endswith(".batch"))[-1]
     (spool / newest).rename(spool / f"{newest}.lease-{dead_pid}-{time.time_ns()}")
-    partial = spool / f".tmp-{dead_pid}-0123456789ab"
+    partial = spool / f".beacon-spool-tmp-{dead_pid}-0123456789ab"
     partial.write_bytes((spool / sorted(p.name for p in spool.iterdir())[-1]).read_bytes()[:100])
     partial.chmod(0o600)
 
@@ -489,11 +489,12 @@ def plant_corrupt_batches(spool: Path, intact: dict[str, list[dict[str, Any]]]) 
     """Files a crash, a full disk or a stray tool could leave: truncated, empty, garbage, misnamed."""
     oldest = sorted(intact)[0]
     data = (spool / oldest).read_bytes()
-    written_ns = int(oldest.split("-")[1])  # planted just before it: replayed first
+    written_ns = int(oldest.split("-")[3])  # planted just before it: replayed first
     planted = {
-        f"batch-{written_ns - 3:020d}-1-000001.json": data[: len(data) // 2],  # truncated body
-        f"batch-{written_ns - 2:020d}-1-000002.json": b"",  # empty
-        f"batch-{written_ns - 1:020d}-1-000003.json": b"beacon-spool v1 1 %s\n{}" % (b"0" * 64),  # bad digest
+        f"beacon-spool-v2-{written_ns - 3:020d}-1-000001-0000abcd.batch": data[: len(data) // 2],  # truncated
+        f"beacon-spool-v2-{written_ns - 2:020d}-1-000002-0000abcd.batch": b"",  # empty
+        f"beacon-spool-v2-{written_ns - 1:020d}-1-000003-0000abcd.batch": b"beacon-spool v2 1 k %s\n{}"
+        % (b"0" * 64),  # bad digest
     }
     # A name this version never writes: someone else's file, which the spool must leave alone.
     (spool / FOREIGN_FILE).write_bytes(data)
@@ -789,7 +790,7 @@ def test_two_destinations_never_replay_each_others_batches(launch: Launch, tmp_p
         restarted_a = launch(UVICORN, env_a)
         wait_until(lambda: set(item_numbers(ingest_a.events())) >= served_a, 30, "A's spooled events")
         hold(2.0)  # B's batches would have been replayed by now, had A taken them
-        left_for_b = sum(1 for d in list_destinations(spool) if d.batches > 0)
+        left_for_b = sum(1 for d in destinations(spool) if d.batches > 0)
         b_before_b = len(ingest_b.events())
         terminate_timed(restarted_a)
         restarted_b = launch(UVICORN, env_b)
