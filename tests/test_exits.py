@@ -111,3 +111,34 @@ def test_multiprocessing_finalizers_deliver(raised: list[int]) -> None:
     assert ours
     ours[-1]()  # what multiprocessing's exit function runs as a child process ends
     assert len(processor.dry_run_events()) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [({}, "add --die-on-term"), ({b"die-on-term": True}, "set BEACON_FLUSH_INTERVAL=1")],
+)
+def test_under_uwsgi_one_warning_names_the_fix(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, options: dict[Any, Any], says: str
+) -> None:
+    """uWSGI can end workers without exit handlers: setting up Beacon there warns once, with the fix."""
+    import types
+
+    fake = types.ModuleType("uwsgi")
+    fake.opt = options  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "uwsgi", fake)
+    monkeypatch.setattr(exits, "_warned", set())
+    for _ in range(2):
+        exits.warn_where_exit_cannot_be_followed()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert says in warnings[0] and "docs/servers.md" in warnings[0]
+
+
+def test_no_warning_on_servers_beacon_follows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside uWSGI and eventlet's patching, nothing is said."""
+    monkeypatch.delitem(__import__("sys").modules, "uwsgi", raising=False)
+    monkeypatch.setattr(exits, "_warned", set())
+    exits.warn_where_exit_cannot_be_followed()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -60,6 +60,7 @@ def flush_at_exit(processor: BeaconSpanProcessor, provider: TracerProvider | Non
     install_sigterm_handler()
     hook_servers()
     _finalize_in_this_process()
+    warn_where_exit_cannot_be_followed()
 
 
 def deliver_now() -> None:
@@ -141,6 +142,49 @@ def _bound() -> float:
 
 
 # -- servers that end without atexit ---------------------------------------------------------
+
+_warned: set[str] = set()
+
+
+def warn_where_exit_cannot_be_followed() -> None:
+    """One WARNING per process under a server whose way of ending workers can skip delivery."""
+    for server, problem in _unfollowable_servers():
+        if server not in _warned:
+            _warned.add(server)
+            logger.warning("beacon-otel: %s (docs/servers.md)", problem)
+
+
+def _unfollowable_servers() -> list[tuple[str, str]]:
+    found = []
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is not None:
+        options = getattr(uwsgi, "opt", {}) or {}
+        if not any(key in options for key in ("die-on-term", b"die-on-term")):
+            found.append(
+                (
+                    "uwsgi",
+                    "under uWSGI 2.0 without --die-on-term, SIGTERM is a brutal reload and the events "
+                    "buffered then are lost: add --die-on-term (die-on-term = true in the ini file)",
+                )
+            )
+        else:
+            found.append(
+                (
+                    "uwsgi",
+                    "uWSGI can end a worker at SIGTERM without running exit handlers, losing what it "
+                    "buffered since the last flush: set BEACON_FLUSH_INTERVAL=1 to keep that small",
+                )
+            )
+    eventlet = sys.modules.get("eventlet.patcher")
+    if eventlet is not None and eventlet.is_monkey_patched("thread"):
+        found.append(
+            (
+                "eventlet",
+                "under eventlet the delivery at SIGTERM may not run while the hub sleeps, losing what "
+                "was buffered since the last flush: set BEACON_FLUSH_INTERVAL=1 to keep that small",
+            )
+        )
+    return found
 
 
 def hook_servers() -> None:
