@@ -145,3 +145,17 @@ def test_debug_prints_every_attempt_whatever_the_app_configured() -> None:
         "DEBUG beacon-otel: POST https://ingest.test/v1/ingest, batch aaaaaaaa of 3 events: retry" in stderr
     )
     assert stderr.count("cannot deliver to ingest.test") == 1
+
+
+def test_going_to_disk_is_told_once_per_outage(
+    log_and_clock: tuple[DeliveryLog, Clock], caplog: pytest.LogCaptureFixture
+) -> None:
+    """When batches start to wait on disk the user reads where, once; again after a recovery."""
+    log, _ = log_and_clock
+    caplog.set_level(logging.INFO, logger="beacon_otel")
+    for _ in range(3):
+        log.spooling()
+    log.recovered(1.0, 10)
+    log.spooling()
+    lines = [m for m in messages(caplog) if "wait on disk" in m]
+    assert lines == ["beacon-otel: ingest.test is still failing; events now wait on disk at /s"] * 2

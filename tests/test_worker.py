@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -483,9 +484,10 @@ class Switchable(ScriptedTransport):
 
 
 def test_an_outage_fills_the_disk_not_the_drop_counter(
-    make_worker: Any, monkeypatch: pytest.MonkeyPatch
+    make_worker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With the ingest down, a burst far larger than memory is spooled; all arrive once after."""
+    caplog.set_level(logging.INFO, logger="beacon_otel")
     monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.05)
     transport = Switchable()
     transport.down.set()
@@ -504,6 +506,13 @@ def test_an_outage_fills_the_disk_not_the_drop_counter(
     wait_until(lambda: stats.snapshot()["sent"] + stats.snapshot()["recovered"] == 300, timeout=20)
     assert sorted(transport.delivered()) == list(range(300))
     assert stats.snapshot()["dropped_total"] == 0
+    # What the user read: the failure in words, then (once) that events went to disk, then recovery.
+    told = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert told[0].startswith("beacon-otel: cannot deliver to ingest.test: connection refused")
+    assert [m for m in told if "wait on disk" in m] == [
+        "beacon-otel: ingest.test is still failing; events now wait on disk at /spool"
+    ]
+    assert "recovered after" in told[-1]
 
 
 def test_a_full_spool_keeps_batches_in_memory_and_says_so_once(

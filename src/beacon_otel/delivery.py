@@ -104,6 +104,8 @@ class Delivery:
         if self._spool is None or not self._spool.keep(batch):
             self._disk_retry_at = self._clock() + DISK_RETRY
             return False
+        if self.health.failing:
+            self._log.spooling()
         return True
 
     def keep_or_lose(self, batch: Batch, *, reason: str, outcome: Outcome | None = None) -> None:

@@ -67,6 +67,7 @@ class DeliveryLog:
         self.spool_path = spool_path
         self._clock = clock
         self._last: dict[str, float] = {}
+        self._told_spooling = False
 
     def started(self) -> None:
         """The one line at start: where events go, and where they wait when they cannot."""
@@ -102,8 +103,17 @@ class DeliveryLog:
         reason = outcome.detail or (f"HTTP {outcome.status}" if outcome.status else "no answer")
         logger.warning("beacon-otel: %s to %s: %s; %s", start, self.host, reason, next_step)
 
+    def spooling(self) -> None:
+        """Batches began to go to disk during this outage: said once, until delivery recovers."""
+        if not self._told_spooling:
+            self._told_spooling = True
+            logger.warning(
+                "beacon-otel: %s is still failing; events now wait on disk at %s", self.host, self.spool_path
+            )
+
     def recovered(self, seconds: float, delayed: int) -> None:
         """Delivery works again after a failure."""
+        self._told_spooling = False
         self._last = {key: value for key, value in self._last.items() if not key.startswith("failing:")}
         logger.info(
             "beacon-otel: delivery to %s recovered after %.1f s; %d events were delayed",
