@@ -146,15 +146,24 @@ def test_fastapi_native_telemetry_beside_the_instrumentor_is_a_warning(
     assert any("native telemetry" in line for line in lines(result, "warn"))
 
 
-def test_spool_state_lists_batches_per_directory(ingest: DevIngest, tmp_path: Path) -> None:
-    """Batches waiting in the spool (and in per-destination subdirectories) are counted with their bytes."""
+def test_spool_state_lists_batches_per_destination(ingest: DevIngest, tmp_path: Path) -> None:
+    """Each destination's waiting batches are counted (this one's marked), and earlier-version files noted."""
+    from beacon_otel import BeaconConfig
+    from beacon_otel.spool import Spool, destination_fingerprint
+
     spool = tmp_path / "state" / "beacon-otel" / "spool"
-    (spool / "other-destination").mkdir(parents=True)
-    (spool / "batch-00000000000000000001-1-000001.json").write_bytes(b"x" * 100)
-    (spool / "other-destination" / "batch-00000000000000000002-1-000001.json").write_bytes(b"y" * 50)
+    mine = destination_fingerprint(BeaconConfig(ingest_key=KEY, ingest_url=ingest.base_url).ingest_url, KEY)
+    other = destination_fingerprint("https://elsewhere.example/v1/ingest", "another-key")
+    assert Spool(spool, destination=mine, max_bytes=1 << 20).write(b'{"events":[]}', 0, "id-1")
+    assert Spool(spool, destination=other, max_bytes=1 << 20).write(b'{"events":[]}', 0, "id-2")
+    (spool / "batch-00000000000000000001-1-000001.json").write_bytes(
+        b"beacon-spool v1 0 " + b"0" * 64 + b"\n"
+    )
     result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url)
-    assert f"{spool}: 1 batches, 100 bytes, oldest from" in result.stdout
-    assert f"{spool / 'other-destination'}: 1 batches, 50 bytes" in result.stdout
+    assert f"{spool / mine} (this ingest and key): 1 batches, " in result.stdout
+    assert f"{spool / other} (another ingest or key, not sent from here): 1 batches, " in result.stdout
+    assert f"{spool}: 1 batches of an earlier version, never sent" in result.stdout
+    assert KEY not in result.stdout
 
 
 def test_autorun_warns_once_per_framework_served_unseen(

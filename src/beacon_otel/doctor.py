@@ -21,16 +21,17 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests.utils
 
 from beacon_otel.config import BeaconConfig, BeaconConfigError, disabled_in
 from beacon_otel.endpoint import address_problem, is_loopback_address, is_loopback_host, shown_url
+from beacon_otel.spool import destination_fingerprint, destinations
+from beacon_otel.spool_files import legacy_batches
 from beacon_otel.transport import IngestTransport
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
@@ -293,21 +294,32 @@ def _spool(config: BeaconConfig, found: list[Finding]) -> None:
     if not os.access(root, os.W_OK | os.X_OK):
         add(FAIL, f"{root} is not writable by this user: batches that cannot be sent would be lost")
         return
-    places = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())]
-    for place in places:
-        files = list(_batches(place))
-        if not files and place != root:
-            continue
-        size = sum(f.stat().st_size for f in files)
-        oldest = min((f.stat().st_mtime for f in files), default=None)
+    mine = destination_fingerprint(config.ingest_url, config.ingest_key or "")
+    states = [d for d in destinations(root) if d.batches or d.fingerprint == mine]
+    for state in states:
         age = (
-            f", oldest from {datetime.fromtimestamp(oldest).isoformat(timespec='seconds')}" if oldest else ""
+            f", oldest from {datetime.fromtimestamp(state.oldest).isoformat(timespec='seconds')}"
+            if state.oldest
+            else ""
         )
-        add(OK if place == root else INFO, f"{place}: {len(files)} batches, {size} bytes{age}")
-
-
-def _batches(directory: Path) -> Iterator[Path]:
-    return (p for p in directory.glob("batch-*.json*") if p.is_file())
+        whose = (
+            "this ingest and key"
+            if state.fingerprint == mine
+            else "another ingest or key, not sent from here"
+        )
+        add(
+            OK if state.fingerprint == mine else INFO,
+            f"{root / state.fingerprint} ({whose}): {state.batches} batches, {state.bytes} bytes{age}",
+        )
+    legacy = legacy_batches(root)
+    if legacy:
+        add(
+            WARN,
+            f"{root}: {len(legacy)} batches of an earlier version, never sent (their ingest is not "
+            "recorded); removed after 48 h",
+        )
+    if not states and not legacy:
+        add(OK, f"{root}: empty")
 
 
 def report(findings: list[Finding]) -> tuple[str, int]:
