@@ -423,7 +423,7 @@ def test_a_disk_error_pauses_writes_then_the_disk_is_tried_again(
     assert names(spool.directory) == []  # no temporary file left behind
 
 
-def test_enospc_on_every_write_warns_once_and_recovery_follows(
+def test_enospc_through_several_pauses_never_turns_the_spool_off(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A full disk through several pauses never turns the spool off; the next write after it stores."""
