@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from beacon_otel.spool import DestinationState, Spool, destination_fingerprint, destinations
+from tests.waiting import wait_until
 
 T0 = 1_780_000_000.0
 DISABLED = "beacon-otel: spool disabled, undeliverable batches will be lost: "
@@ -85,14 +86,6 @@ def drain(spool: Spool) -> list[int]:
         seen.append(number(batch.body))
         batch.ack()
     raise AssertionError("claim never ran dry")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.002)
 
 
 def reaches(counter: Any, least: int) -> Callable[[], bool]:

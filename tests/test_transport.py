@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -34,13 +32,7 @@ from tests.misbehaving import (
     trickled_body,
     trickled_headers,
 )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+from tests.waiting import wait_until
 
 
 def transport_to(base_url: str, key: str = "k", **options: Any) -> IngestTransport:

@@ -20,6 +20,7 @@ from beacon_otel.spooling import SpoolPolicy
 from beacon_otel.stats import DeliveryError, DeliveryStats
 from beacon_otel.transport import Outcome, Verdict
 from beacon_otel.worker import DeliveryWorker
+from tests.waiting import wait_until
 
 
 class ScriptedTransport:
@@ -59,14 +60,6 @@ class ScriptedTransport:
 
 def event(n: int) -> RequestEvent:
     return RequestEvent(1_780_488_000_000_000_000, "GET", "/r", f"/r/{n}", 200, n, None, None)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def build_worker(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import http.client
 import itertools
@@ -19,29 +20,21 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import waiting
+
 from .conftest import Server
 
+# Fault scenarios poll the app under load: a slower poll keeps the probe out of the figures.
+wait_until = functools.partial(waiting.wait_until, interval=0.05)
 ITEM_PATH = re.compile(r"/items/(\d+)")
 SPOOL_HEADER = re.compile(rb"beacon-spool v2 (\d+) [\x21-\x7e]+ ([0-9a-f]{64})")
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def beacon_env(ingest_url: str, spool: Path, **overrides: str | None) -> dict[str, str | None]:

@@ -1,4 +1,4 @@
-"""Auto-run entry points: distro, configurator, pre-instrument hook, and manual configure()."""
+"""Auto-run (autorun.py and the entry points in distro.py): configurator, pre-instrument, hooks."""
 
 from __future__ import annotations
 
