@@ -2,7 +2,7 @@
 
 Each count is a callgrind run of its own (``bench.instructions``): importing the frameworks
 and OpenTelemetry under callgrind costs a minute of CPU or more, so a run cannot count
-everything on a loaded 2-core machine. The jobs run two at a time in priority order; a job
+everything on a loaded 2-core machine. The jobs run a few at a time (``parallel``) in priority order; a job
 not started when the budget is spent is skipped and its figures show as "n/a" (the
 report's *instruction counts* line lists what was skipped).
 

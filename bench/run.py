@@ -132,7 +132,7 @@ def _count(settings: Settings, counted: dict[str, Any]) -> None:
     """Every instruction count within the budget (``bench.counts``), into ``counted``."""
     budget = float(os.environ.get("BENCH_COUNT_BUDGET", 240 if settings.quick else 780))
     try:
-        counted.update(counts.run(settings.counted_requests, budget, log=log))
+        counted.update(counts.run(settings.counted_requests, budget, log=log, parallel=3))
     except Exception as exc:  # reported by main once the timed benchmarks end
         counted["error"] = repr(exc)
 
