@@ -9,6 +9,7 @@ is the time until the last byte was handed to the server.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -42,19 +43,23 @@ def watch_flask_stream(context: RequestContext, body_sent: BodySent) -> None:
     """When Flask's response is streamed, keep the event until the server closes its body."""
     import flask
 
-    @guard.guarded("watching a streamed Flask response", default=None)
-    def watch(response: Any) -> None:
-        # A generator body (Response(gen()), stream_with_context): werkzeug's is_streamed also
-        # holds for error pages rendered through an iterator, which are sent at once.
-        if inspect.isgenerator(response.response):
-            _waiting(context)
-            response.call_on_close(_on_close(context, body_sent))
+    # A partial of module-level functions: this runs on every Flask request, and a decorated
+    # closure built per request (functools.wraps copying its metadata) costs several times more.
+    flask.after_this_request(functools.partial(_after_flask_view, context, body_sent))
 
-    def after(response: Any) -> Any:
-        watch(response)
-        return response
 
-    flask.after_this_request(after)
+def _after_flask_view(context: RequestContext, body_sent: BodySent, response: Any) -> Any:
+    _watch_flask_response(context, body_sent, response)
+    return response
+
+
+@guard.guarded("watching a streamed Flask response", default=None)
+def _watch_flask_response(context: RequestContext, body_sent: BodySent, response: Any) -> None:
+    # A generator body (Response(gen()), stream_with_context): werkzeug's is_streamed also
+    # holds for error pages rendered through an iterator, which are sent at once.
+    if inspect.isgenerator(response.response):
+        _waiting(context)
+        response.call_on_close(_on_close(context, body_sent))
 
 
 def watch_django_stream(context: RequestContext, response: Any, body_sent: BodySent) -> None:
