@@ -58,7 +58,8 @@ class ConsoleEcho:
 
 
 def _show(line: str) -> None:
-    if logger.hasHandlers():
+    # The app's logging when it configured some (Beacon's own stderr handler does not count).
+    if logging.getLogger().handlers:
         logger.info(line)
     else:
         print(line, file=sys.stderr, flush=True)

@@ -217,8 +217,16 @@ def credential_values(run: Run) -> list[tuple[str, str]]:
     return found
 
 
+STARTED = "INFO beacon-otel: sending to "
+
+
 def beacon_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if "beacon-otel" in line]
+    """Beacon's lines besides the one at start, which says where events go."""
+    return [line for line in log.splitlines() if "beacon-otel" in line and STARTED not in line]
+
+
+def started_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if STARTED in line]
 
 
 # -- FastAPI under uvicorn -------------------------------------------------------------------
@@ -235,6 +243,10 @@ def test_fastapi_uvicorn_events_beside_otlp(
         "validation_errors"
     ]
     assert beacon_lines(run.log) == []
+    # One line at start per process, naming the ingest and the spool, never the key.
+    (started,) = started_lines(run.log)
+    assert f"sending to {ingest.url}, spool at " in started
+    assert "ingest-key" not in started
     assert credential_values(run) == []
 
     with DevIngest() as unused:
