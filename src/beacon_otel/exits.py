@@ -129,9 +129,11 @@ def _deliver_then_raise(signum: int) -> None:
 def _deliver_bounded() -> None:
     # On a helper thread: the handler interrupts the main thread wherever it is, perhaps
     # holding a lock the delivery needs; then the wait ends at the bound, not never.
+    # The bound is read first: deliver_now() takes the processors off the list as it starts.
+    bound = 2 * _bound() + 1
     helper = threading.Thread(target=deliver_now, name="beacon-otel-exit", daemon=True)
     helper.start()
-    helper.join(2 * _bound() + 1)
+    helper.join(bound)
 
 
 def _bound() -> float:
