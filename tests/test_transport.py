@@ -15,9 +15,9 @@ from beacon_otel.transport import (
     MAX_RETRY_AFTER,
     FailureKind,
     IngestTransport,
+    InMemoryTransport,
     Outcome,
     Verdict,
-    backoff_delay,
     parse_retry_after,
     verdict_for_status,
 )
@@ -91,14 +91,6 @@ NOW = datetime(2026, 6, 3, 12, 0, 0, tzinfo=timezone.utc).timestamp()
 def test_retry_after_seconds_or_http_date(header: str | None, seconds: float | None) -> None:
     """Retry-After as delta-seconds or HTTP date, clamped to [0, MAX_RETRY_AFTER]."""
     assert parse_retry_after(header, now=NOW) == seconds
-
-
-def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
-    """The ceiling doubles per attempt up to the cap; jitter spans [0, ceiling]."""
-    assert [backoff_delay(n, rand=lambda: 1.0) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
-    assert backoff_delay(3, rand=lambda: 0.0) == 0.0
-    assert backoff_delay(10_000, rand=lambda: 0.5) == 15.0
-    assert all(0 <= backoff_delay(4) <= 16 for _ in range(100))
 
 
 def test_post_carries_bearer_key_json_user_agent_and_idempotency_key(server: Any) -> None:
@@ -415,3 +407,16 @@ def test_a_refusing_proxy_is_named_as_such(no_ca_settings: None, monkeypatch: py
 def test_outcomes_read_as_words_in_logs(outcome: Outcome, text: str) -> None:
     """An outcome in a log line is its verdict and reason, not a dataclass repr."""
     assert str(outcome) == text
+
+
+def test_a_dry_run_keeps_only_the_newest_events_and_counts_the_rest() -> None:
+    """A dry run left on in a long-running server is bounded: oldest batches go, counted."""
+    sink = InMemoryTransport(keep=10)
+    for first in range(0, 30, 4):  # 8 batches of 4 events: 32 in all
+        events = [{"n": n} for n in range(first, first + 4)]
+        assert sink.send(json.dumps({"events": events}).encode(), f"b{first}").verdict is Verdict.ACCEPTED
+    # Whole batches go: 12 kept would be over 10, so the batch 20-23 went too.
+    assert [event["n"] for event in sink.events()] == list(range(24, 32))
+    assert sink.forgotten == 24
+    sink.clear()
+    assert sink.events() == []

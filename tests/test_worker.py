@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import select
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -279,6 +282,33 @@ def test_fork_child_starts_empty_and_delivers_its_own(make_worker: Any) -> None:
     assert result == {"buffered_after_fork": 0, "resets": 1, "flushed": True, "child_delivered": [2]}
     assert worker.flush(2.0)
     assert transport.delivered() == [1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_the_counters_are_locked_never_blocks_the_child(make_worker: Any) -> None:
+    """A fork taken while the delivery thread holds the counters' lock leaves the child free."""
+    worker, _, stats, _ = make_worker(batch_size=100)
+    worker.submit(event(1))
+    read_end, write_end = os.pipe()
+    with stats._lock:  # as the parent's delivery thread may, at the moment of the fork
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                worker.submit(event(2))  # counts the event: would wait forever on the old lock
+                os.write(write_end, json.dumps(stats.snapshot()).encode())
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 10.0)
+        assert ready, "the child blocked on the counters' lock"
+        with os.fdopen(read_end) as pipe:
+            counted = json.loads(pipe.read())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert counted["queued"] == 1, "the child counts its own event, not the parent's"
 
 
 # -- with a spool --------------------------------------------------------------------------

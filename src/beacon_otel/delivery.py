@@ -64,7 +64,8 @@ class Delivery:
         return self._spool is not None
 
     def reset(self) -> None:
-        """A forked child starts healthy, with its own connections."""
+        """A forked child starts healthy, with its own connections and counters."""
+        self._stats.after_fork()
         self.health = IngestHealth(clock=self._clock)
         self._delayed = 0
         self._transport.reset()

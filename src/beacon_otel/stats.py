@@ -61,6 +61,16 @@ class DeliveryStats:
             if fate is Fate.DROPPED:
                 self._dropped[reason or "unknown"] += count
 
+    def after_fork(self) -> None:
+        """A forked child counts its own events, under a lock the parent's threads never held.
+
+        The parent's delivery thread may hold the lock at the moment of the fork; in the child that
+        thread does not exist, so the inherited lock would never be released.
+        """
+        self._lock = threading.Lock()
+        self._counts.clear()
+        self._dropped.clear()
+
     def drop(self, reason: str, count: int = 1) -> None:
         """Count ``count`` events lost for ``reason``."""
         self.record(Fate.DROPPED, count, reason=reason)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import os
-import random
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,26 +42,14 @@ __all__ = [
     "IngestTransport",
     "Outcome",
     "Verdict",
-    "backoff_delay",
     "parse_retry_after",
     "verdict_for_status",
 ]
 
 MAX_REPLY_BYTES = 4096
 """The most of any reply body that is read: enough for an error message, whatever comes."""
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 30.0
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float = BACKOFF_BASE,
-    cap: float = BACKOFF_CAP,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return float(rand() * min(cap, base * (2 ** min(attempt, 32))))
+DRY_RUN_KEEPS = 10_000
+"""The most events a dry run keeps in memory; older ones are forgotten (and counted)."""
 
 
 class IngestTransport:
@@ -232,17 +220,30 @@ class _BearerAuth(requests.auth.AuthBase):
 
 
 class InMemoryTransport:
-    """The dry-run sink: batches are kept in memory, nothing leaves the process."""
+    """The dry-run sink: batches are kept in memory, nothing leaves the process.
 
-    def __init__(self) -> None:
+    It keeps the newest ``keep`` events: a dry run left on in a long-running server (console mode)
+    must not grow the process without bound. Older batches are forgotten whole, and counted.
+    """
+
+    def __init__(self, keep: int = DRY_RUN_KEEPS) -> None:
         self._lock = threading.Lock()
-        self.batches: list[list[dict[str, Any]]] = []
+        self._keep = keep
+        self._kept = 0
+        self.batches: collections.deque[list[dict[str, Any]]] = collections.deque()
+        self.forgotten = 0
+        """Events dropped from memory to respect ``keep`` (they were never going anywhere)."""
 
     def send(self, body: bytes, batch_id: str) -> Outcome:
         """Keep one batch, decoded from exactly the bytes that would have been sent."""
         events = json.loads(body)["events"]
         with self._lock:
             self.batches.append(events)
+            self._kept += len(events)
+            while self._kept > self._keep and len(self.batches) > 1:
+                oldest = self.batches.popleft()
+                self._kept -= len(oldest)
+                self.forgotten += len(oldest)
         return Outcome(Verdict.ACCEPTED, status=202)
 
     def events(self) -> list[dict[str, Any]]:
@@ -254,6 +255,7 @@ class InMemoryTransport:
         """Forget what was kept."""
         with self._lock:
             self.batches.clear()
+            self._kept = 0
 
     def close(self) -> None:
         """Nothing to release."""

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from beacon_otel import BeaconConfig, BeaconSpanProcessor
-from beacon_otel import worker as beacon_worker
+from beacon_otel import health as ingest_health
 
 
 def counters(processor: BeaconSpanProcessor) -> dict[str, Any]:
@@ -54,10 +54,10 @@ def processor_for(args: argparse.Namespace) -> BeaconSpanProcessor:
 def write(args: argparse.Namespace) -> int:
     later_wait = args.backoff
 
-    def compressed_backoff(attempt: int, **_: Any) -> float:
-        return 0.001 if attempt < beacon_worker.MAX_ATTEMPTS else later_wait
+    def compressed_backoff(failures: int, **_: Any) -> float:
+        return 0.001 if failures < ingest_health.GIVE_UP_AFTER else later_wait
 
-    beacon_worker.backoff_delay = compressed_backoff  # type: ignore[assignment]
+    ingest_health.backoff_delay = compressed_backoff  # type: ignore[assignment]
     processor = processor_for(args)
     provider = TracerProvider()
     provider.add_span_processor(processor)
