@@ -17,11 +17,8 @@ from beacon_otel.batch import Batch
 from beacon_otel.delivery_log import DeliveryLog
 from beacon_otel.health import GIVE_UP_AFTER, IngestHealth
 from beacon_otel.outcome import FailureKind, Outcome, Verdict
-from beacon_otel.spooling import SpoolPolicy
+from beacon_otel.spooling import NoSpool, SpoolPolicy
 from beacon_otel.stats import DeliveryError, DeliveryStats, Fate
-
-DISK_RETRY = 5.0
-"""Seconds before the disk is tried again after it refused a batch (full, or an error)."""
 
 
 class Transport(Protocol):
@@ -51,17 +48,12 @@ class Delivery:
         self._stats = stats
         self._report = report
         self._log = log
-        self._spool = spool
+        self.spool: SpoolPolicy | NoSpool = spool if spool is not None else NoSpool()
+        """Where batches that cannot go now wait (:class:`NoSpool` when nowhere)."""
         self._clock = clock
         self.health = IngestHealth(clock=clock)
         self._size_limit = math.inf  # learnt from 413s: the most events the ingest takes at once
-        self._disk_retry_at = 0.0
         self._delayed = 0  # events queued while the ingest was failing
-
-    @property
-    def spooling(self) -> bool:
-        """Whether a disk spool is configured."""
-        return self._spool is not None
 
     def reset(self) -> None:
         """A forked child starts healthy, with its own connections and counters."""
@@ -96,14 +88,9 @@ class Delivery:
         """Events per batch: the configured size, or less if the ingest said 413 to more."""
         return int(min(batch_size, self._size_limit))
 
-    def disk_ready(self) -> bool:
-        """Whether the spool may be tried (it refused a batch less than ``DISK_RETRY`` ago)."""
-        return self._spool is not None and self._clock() >= self._disk_retry_at
-
     def keep(self, batch: Batch) -> bool:
         """Put ``batch`` on disk; False when there is no spool or it cannot take the batch now."""
-        if self._spool is None or not self._spool.keep(batch):
-            self._disk_retry_at = self._clock() + DISK_RETRY
+        if not self.spool.keep(batch):
             return False
         if self.health.failing:
             self._log.spooling()
@@ -111,32 +98,8 @@ class Delivery:
 
     def keep_or_lose(self, batch: Batch, *, reason: str, outcome: Outcome | None = None) -> None:
         """Spool a batch that cannot go now; without room on disk it is lost, counted, reported."""
-        if self._spool is None or not self._spool.keep(batch):
+        if not self.spool.keep(batch):
             self.lost(reason, len(batch), outcome)
-
-    def has_backlog_at_start(self) -> bool:
-        """Whether an earlier run left batches for this destination."""
-        return self._spool is not None and self._spool.pending() > 0
-
-    def replay_due(self) -> bool:
-        """Whether to look for a spooled batch now."""
-        return self._spool is not None and self._spool.has_backlog()
-
-    def replay_recheck_in(self) -> float:
-        """Seconds until the spool is worth another look."""
-        return self._spool.seconds_to_next_look() if self._spool is not None else math.inf
-
-    def replay_one(self, requeue: Callable[[list[Batch]], None]) -> None:
-        """Send the oldest spooled batch; halves of a split wait in memory (``requeue``)."""
-        assert self._spool is not None
-        batch = self._spool.next_batch()
-        if batch is None:
-            return
-        settled, follow_ups = self.attempt(batch, stopping=False)
-        if not settled:
-            self._spool.give_back(batch)
-        if follow_ups:
-            requeue(follow_ups)
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -180,7 +143,7 @@ class Delivery:
 
     def _accepted(self, batch: Batch) -> None:
         if batch.spooled is not None:
-            self._spool_policy().settle(batch, delivered=True)
+            self.spool.settle(batch, delivered=True)
         else:
             self._stats.record(Fate.SENT, len(batch))
         failing_for = self.health.succeeded()
@@ -197,7 +160,7 @@ class Delivery:
         if first:
             self._delayed = len(batch)
         gives_up = batch.attempts >= GIVE_UP_AFTER or self.health.down
-        if self._spool is not None and (gives_up or stopping):
+        if self.spool.configured and (gives_up or stopping):
             next_step = f"spooling to {self._log.spool_path}"
         else:
             next_step = f"retrying in {delay:.1f} s; events wait in memory"
@@ -205,7 +168,7 @@ class Delivery:
         if stopping or batch.spooled is not None:
             return False  # shutdown spools what is left; a spooled batch goes back to disk
         if batch.attempts >= GIVE_UP_AFTER:
-            if self._spool is not None:
+            if self.spool.configured:
                 return self.keep(batch)
             self.lost("retries_exhausted", len(batch), outcome)
             return True
@@ -213,8 +176,4 @@ class Delivery:
 
     def _settle_spooled(self, batch: Batch) -> None:
         if batch.spooled is not None:
-            self._spool_policy().settle(batch, delivered=False)
-
-    def _spool_policy(self) -> SpoolPolicy:
-        assert self._spool is not None
-        return self._spool
+            self.spool.settle(batch, delivered=False)

@@ -8,14 +8,18 @@ batches are never read, claimed or renamed here.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from beacon_otel import spool_files as files
 
 logger = logging.getLogger("beacon_otel")
 
+ROOT_SWEEP_SECONDS = 600.0
+"""How often retention looks at the other destinations' directories and the previous release's files."""
 STALE_TEMP_SECONDS = 60.0
 """A temporary file this old was left by a process killed mid-write."""
 _SHOWN_NAMES = 3
@@ -42,6 +46,63 @@ class Removals:
             parts.append(f"{len(names)} {reason} ({shown})")
         level = logging.WARNING if "corrupt" in self.names else logging.INFO
         logger.log(level, "beacon-otel: spool removed from %s: %s", where, "; ".join(parts))
+
+
+@dataclass(slots=True)
+class Listing:
+    """One listing of a destination's directory, after tidying: what waits, and what was removed."""
+
+    waiting: list[str] = field(default_factory=list)
+    """Batch names nobody holds, oldest first: the replay order."""
+    partial_removed: int = 0
+    expired_removed: int = 0
+
+
+class Retention:
+    """Tidies a destination's directory each time it is listed, and the rest of the root now and then."""
+
+    def __init__(self, directory: Path, *, retention: float, lease_timeout: float, held: set[str]) -> None:
+        self._directory = directory
+        self.retention_ns = int(retention * files.NS)
+        self.lease_timeout_ns = int(lease_timeout * files.NS)
+        self._held = held  # paths of the leases this process holds: never reclaimed from under it
+        self._swept_at = -math.inf
+
+    def list(self, now_ns: int) -> Listing:
+        """List the directory once, tidy what is stale, and return the waiting batches oldest first."""
+        directory = self._directory
+        removals = Removals()
+        listing = Listing()
+        batches: list[str] = []
+        leases: list[str] = []
+        temps: list[os.DirEntry[str]] = []
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if files.BATCH_NAME.fullmatch(entry.name):
+                        batches.append(entry.name)
+                    elif files.LEASE_NAME.fullmatch(entry.name):
+                        leases.append(entry.name)
+                    elif files.TEMP_NAME.fullmatch(entry.name):
+                        temps.append(entry)
+        except OSError:
+            return listing
+        listing.partial_removed = remove_stale_temps(temps, removals)
+        batches += reclaim_leases(directory, leases, now_ns, self.lease_timeout_ns, self._held)
+        for name in sorted(batches):
+            written = files.written_at_ns(name)
+            if written is None or now_ns - written <= self.retention_ns:
+                listing.waiting.append(name)
+            elif unlink(directory / name):
+                listing.expired_removed += 1
+                removals.add(f"expired after {self.retention_ns / files.NS / 3600:g} h", name)
+        removals.log(directory)
+        if time.monotonic() - self._swept_at >= ROOT_SWEEP_SECONDS:
+            self._swept_at = time.monotonic()
+            listing.expired_removed += sweep_root(
+                directory.parent, directory.name, now_ns, self.retention_ns, self.lease_timeout_ns
+            )
+        return listing
 
 
 def unlink(path: Path) -> bool:

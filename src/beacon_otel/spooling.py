@@ -8,6 +8,7 @@ again, oldest first, one for each live batch, so a backlog catches up while traf
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from beacon_otel.stats import DeliveryStats, Fate
 
 IDLE_RECHECK = 5.0
 """Seconds between looks at an empty spool: other processes sharing it may have written since."""
+DISK_RETRY = 5.0
+"""Seconds before the disk is tried again after it refused a batch (full, or an error)."""
 
 
 class Lease(Protocol):
@@ -49,6 +52,9 @@ class BatchStore(Protocol):
 class SpoolPolicy:
     """Puts batches on disk and takes them back, counting and telling what happens."""
 
+    configured = True
+    """A spool is configured (:class:`NoSpool` says False)."""
+
     def __init__(
         self,
         spool: BatchStore,
@@ -62,6 +68,11 @@ class SpoolPolicy:
         self._log = log
         self._clock = clock
         self._next_look = 0.0
+        self._disk_retry_at = 0.0
+
+    def ready(self) -> bool:
+        """Whether the disk may be tried (it refused a batch less than ``DISK_RETRY`` ago)."""
+        return self._clock() >= self._disk_retry_at
 
     def has_backlog(self) -> bool:
         """Whether spooled batches may be waiting (checked on disk at most every few seconds)."""
@@ -75,8 +86,15 @@ class SpoolPolicy:
         """A batch was just written: the next look must not wait."""
         self._next_look = 0.0
 
-    @guarded("writing a batch to the spool", default=False)
     def keep(self, batch: Batch) -> bool:
+        """Write ``batch`` to disk; False when it cannot, and the disk then rests ``DISK_RETRY`` s."""
+        if self._write(batch):
+            return True
+        self._disk_retry_at = self._clock() + DISK_RETRY
+        return False
+
+    @guarded("writing a batch to the spool", default=False)
+    def _write(self, batch: Batch) -> bool:
         """Write ``batch`` to disk; False (and the reason logged once a minute) when it cannot."""
         if batch.spooled is not None:
             # Read back from disk and not settled: it is still there, give the lease back.
@@ -122,3 +140,39 @@ class SpoolPolicy:
     def pending(self) -> int:
         """Batches waiting on disk for this destination."""
         return self._spool.pending()
+
+
+class NoSpool:
+    """No spool configured: nothing goes to disk, nothing waits there."""
+
+    configured = False
+
+    def ready(self) -> bool:
+        """Never: there is no disk to try."""
+        return False
+
+    def keep(self, batch: Batch) -> bool:
+        """Never kept: the caller counts the batch lost."""
+        return False
+
+    def has_backlog(self) -> bool:
+        """Nothing waits on disk."""
+        return False
+
+    def seconds_to_next_look(self) -> float:
+        """Never worth a look."""
+        return math.inf
+
+    def next_batch(self) -> Batch | None:
+        """No batch: nothing was ever spooled."""
+        return None
+
+    def settle(self, batch: Batch, *, delivered: bool) -> None:
+        """Nothing to settle: only spooled batches are settled here."""
+
+    def give_back(self, batch: Batch) -> None:
+        """Nothing to give back: only spooled batches are given back."""
+
+    def pending(self) -> int:
+        """No batch waits on disk."""
+        return 0
