@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Status, StatusCode
 
 from beacon_otel import guard
+from beacon_otel.instrumentation.new_apps import NewApps
 
 _HTTP_ROUTE = "http.route"
 _instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -36,7 +37,7 @@ class BottleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     pass it to ``instrument_app``.
     """
 
-    _original_init: Any = None
+    _new_apps = NewApps("Bottle")
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("bottle >= 0.13",)
@@ -44,16 +45,7 @@ class BottleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         import bottle  # type: ignore[import-untyped]
 
-        original = bottle.Bottle.__init__
-        BottleInstrumentor._original_init = original
-
-        @functools.wraps(original)
-        def init(app: Any, *args: Any, **init_kwargs: Any) -> None:
-            original(app, *args, **init_kwargs)
-            with guard.contained("instrumenting a Bottle app"):
-                instrument_app(app, **kwargs)
-
-        bottle.Bottle.__init__ = init
+        self._new_apps.start(bottle.Bottle, instrument_app, kwargs)
         # Apps made at import time, before any instrumentation (the default app, module-level
         # `app = Bottle()` imported by the server before instrument() ran) are covered too.
         for app in list(bottle.app):
@@ -61,11 +53,7 @@ class BottleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 instrument_app(app, **kwargs)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import bottle
-
-        if BottleInstrumentor._original_init is not None:
-            bottle.Bottle.__init__ = BottleInstrumentor._original_init
-            BottleInstrumentor._original_init = None
+        self._new_apps.stop()
 
     @staticmethod
     def instrument_app(app: Any, **kwargs: Any) -> None:

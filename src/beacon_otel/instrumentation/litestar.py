@@ -14,7 +14,6 @@ An app that uses Litestar's own ``OpenTelemetryPlugin`` keeps its single span; i
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
@@ -26,6 +25,7 @@ from opentelemetry.util.http import get_excluded_urls
 
 from beacon_otel import guard
 from beacon_otel.hooks import compose
+from beacon_otel.instrumentation.new_apps import NewApps
 
 ExceptionHook = Callable[[Any, MutableMapping[str, Any], BaseException], None]
 """``exception_hook(span, scope, exception)``: every exception Litestar answers for itself."""
@@ -42,7 +42,7 @@ class LitestarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``LITESTAR_EXCLUDED_URLS`` (or ``OTEL_PYTHON_EXCLUDED_URLS``) excludes URLs.
     """
 
-    _original_init: Any = None
+    _new_apps = NewApps("Litestar")
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("litestar >= 2.8",)
@@ -50,23 +50,10 @@ class LitestarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         from litestar import Litestar
 
-        original = Litestar.__init__
-        LitestarInstrumentor._original_init = original
-
-        @functools.wraps(original)
-        def init(app: Any, *args: Any, **init_kwargs: Any) -> None:
-            original(app, *args, **init_kwargs)
-            with guard.contained("instrumenting a Litestar app"):
-                instrument_app(app, **kwargs)
-
-        Litestar.__init__ = init  # type: ignore[method-assign,assignment]
+        self._new_apps.start(Litestar, instrument_app, kwargs)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from litestar import Litestar
-
-        if LitestarInstrumentor._original_init is not None:
-            Litestar.__init__ = LitestarInstrumentor._original_init  # type: ignore[method-assign]
-            LitestarInstrumentor._original_init = None
+        self._new_apps.stop()
 
     @staticmethod
     def instrument_app(app: Any, **kwargs: Any) -> None:
