@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
 from beacon_otel import exits
 from beacon_otel.config import BeaconConfig, BeaconConfigError, disabled_in
-from beacon_otel.hooks import FRAMEWORKS, Hook, compose
+from beacon_otel.hooks import COMPANIONS, FRAMEWORKS, Hook, compose
 from beacon_otel.processor import BeaconSpanProcessor
 from beacon_otel.sampling import BeaconSampler
 
@@ -261,6 +261,11 @@ class AutoRun:
         ours: dict[str, Hook] = {}
         with contained(f"adding the consumer hooks to the {name} instrumentation"):
             ours = processor.hooks(name)
+            companion = COMPANIONS.get(name)
+            if companion is not None:
+                # The instrumentation takes no hooks: beacon-otel's tween or middleware does.
+                companion(ours)
+                return kwargs
         merged = dict(kwargs)
         for key, hook in ours.items():
             merged[key] = compose(hook, kwargs.get(key))

@@ -1,15 +1,20 @@
-"""Hooks for the frameworks beyond the ASGI/WSGI families' own: Litestar, Bottle, Falcon, Tornado.
+"""Hooks for the frameworks beyond the ASGI/WSGI families' own.
+
+Litestar, Bottle, Falcon, Tornado, Pyramid and aiohttp-server.
 
 Each builder takes the request registry and returns the keyword arguments of that framework's
 instrumentation (beacon-otel's own for Litestar and Bottle, OpenTelemetry's for the others),
 registered in :data:`beacon_otel.hooks.FRAMEWORKS`. As everywhere, a hook only keeps
 references (the request's environ or headers); the consumer is read when the span ends.
+
+OpenTelemetry's Pyramid and aiohttp-server instrumentations take no hooks: beacon-otel's own
+tween and middleware call these (:data:`COMPANIONS` installs them under auto-run).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
@@ -48,10 +53,8 @@ def falcon_hooks(registry: RequestRegistry) -> dict[str, Hook]:
         # Falcon renders an unhandled exception as a 500 inside the app, so the span never sees
         # it; OpenTelemetry's instrumentation keeps it in the environ, where it is recorded.
         exception = req.env.get("opentelemetry-falcon.exc")
-        failed = exception is not None and str(resp.status).startswith("5") and span.is_recording()
-        if failed and not any(event.name == "exception" for event in span.events):
-            span.record_exception(exception)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
+        if exception is not None and str(resp.status).startswith("5"):
+            record_once(span, exception)
         if wsgi_response is not None:
             wsgi_response(span, req.env)
 
@@ -102,15 +105,58 @@ def tornado_route(handler: Any) -> str | None:
 
 def tornado_environ(request: Any) -> dict[str, Any]:
     """A PEP 3333 view of a Tornado request: header values are latin-1 strings there too."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": request.path,
-        "tornado.request": request,
-    }
-    for name, value in request.headers.get_all():
-        key = "HTTP_" + name.upper().replace("-", "_")
-        environ.setdefault(key, value)  # the first value, as the header rules take it
+    environ = headers_environ(request.method, request.path, request.headers.get_all())
+    environ["tornado.request"] = request
+    return environ
+
+
+def pyramid_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """Pyramid (beacon-otel's tween): its request, and the exception an exception view answered."""
+
+    @hook("the Pyramid request hook")
+    def request_hook(span: Any, request: Any, response: Any) -> None:
+        context = registry.open(span)
+        if context is None:
+            return
+        context.environ = request.environ
+        context.request = request  # what a consumer resolver receives
+        # An exception view that renders a 500 itself hides the exception from OpenTelemetry's
+        # tween, above it; Pyramid keeps what it handled on the request.
+        exception = getattr(request, "exception", None)
+        status = getattr(response, "status_int", 0)
+        if isinstance(exception, Exception) and status >= 500:
+            record_once(span, exception)
+
+    return {"request_hook": request_hook}
+
+
+def aiohttp_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """aiohttp server (beacon-otel's middleware): its request, seen as a WSGI environ would show it."""
+
+    @hook("the aiohttp request hook")
+    def request_hook(span: Any, request: Any) -> None:
+        context = registry.open(span)
+        if context is not None:
+            # Decoded, as an ASGI scope's path is; the environ's strings are latin-1 by PEP 3333.
+            path = str(request.path).encode("utf-8").decode("latin-1")
+            context.environ = headers_environ(request.method, path, request.headers.items())
+            context.request = request
+
+    return {"request_hook": request_hook}
+
+
+def record_once(span: Any, exception: BaseException) -> None:
+    """Record ``exception`` on ``span`` as an error, unless the span has an exception already."""
+    if span.is_recording() and not any(event.name == "exception" for event in span.events):
+        span.record_exception(exception)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
+
+
+def headers_environ(method: str, path: str, headers: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A PEP 3333 view of a request's method, path and headers (the first value of each)."""
+    environ: dict[str, Any] = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path}
+    for name, value in headers:
+        environ.setdefault("HTTP_" + name.upper().replace("-", "_"), value)
     return environ
 
 
@@ -119,5 +165,29 @@ TABLE: dict[str, HookTable] = {
     "bottle": wsgi_hooks,
     "falcon": falcon_hooks,
     "tornado": tornado_hooks,
+    "pyramid": pyramid_hooks,
+    "aiohttp-server": aiohttp_hooks,
 }
 """Instrumentor entry-point name -> hooks, merged into :data:`beacon_otel.hooks.FRAMEWORKS`."""
+
+
+def _install_pyramid_tween(hooks: dict[str, Hook]) -> None:
+    from beacon_otel.pyramid_support import patch_configurator
+
+    patch_configurator(hooks["request_hook"])
+
+
+def _install_aiohttp_middleware(hooks: dict[str, Hook]) -> None:
+    from beacon_otel.aiohttp_support import patch_application
+
+    patch_application(hooks["request_hook"])
+
+
+COMPANIONS: dict[str, Callable[[dict[str, Hook]], None]] = {
+    "pyramid": _install_pyramid_tween,
+    "aiohttp-server": _install_aiohttp_middleware,
+}
+"""Instrumentors that take no hooks -> installs beacon-otel's own tween or middleware with them.
+
+Auto-run calls these instead of passing the hooks to the instrumentor, which would ignore them.
+"""

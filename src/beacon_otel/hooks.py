@@ -292,7 +292,9 @@ def compose(*hooks: Hook | None) -> Hook | None:
     return composed
 
 
-# Litestar, Bottle, Falcon, Tornado: built on the hooks above, in a module of their own.
+# Litestar, Bottle, Falcon, Tornado, Pyramid, aiohttp: built on the hooks above, in a module of
+# their own, with the tween and middleware auto-run installs where an instrumentation takes no hooks.
+from beacon_otel.framework_hooks import COMPANIONS as COMPANIONS  # noqa: E402
 from beacon_otel.framework_hooks import TABLE as _MORE_FRAMEWORKS  # noqa: E402
 
 FRAMEWORKS.update(_MORE_FRAMEWORKS)

@@ -1,7 +1,12 @@
-"""Pyramid app for the served-framework tests: a route pattern and a failing view."""
+"""Pyramid app for the served-framework tests: a route pattern, a failing view, an exception view.
+
+The exception view answers the failure with a 500 page itself, as apps with a custom error page
+do: OpenTelemetry's tween never sees the exception, Beacon's tween records it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pyramid.config import Configurator
@@ -15,13 +20,21 @@ def boom(request: Any) -> None:
     raise RuntimeError("kaboom")
 
 
-def build_app() -> Any:
-    """A fresh WSGI app: ``/users/{user_id}`` and ``/boom``."""
+def error_page(exc: Exception, request: Any) -> dict[str, str]:
+    request.response.status_int = 500
+    return {"error": "internal"}
+
+
+def build_app(instrument: Callable[[Any], None] | None = None) -> Any:
+    """A fresh WSGI app: ``/users/{user_id}`` and ``/boom``; ``instrument(config)`` sets up by hand."""
     with Configurator() as config:
+        if instrument is not None:
+            instrument(config)
         config.add_route("user", "/users/{user_id}")
         config.add_view(user, route_name="user", renderer="json")
         config.add_route("boom", "/boom")
         config.add_view(boom, route_name="boom", renderer="json")
+        config.add_exception_view(error_page, context=RuntimeError, renderer="json")
         return config.make_wsgi_app()
 
 

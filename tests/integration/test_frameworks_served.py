@@ -14,7 +14,7 @@ import hashlib
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import requests
 
 from beacon_otel.devingest import DevIngest
 
-from .conftest import Launch
+from .conftest import Launch, Server, clean_environ, free_port
 from .test_manual_setup import pipeline_for, serve_uvicorn, serve_wsgi
 
 pytestmark = pytest.mark.integration
@@ -80,8 +80,10 @@ LITESTAR_CALLS = calls_for(
 BOTTLE_CALLS = calls_for("book", "/books/<book_id:int>")
 FALCON_CALLS = calls_for("user", "/users/{user_id:int}")
 TORNADO_CALLS = calls_for("user", "/users/{user_id}")
-# OpenTelemetry's Pyramid and aiohttp instrumentations take no hooks: no consumer (docs/frameworks.md).
-NO_CONSUMER_CALLS = [replace(call, consumer=None) for call in calls_for("user", "/users/{user_id}")]
+# OpenTelemetry's Pyramid and aiohttp instrumentations take no hooks: beacon-otel's tween and
+# middleware show Beacon the request. Pyramid's /boom is answered by the app's exception view.
+PYRAMID_CALLS = calls_for("user", "/users/{user_id}")
+AIOHTTP_CALLS = calls_for("user", "/users/{user_id}")
 
 UVICORN = ["uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
 GUNICORN = ["gunicorn", "--workers", "1", "--bind", "127.0.0.1:{port}", "--no-control-socket"]
@@ -306,18 +308,81 @@ def serve_tornado(app: Any) -> Iterator[str]:
         loop.close()
 
 
-# -- Pyramid and aiohttp: routes, statuses and errors; no consumer ----------------------------
+# -- Pyramid and aiohttp (OpenTelemetry's instrumentation, beacon-otel's tween and middleware) --
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        pytest.param([*GUNICORN, "pyramid_app:app"], id="pyramid-gunicorn"),
-        pytest.param(["python", "aiohttp_app.py", "{port}"], id="aiohttp"),
-    ],
-)
-def test_hookless_instrumentations_zero_code(
-    launch: Launch, ingest: DevIngest, tmp_path: Path, argv: list[str]
-) -> None:
-    """Pyramid and aiohttp under opentelemetry-instrument: templates, statuses, exception text."""
-    serve_zero_code(launch, argv, ingest, tmp_path, NO_CONSUMER_CALLS)
+def test_pyramid_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
+    """opentelemetry-instrument gunicorn: Beacon's tween in the app; consumer, exception-view error."""
+    serve_zero_code(launch, [*GUNICORN, "pyramid_app:app"], ingest, tmp_path, PYRAMID_CALLS)
+
+
+def test_pyramid_by_hand(ingest: DevIngest, tmp_path: Path) -> None:
+    """configure(), PyramidInstrumentor().instrument_config and Beacon's instrument_config, under gunicorn.
+
+    Without opentelemetry-instrument: OpenTelemetry's Pyramid spans go to the global provider,
+    which configure() sets up (tests/apps/manual_pyramid.py).
+    """
+    port = free_port()
+    env = {**clean_environ(), **zero_code_env(ingest, tmp_path)}
+    argv = [*GUNICORN, "manual_pyramid:app"]
+    server = Server(
+        argv=[a.format(port=port) for a in argv], env=env, log_path=tmp_path / "server.log", port=port
+    )
+    try:
+        server.start()
+        exercise(f"http://127.0.0.1:{port}", PYRAMID_CALLS)
+        check_events(ingest, PYRAMID_CALLS)
+        assert server.terminate() in (0, -15), server.log()
+    finally:
+        server.kill()
+
+
+def test_aiohttp_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
+    """opentelemetry-instrument python aiohttp_app.py: Beacon's middleware added to every app."""
+    serve_zero_code(launch, ["python", "aiohttp_app.py", "{port}"], ingest, tmp_path, AIOHTTP_CALLS)
+
+
+# OpenTelemetry's instrumentor subclasses web.Application, which aiohttp warns about.
+@pytest.mark.filterwarnings("ignore:Inheritance class _InstrumentedApplication:DeprecationWarning")
+def test_aiohttp_by_hand(ingest: DevIngest) -> None:
+    """AioHttpServerInstrumentor().instrument, then Beacon's instrument_app on the app, aiohttp's server."""
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    from beacon_otel import aiohttp_support
+    from tests.apps.aiohttp_app import build_app
+
+    provider, _, processor = pipeline_for(ingest)
+    instrumentor = AioHttpServerInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        app = build_app()
+        aiohttp_support.instrument_app(app, **processor.hooks("aiohttp-server"))
+        with serve_aiohttp(app) as base:
+            exercise(base, AIOHTTP_CALLS)
+        assert processor.force_flush(10_000)
+        check_events(ingest, AIOHTTP_CALLS)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+@contextlib.contextmanager
+def serve_aiohttp(app: Any) -> Iterator[str]:
+    """aiohttp's own server on its own event loop thread, on a free port."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
