@@ -235,7 +235,8 @@ def flask_hooks(registry: RequestRegistry) -> dict[str, Hook]:
 
 
 def django_hooks(registry: RequestRegistry) -> dict[str, Hook]:
-    """Django: its ``HttpRequest`` (decoded path, ``request.user`` for a resolver)."""
+    """Django: its ``HttpRequest`` (decoded path, ``request.user`` for a resolver); Ninja, REST framework."""
+    from beacon_otel import django_support
 
     @hook("the Django request hook")
     def request_hook(span: Any, request: Any) -> None:
@@ -244,6 +245,8 @@ def django_hooks(registry: RequestRegistry) -> dict[str, Hook]:
             context.request = request
             context.environ = request.META
             context.path = request.path
+            if not django_support.installed:
+                django_support.capture_validation_errors()  # Ninja, REST framework
 
     resolve = registry.rules.has_resolver
 
@@ -253,6 +256,7 @@ def django_hooks(registry: RequestRegistry) -> dict[str, Hook]:
         context = registry.get(span)
         if context is None:
             return
+        context.route = django_support.ninja_route(request)  # after routing: the view is known
         if resolve:
             # After the middleware chain: request.user and friends are set by now.
             context.consumer = registry.rules.from_environ(request.META, request)

@@ -129,9 +129,14 @@ def check_events(ingest: DevIngest, calls: list[Call]) -> None:
 
 
 def serve_zero_code(
-    launch: Launch, argv: list[str], ingest: DevIngest, tmp_path: Path, calls: list[Call]
+    launch: Launch,
+    argv: list[str],
+    ingest: DevIngest,
+    tmp_path: Path,
+    calls: list[Call],
+    env: dict[str, str] | None = None,
 ) -> None:
-    server = launch(argv, zero_code_env(ingest, tmp_path))
+    server = launch(argv, {**zero_code_env(ingest, tmp_path), **(env or {})})
     exercise(f"http://127.0.0.1:{server.port}", calls)
     check_events(ingest, calls)
     assert server.terminate() in (0, -15), server.log()
@@ -322,16 +327,24 @@ def test_pyramid_by_hand(ingest: DevIngest, tmp_path: Path) -> None:
     Without opentelemetry-instrument: OpenTelemetry's Pyramid spans go to the global provider,
     which configure() sets up (tests/apps/manual_pyramid.py).
     """
+    serve_by_hand([*GUNICORN, "manual_pyramid:app"], {}, ingest, tmp_path, PYRAMID_CALLS)
+
+
+def serve_by_hand(
+    argv: list[str], env: dict[str, str], ingest: DevIngest, tmp_path: Path, calls: list[Call]
+) -> None:
+    """A server whose app sets Beacon up itself, started without opentelemetry-instrument."""
     port = free_port()
-    env = {**clean_environ(), **zero_code_env(ingest, tmp_path)}
-    argv = [*GUNICORN, "manual_pyramid:app"]
     server = Server(
-        argv=[a.format(port=port) for a in argv], env=env, log_path=tmp_path / "server.log", port=port
+        argv=[a.format(port=port) for a in argv],
+        env={**clean_environ(), **zero_code_env(ingest, tmp_path), **env},
+        log_path=tmp_path / "server.log",
+        port=port,
     )
     try:
         server.start()
-        exercise(f"http://127.0.0.1:{port}", PYRAMID_CALLS)
-        check_events(ingest, PYRAMID_CALLS)
+        exercise(f"http://127.0.0.1:{port}", calls)
+        check_events(ingest, calls)
         assert server.terminate() in (0, -15), server.log()
     finally:
         server.kill()
@@ -386,3 +399,61 @@ def serve_aiohttp(app: Any) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+# -- Django Ninja and Django REST framework (OpenTelemetry's Django instrumentation) -----------
+
+NINJA_CALLS = [
+    Call("GET", "/api/items/7", WITH_KEY, route="/api/items/{item_id}", consumer=API_KEY),
+    Call("GET", "/api/items/8", WITH_TOKEN, route="/api/items/{item_id}", consumer=BEARER_HASH),
+    Call("GET", "/api/boom", route="/api/boom", status=500, error="RuntimeError: kaboom"),
+    Call("GET", "/no/such/item", route="/no/such/item", status=404),
+    Call(
+        "POST",
+        "/api/items",
+        WITH_KEY,
+        {"name": "rex"},
+        route="/api/items",
+        status=422,
+        consumer=API_KEY,
+        validation_fields=("body.item.price",),
+    ),
+]
+DRF_CALLS = [
+    Call("GET", "/api/books/7/", WITH_KEY, route="/api/books/<pk>/", consumer=API_KEY),
+    Call("GET", "/api/books/8/", WITH_TOKEN, route="/api/books/<pk>/", consumer=BEARER_HASH),
+    Call("GET", "/api/boom/", route="/api/boom/", status=500, error="RuntimeError: kaboom"),
+    Call("GET", "/no/such/book", route="/no/such/book", status=404),
+    Call(
+        "POST",
+        "/api/books/",
+        WITH_TOKEN,
+        {"title": ""},
+        route="/api/books/",
+        status=400,
+        consumer=BEARER_HASH,
+        validation_fields=("title", "year"),
+    ),
+]
+DJANGO_PROJECTS = [
+    pytest.param("ninjaproject", NINJA_CALLS, id="ninja"),
+    pytest.param("drfproject", DRF_CALLS, id="rest-framework"),
+]
+
+
+@pytest.mark.parametrize(("project", "calls"), DJANGO_PROJECTS)
+def test_django_api_frameworks_zero_code(
+    launch: Launch, ingest: DevIngest, tmp_path: Path, project: str, calls: list[Call]
+) -> None:
+    """opentelemetry-instrument gunicorn: Ninja's own route notation, both frameworks' validation errors."""
+    env = {"DJANGO_SETTINGS_MODULE": f"{project}.settings"}
+    serve_zero_code(launch, [*GUNICORN, f"{project}.wsgi"], ingest, tmp_path, calls, env)
+
+
+@pytest.mark.parametrize(("project", "calls"), DJANGO_PROJECTS)
+def test_django_api_frameworks_by_hand(
+    ingest: DevIngest, tmp_path: Path, project: str, calls: list[Call]
+) -> None:
+    """configure() and DjangoInstrumentor with Beacon's hooks in the WSGI module, under gunicorn."""
+    env = {"DJANGO_SETTINGS_MODULE": f"{project}.settings"}
+    serve_by_hand([*GUNICORN, "manual_django_wsgi"], env, ingest, tmp_path, calls)

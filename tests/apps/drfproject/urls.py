@@ -1,4 +1,5 @@
-"""A DRF router (list, detail, format suffixes), a legacy re_path and a streamed response."""
+"""A DRF router (list, detail, create, format suffixes), a failing view, a legacy re_path and a
+streamed response."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import include, path, re_path
-from rest_framework import routers, viewsets
+from rest_framework import routers, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 BOOKS = {1: "Dune", 2: "Solaris"}
+
+
+class BookSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=50)
+    year = serializers.IntegerField()
 
 
 class BookViewSet(viewsets.ViewSet):
@@ -21,6 +28,16 @@ class BookViewSet(viewsets.ViewSet):
 
     def retrieve(self, request: Request, pk: str | None = None, format: str | None = None) -> Response:
         return Response({"id": pk, "title": BOOKS.get(int(pk or 0), "?")})
+
+    def create(self, request: Request, format: str | None = None) -> Response:
+        serializer = BookSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)  # a 400 with the serializer's errors
+        return Response(serializer.validated_data, status=201)
+
+
+class Boom(APIView):
+    def get(self, request: Request) -> Response:
+        raise RuntimeError("kaboom")
 
 
 router = routers.DefaultRouter()
@@ -43,6 +60,7 @@ def download(request: HttpRequest) -> StreamingHttpResponse:
 
 
 urlpatterns: list[Any] = [
+    path("api/boom/", Boom.as_view()),
     path("api/", include(router.urls)),
     re_path(r"^legacy/(?P<year>[0-9]{4})/$", legacy),
     path("download", download),
