@@ -18,8 +18,9 @@ from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKin
 from opentelemetry.util.http import SanitizeValue
 
 from beacon_otel import autorun, distro, exits
-from beacon_otel.autorun import SANITIZE_FIELDS, AutoRun
+from beacon_otel.autorun import AutoRun
 from beacon_otel.config import BeaconConfig
+from beacon_otel.environment import SANITIZE_FIELDS
 from beacon_otel.processor import BeaconSpanProcessor
 from beacon_otel.sampling import BeaconSampler
 

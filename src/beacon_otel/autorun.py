@@ -6,6 +6,8 @@ Start-up runs ``distro.configure()``, then one configurator, then the
 entry-point order picks the winners (contrib#2144), so each of our entry points only moves
 one process-wide ``AutoRun`` forward, and the pre-instrument hook, which runs whoever won,
 finishes what the others could not: attach the processor, wrap the sampler, route the hooks.
+What is read from the environment is :mod:`beacon_otel.environment`'s, how the hooks reach
+another distro's instrumentors :mod:`beacon_otel.instrumentors`'.
 
 Auto-run must never take the app down: every step is guarded, and a missing or bad setting
 turns Beacon off with one log line while the app and the rest of OpenTelemetry run on.
@@ -16,29 +18,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from collections.abc import Iterator, MutableMapping
-from typing import Any, Literal
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
-from beacon_otel import exits
-from beacon_otel.config import BeaconConfig, BeaconConfigError, disabled_in
-from beacon_otel.hooks import COMPANIONS, FRAMEWORKS, Hook, compose
+from beacon_otel import environment, exits, instrumentors
+from beacon_otel.environment import sampler_from_env, warn_unseen_frameworks
+from beacon_otel.hooks import FRAMEWORKS, Hook
+from beacon_otel.instrumentors import active_distros
 from beacon_otel.processor import BeaconSpanProcessor
 from beacon_otel.sampling import BeaconSampler
 
 logger = logging.getLogger("beacon_otel")
-
-SANITIZE_FIELDS = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
-CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "cookie", "set-cookie")
-"""Headers whose values the instrumentations must redact if told to capture them."""
-DISTRO_MARKER = "_beacon_otel_distro"
-"""Class attribute of Beacon's own distro: its ``load_instrumentor`` already adds the hooks."""
-_WRAPPED_MARKER = "_beacon_otel_hooks_routed"
 
 
 @contextlib.contextmanager
@@ -68,53 +62,19 @@ class AutoRun:
         """The processor, or ``None`` when Beacon is off; decided (and logged) once per process."""
         if not self._decided:
             self._decided = True
-            self._processor = self._build_processor()
+            config = environment.config_from(self.environ)
+            self._processor = BeaconSpanProcessor(config) if config is not None else None
         return self._processor
-
-    def _build_processor(self) -> BeaconSpanProcessor | None:
-        env = self.environ
-        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-            logger.debug("beacon-otel: OTEL_SDK_DISABLED=true, Beacon is off")
-            return None
-        if disabled_in(env):
-            logger.debug("beacon-otel: BEACON_ENABLED=false, Beacon is off")
-            return None
-        try:
-            config = BeaconConfig.from_env(env)
-        except BeaconConfigError as exc:
-            if exc.setting == "ingest_key" and not env.get("BEACON_INGEST_KEY", "").strip():
-                logger.warning(
-                    "beacon-otel: BEACON_INGEST_KEY is not set, so Beacon analytics are off; "
-                    "the app and the rest of OpenTelemetry run as usual"
-                )
-            else:
-                logger.error("beacon-otel: Beacon analytics are off: %s", exc)
-            return None
-        return BeaconSpanProcessor(config)
 
     def processor_on(self, provider: object) -> BeaconSpanProcessor | None:
         """The auto-run processor if it is attached to ``provider``."""
         return self._processor if self.provider is not None and self.provider is provider else None
 
-    # -- credentials --------------------------------------------------------------------
-
     def protect_credentials(self) -> None:
-        """Make every HTTP instrumentation redact credential headers it is told to capture.
-
-        ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`` turns header values into
-        span attributes that every exporter ships; the consumer headers are credentials.
-        """
+        """Make every HTTP instrumentation redact credential headers it is told to capture."""
         processor = self.processor
-        if processor is None:
-            return
-        headers = [*CREDENTIAL_HEADERS]
-        if processor.config.consumer_header:
-            headers.append(processor.config.consumer_header.lower())
-        current = [field.strip() for field in self.environ.get(SANITIZE_FIELDS, "").split(",")]
-        current = [field for field in current if field]
-        missing = [p for p in dict.fromkeys(header_pattern(h) for h in headers) if p not in current]
-        if missing:
-            self.environ[SANITIZE_FIELDS] = ",".join(current + missing)
+        if processor is not None:
+            environment.protect_credentials(self.environ, processor.config.consumer_header)
 
     # -- the SDK configurator -----------------------------------------------------------
 
@@ -132,12 +92,9 @@ class AutoRun:
             "span_processors": [processor, *(kwargs.get("span_processors") or ())],
             "sampler": self._kwargs_sampler,
         }
-        if not exporter_names("metrics") and not self.environ.get("OTEL_PYTHON_METER_CONFIGURATOR"):
-            # With no metrics exporter the SDK still installs a MeterProvider that every HTTP
-            # instrumentation records into on every request, for no reader at all.
-            disabled = _disabled_meters()
-            if disabled is not None:
-                kwargs.setdefault("meter_configurator", disabled)
+        meters_off = environment.meters_off(self.environ)
+        if meters_off is not None:
+            kwargs.setdefault("meter_configurator", meters_off)
         return kwargs
 
     def configured(self) -> None:
@@ -207,51 +164,19 @@ class AutoRun:
         provider.add_span_processor(processor)
         self.provider = provider
 
+    # -- the instrumentors ----------------------------------------------------------------
+
     def route_hooks_through_active_distros(self) -> None:
         """Give the instrumentors Beacon's hooks through another distro's ``load_instrumentor``."""
-        foreign = [d for d in active_distros() if not getattr(d, DISTRO_MARKER, False)]
-        if not foreign:
-            logger.warning(
-                "beacon-otel: could not reach the active OpenTelemetry distro, so requests are "
-                "counted without their consumer; set OTEL_PYTHON_DISTRO=beacon_otel"
-            )
-        for distro in foreign:
-            self.route_hooks_through(distro)
+        instrumentors.route_hooks_through_foreign(active_distros(), self)
 
     def route_hooks_through(self, distro: BaseDistro) -> None:
         """Wrap one distro instance's ``load_instrumentor`` so it passes Beacon's hooks."""
-        if getattr(distro, _WRAPPED_MARKER, False):
-            return
-        original = distro.load_instrumentor
-
-        def load_instrumentor(entry_point: Any, **kwargs: Any) -> Any:
-            if self.native_telemetry_instead(entry_point.name):
-                return None
-            return original(entry_point, **self.instrumentor_kwargs(entry_point.name, kwargs))
-
-        # An instance attribute shadows the class's method for this one distro only.
-        distro.load_instrumentor = load_instrumentor
-        setattr(distro, _WRAPPED_MARKER, True)
-
-    # -- the instrumentors ----------------------------------------------------------------
+        instrumentors.route_hooks_through(distro, self)
 
     def native_telemetry_instead(self, name: str) -> bool:
-        """Whether FastAPI's own telemetry serves Beacon instead of instrumentor ``name``.
-
-        The contrib FastAPI instrumentation matches every route again on every request, so
-        its cost grows with the app; FastAPI 0.142+ learns the route from routing itself and
-        opens its own SERVER span on the global provider once the contrib one stays out.
-        Only when no trace exporter is configured: a user exporting traces keeps the spans
-        of the instrumentation he installed (docs/autorun.md).
-        """
-        if name != "fastapi" or self.processor is None or exporter_names("traces"):
-            return False
-        try:
-            import fastapi.telemetry  # noqa: F401  (FastAPI 0.142 and later)
-        except ImportError:
-            return False
-        logger.debug("beacon-otel: FastAPI's own telemetry serves Beacon (no trace exporter)")
-        return True
+        """Whether FastAPI's own telemetry serves Beacon instead of instrumentor ``name``."""
+        return name == "fastapi" and self.processor is not None and environment.native_fastapi_telemetry()
 
     def instrumentor_kwargs(self, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` for instrumentor ``name`` with Beacon's hooks composed before the user's."""
@@ -261,67 +186,9 @@ class AutoRun:
         ours: dict[str, Hook] = {}
         with contained(f"adding the consumer hooks to the {name} instrumentation"):
             ours = processor.hooks(name)
-            companion = COMPANIONS.get(name)
-            if companion is not None:
-                # The instrumentation takes no hooks: beacon-otel's tween or middleware does.
-                companion(ours)
-                return kwargs
-        merged = dict(kwargs)
-        for key, hook in ours.items():
-            merged[key] = compose(hook, kwargs.get(key))
-        if name == "fastapi" and not exporter_names("traces"):
-            # The ASGI "http send"/"http receive" spans are about 40% of the instrumentation's
-            # cost and carry nothing Beacon reads; with no exporter nobody else sees them.
-            merged.setdefault("exclude_spans", ["receive", "send"])
-        return merged
-
-
-def warn_unseen_frameworks() -> None:
-    """One WARNING per framework installed without an instrumentation: it would be served unseen."""
-    from beacon_otel.doctor import unseen_frameworks
-
-    for framework, version, instrumentation in unseen_frameworks():
-        logger.warning(
-            "beacon-otel: %s %s is installed but not instrumented, so requests it serves never "
-            "reach Beacon; fix: pip install %s",
-            framework,
-            version,
-            instrumentation,
-        )
-
-
-def exporter_names(signal: Literal["traces", "metrics", "logs"]) -> list[str]:
-    """The exporters ``OTEL_<SIGNAL>_EXPORTER`` names, as the SDK reads them (``none`` is none)."""
-    try:
-        from opentelemetry.sdk._configuration import _get_exporter_names
-    except ImportError:  # pragma: no cover - private SDK names moved: assume some are set
-        return ["unknown"]
-    return list(_get_exporter_names(signal))
-
-
-def _disabled_meters() -> Any:
-    try:
-        from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
-    except ImportError:  # pragma: no cover - private SDK name moved: keep the SDK's default
-        return None
-    return _disable_meter_configurator
-
-
-def header_pattern(header: str) -> str:
-    """A sanitize-fields regex for ``header``; WSGI reports ``X_Key`` as ``X-KEY``, so both match."""
-    return "".join("[-_]" if char in "-_" else re.escape(char) for char in header.lower())
-
-
-def sampler_from_env() -> Sampler:
-    """The sampler the SDK would build from ``OTEL_TRACES_SAMPLER`` and ``_ARG``."""
-    try:
-        # The configurator's own lookup, so sampler entry points (opentelemetry_traces_sampler)
-        # resolve exactly as they would without Beacon.
-        from opentelemetry.sdk._configuration import _get_sampler, _import_sampler
-        from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
-    except ImportError:  # pragma: no cover - private SDK names moved
-        return DEFAULT_ON
-    return _import_sampler(_get_sampler()) or _get_from_env_or_default()
+            if instrumentors.install_companion(name, ours):
+                return kwargs  # the instrumentation takes no hooks: beacon-otel's tween or middleware does
+        return instrumentors.with_hooks(name, kwargs, ours)
 
 
 def global_sdk_provider() -> TracerProvider | None:
@@ -331,24 +198,6 @@ def global_sdk_provider() -> TracerProvider | None:
         trace.set_tracer_provider(TracerProvider(sampler=BeaconSampler(sampler_from_env())))
         provider = trace.get_tracer_provider()
     return provider if isinstance(provider, TracerProvider) else None
-
-
-def active_distros() -> list[BaseDistro]:
-    """Every distro instantiated in this process (distros are per-class singletons)."""
-    found: list[BaseDistro] = []
-    seen: set[type] = set()
-    stack: list[type] = [BaseDistro]
-    while stack:
-        subclasses: list[type] = stack.pop().__subclasses__()
-        for cls in subclasses:
-            if cls in seen:
-                continue
-            seen.add(cls)
-            stack.append(cls)
-            instance = cls.__dict__.get("_instance")
-            if isinstance(instance, BaseDistro) and instance not in found:
-                found.append(instance)
-    return found
 
 
 AUTORUN = AutoRun()

@@ -1,15 +1,12 @@
 """Configuration: one frozen dataclass, validated at construction, readable from the environment.
 
 Each field says in its metadata which ``BEACON_*`` variable sets it and what kind of value it
-holds; parsing the environment and validating values both follow from that, so a new setting
-is one field.
+holds; parsing the environment and validating values both follow from that
+(:mod:`beacon_otel.setting_kinds`), so a new setting is one field.
 """
 
 from __future__ import annotations
 
-import enum
-import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -17,8 +14,10 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from beacon_otel import setting_kinds as kinds
 from beacon_otel.endpoint import IngestUrlError
 from beacon_otel.endpoint import normalize_ingest_url as _normalize_url
+from beacon_otel.setting_kinds import Kind, setting
 
 DEFAULT_INGEST_URL = "https://ingest.beacon.skyware.dev/v1/ingest"
 
@@ -47,27 +46,6 @@ def default_storage_path() -> Path:
     else:
         base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     return base / "beacon-otel" / "spool"
-
-
-class Kind(enum.Enum):
-    """What a setting holds: how its variable is parsed and its value checked."""
-
-    TEXT = "text"
-    KEY = "key"
-    URL = "url"
-    BOOL = "bool"
-    COUNT = "count"  # an integer >= 1
-    BYTES = "bytes"  # an integer >= 0
-    SECONDS = "seconds"  # a positive, finite number
-    HEADER = "header"  # an HTTP header name, or None
-    CALLABLE = "callable"  # a callable, or None; ``package.module:function`` in the environment
-    PATH = "path"  # a directory, or None
-    MAPPING = "mapping"  # not read from the environment
-
-
-def setting(kind: Kind, variable: str | None) -> dict[str, Any]:
-    """A field's metadata: it holds a ``kind`` of value, set by ``variable`` from the environment."""
-    return {"kind": kind, "variable": variable}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,7 +111,7 @@ class BeaconConfig:
         # A key is needed only to send: dry runs and disabled configs work without one.
         needs_key = self.enabled and not self.dry_run
         if needs_key and not (isinstance(self.ingest_key, str) and self.ingest_key.strip()):
-            raise _error("ingest_key", "a non-empty string", self.ingest_key)
+            raise _error("ingest_key", "be a non-empty string", self.ingest_key)
         try:
             url = _normalize_url(self.ingest_url, allow_private=self.allow_private_endpoints)
         except IngestUrlError as exc:
@@ -173,21 +151,16 @@ ENVIRONMENT: dict[str, str] = {
 }
 """Each field read from the environment, and its variable."""
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
 
 def parse_bool(variable: str, raw: str) -> bool:
     """A boolean environment value; raises ``BeaconConfigError`` naming ``variable``."""
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    setting_name = next((name for name, var in ENVIRONMENT.items() if var == variable), None)
-    raise BeaconConfigError(
-        f"Expected {variable} to be one of true/false/1/0/yes/no, got {raw!r}", setting=setting_name
-    )
+    try:
+        return kinds.parse_bool(raw)
+    except kinds.Unsuitable as exc:
+        setting_name = next((name for name, var in ENVIRONMENT.items() if var == variable), None)
+        raise BeaconConfigError(
+            f"Expected {variable} to {exc.expected}, got {exc.value!r}", setting=setting_name
+        ) from None
 
 
 def disabled_in(environ: Mapping[str, str]) -> bool:
@@ -211,98 +184,24 @@ def normalize_ingest_url(url: object) -> str:
 
 
 def _parse(f: Field[Any], raw: str) -> Any:
-    kind, variable = f.metadata["kind"], f.metadata["variable"]
-    if kind is Kind.BOOL:
-        return parse_bool(variable, raw)
-    if kind is Kind.CALLABLE:
-        return _import_callable(f.name, variable, raw)
-    if kind in (Kind.COUNT, Kind.BYTES):
-        try:
-            return int(raw)
-        except ValueError:
-            raise BeaconConfigError(
-                f"Expected {variable} to be an integer, got {raw!r}", setting=f.name
-            ) from None
-    if kind is Kind.SECONDS:
-        try:
-            return float(raw)
-        except ValueError:
-            raise BeaconConfigError(
-                f"Expected {variable} to be a number, got {raw!r}", setting=f.name
-            ) from None
-    return raw
+    """The field's value from its variable's text; errors name the variable."""
+    try:
+        return kinds.parse(f.metadata["kind"], raw)
+    except kinds.Unsuitable as exc:
+        raise BeaconConfigError(
+            f"Expected {f.metadata['variable']} to {exc.expected}, got {exc.value!r}", setting=f.name
+        ) from None
 
 
 def _checked(f: Field[Any], value: Any) -> Any:
     """``value`` if it suits the field's kind (a path made a ``Path``); else a named error."""
-    kind = f.metadata["kind"]
-    if kind is Kind.BOOL and not isinstance(value, bool):
-        raise _error(f.name, "a bool", value)
-    if kind in (Kind.COUNT, Kind.BYTES):
-        minimum = 1 if kind is Kind.COUNT else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise _error(f.name, f"an integer >= {minimum}", value)
-    if kind is Kind.SECONDS:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not 0 < float(value) < float("inf"):
-            raise _error(f.name, "a positive number of seconds", value)
-    if kind is Kind.HEADER and value is not None and not _is_header_name(value):
-        raise _error(f.name, "an HTTP header name", value)
-    if kind is Kind.CALLABLE and value is not None and not callable(value):
-        raise _error(f.name, "callable", value)
-    if kind is Kind.PATH and value is not None:
-        return Path(value)
-    return value
+    try:
+        return kinds.checked(f.metadata["kind"], value)
+    except kinds.Unsuitable as exc:
+        raise _error(f.name, exc.expected, value) from None
 
 
 def _error(name: str, expected: str, value: object) -> BeaconConfigError:
     variable = ENVIRONMENT.get(name)
     label = f"{name} ({variable})" if variable else name
-    return BeaconConfigError(f"Expected {label} to be {expected}, got {value!r}", setting=name)
-
-
-def _import_callable(name: str, variable: str, reference: str) -> Any:
-    """``package.module:function`` as a callable that imports its target on first use."""
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise BeaconConfigError(
-            f"Expected {variable} to be 'package.module:function', got {reference!r}", setting=name
-        )
-    try:
-        found = importlib.util.find_spec(module_name) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise BeaconConfigError(
-            f"Expected {variable} to name an importable module, got {reference!r}", setting=name
-        )
-    return ImportedCallable(module_name, attribute)
-
-
-class ImportedCallable:
-    """A function named in the environment, imported when first called.
-
-    Importing it at startup would import the app's own modules before the instrumentations
-    patch the frameworks, and leave the app uninstrumented.
-    """
-
-    def __init__(self, module: str, attribute: str) -> None:
-        self.reference = f"{module}:{attribute}"
-        self._target: Any = None
-
-    def __call__(self, *args: Any) -> Any:
-        if self._target is None:
-            module_name, _, attribute = self.reference.partition(":")
-            target: Any = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                target = getattr(target, part)
-            self._target = target
-        return self._target(*args)
-
-    def __repr__(self) -> str:
-        return f"ImportedCallable({self.reference!r})"
-
-
-def _is_header_name(value: object) -> bool:
-    token_chars = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    return isinstance(value, str) and bool(value) and all(c in token_chars for c in value)
+    return BeaconConfigError(f"Expected {label} to {expected}, got {value!r}", setting=name)

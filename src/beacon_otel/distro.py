@@ -73,7 +73,7 @@ def _global_sdk_provider() -> TracerProvider:
 class BeaconDistro(BaseDistro):  # type: ignore[misc]
     """The ``beacon_otel`` distro: no exporter by default, consumer hooks for the frameworks."""
 
-    _beacon_otel_distro = True  # autorun.DISTRO_MARKER
+    _beacon_otel_distro = True  # instrumentors.DISTRO_MARKER
 
     def _configure(self, **kwargs: Any) -> None:
         autorun.AUTORUN.distro_configured = True

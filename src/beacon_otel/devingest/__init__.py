@@ -3,7 +3,9 @@
 The modules, one concern each:
 
 - ``server``: DevIngest, the object tests and the CLI drive (start/stop, stored events,
-  summary, stats, fault script, waiting for events), and the public surface httpd answers with;
+  summary, stats, fault script, waiting for events);
+- ``reception``: what the ingest answers to each POST (a scripted fault, or the contract's
+  verdict) and what it records: arrivals, rejections, counters, the fault script;
 - ``httpd``: the HTTP server and request handler that answer for a DevIngest;
 - ``store``: the SQLite store of accepted events, each Idempotency-Key stored once;
 - ``validation``: the contract's checks of a request, its body and each event;

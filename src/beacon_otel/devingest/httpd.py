@@ -135,8 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == INGEST_PATH:
-            arrival = self.server.ingest.begin_arrival()  # before the body: that is when it arrived
-            reply = self.server.ingest.answer(arrival, self.headers, self._read_body())
+            reception = self.server.ingest.reception
+            arrival = reception.begin_arrival()  # before the body: that is when it arrived
+            reply = reception.answer(arrival, self.headers, self._read_body())
             if reply.status is None:
                 self.close_connection = True
                 return None
