@@ -667,7 +667,7 @@ def test_stop_answers_the_batch_it_is_storing(
     """
     server = DevIngest(db_path=str(tmp_path / "dev.sqlite3")).start()
     storing, connections_cut = threading.Event(), threading.Event()
-    handle_batch, running = server.handle_batch, server._server
+    handle_batch, running = server.reception.handle_batch, server._server
     assert running is not None
     close_connections = running.close_connections
 
@@ -680,7 +680,7 @@ def test_stop_answers_the_batch_it_is_storing(
         close_connections()
         connections_cut.set()
 
-    monkeypatch.setattr(server, "handle_batch", slow_handle_batch)
+    monkeypatch.setattr(server.reception, "handle_batch", slow_handle_batch)
     monkeypatch.setattr(running, "close_connections", close_and_tell)
     answers: queue.Queue[int | Exception] = queue.Queue()
 
