@@ -55,10 +55,10 @@ class DeliverySchedule:
 
     def wait_for_work(self) -> Wake:
         """Sleep until there is a reason to work (the wait lets go of the lock)."""
-        wake = self._why_awake()
+        wake = self.why_awake()
         while wake is None:
-            self.sync.wake.wait(self._seconds_to_sleep())
-            wake = self._why_awake()
+            self.sync.wake.wait(self.seconds_to_sleep())
+            wake = self.why_awake()
         return wake
 
     def flushed_by(self, deadline: float) -> bool:
@@ -101,8 +101,8 @@ class DeliverySchedule:
             self.batch_limit(), batch_size=self.batch_size, failing=delivery.health.failing
         )
 
-    def _why_awake(self) -> Wake | None:
-        """The reason to work now, or None to sleep."""
+    def why_awake(self) -> Wake | None:
+        """The reason to work now, or None to sleep (then flushes waiting on memory may return)."""
         if self.stopping:
             return Wake.STOP
         delivery = self.delivery
@@ -117,7 +117,9 @@ class DeliverySchedule:
         self.sync.idle.notify_all()  # nothing left to do: flushes may return
         return None
 
-    def _seconds_to_sleep(self) -> float:
+    def seconds_to_sleep(self) -> float:
+        """How long to sleep when there is nothing to do: until a partial batch is due, the spool is
+        worth a look or the backoff ends, whichever is first (never before the backoff ends)."""
         now = self.clock()
         wake_at = now + self._interval
         if self.buffer.batches:
