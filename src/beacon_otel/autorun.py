@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk.trace import TracerProvider
 
-from beacon_otel import environment, exits, instrumentors
+from beacon_otel import environment, exits, instrumentors, route_lookup
 from beacon_otel.environment import sampler_from_env, warn_unseen_frameworks
 from beacon_otel.hooks import FRAMEWORKS, Hook
 from beacon_otel.instrumentors import active_distros
@@ -186,6 +186,9 @@ class AutoRun:
         ours: dict[str, Hook] = {}
         with contained(f"adding the consumer hooks to the {name} instrumentation"):
             ours = processor.hooks(name)
+            if name in ("starlette", "django"):
+                # Their route lookup walks the whole route table on every request.
+                route_lookup.install()
             if instrumentors.install_companion(name, ours):
                 return kwargs  # the instrumentation takes no hooks: beacon-otel's tween or middleware does
         return instrumentors.with_hooks(name, kwargs, ours)
