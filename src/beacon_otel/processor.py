@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -128,20 +126,29 @@ class BeaconSpanProcessor(SpanProcessor):
         # 17 times as often. Those collections run mostly on request threads (they are the
         # ones allocating) and cost about what the mapping would save them, while holding
         # more memory (bench/RESULTS.md, section 2).
-        with guard.contained("queueing a request's event"), self._counted_as_internal_error():
-            if self._inner_layer_ended(span, span_id):
+        with guard.contained("queueing a request's event"):
+            try:
+                self._queue(span, span_id)
+            except Exception:
+                # Counted before the guard logs (or, under the test suite, re-raises) it; a
+                # plain try, not a context manager: it runs on every request.
+                self.stats.drop("internal_error")
+                raise
+
+    def _queue(self, span: ReadableSpan, span_id: int) -> None:
+        if self._inner_layer_ended(span, span_id):
+            return
+        context = self.requests.pop(span_id)
+        if context is not None:
+            if is_native_span(span):
+                absorb_native_telemetry(context)
+                if excluded_by_user(context):
+                    return  # no span from the contrib instrumentation, no event from us
+            if context.waiting:
+                context.ended_span = span  # the event waits for the body or inner layer
+                self._held += 1
                 return
-            context = self.requests.pop(span_id)
-            if context is not None:
-                if is_native_span(span):
-                    absorb_native_telemetry(context)
-                    if excluded_by_user(context):
-                        return  # no span from the contrib instrumentation, no event from us
-                if context.waiting:
-                    context.ended_span = span  # the event waits for the body or inner layer
-                    self._held += 1
-                    return
-            self._submit(span, context)
+        self._submit(span, context)
 
     def _inner_layer_ended(self, span: ReadableSpan, span_id: int) -> bool:
         outer = self.requests.pop_nested(span_id)
@@ -158,8 +165,12 @@ class BeaconSpanProcessor(SpanProcessor):
 
     def body_sent(self, context: RequestContext) -> None:
         """A streamed body is done: the event of its already ended span can go now."""
-        with guard.contained("queueing a streamed request's event"), self._counted_as_internal_error():
-            self._release(context)
+        with guard.contained("queueing a streamed request's event"):
+            try:
+                self._release(context)
+            except Exception:
+                self.stats.drop("internal_error")
+                raise
 
     def _release(self, context: RequestContext) -> None:
         span = context.ended_span
@@ -172,15 +183,6 @@ class BeaconSpanProcessor(SpanProcessor):
         event = self.event_for(span, context)
         if event is not None:
             self._worker.submit(event)
-
-    @contextlib.contextmanager
-    def _counted_as_internal_error(self) -> Iterator[None]:
-        try:
-            yield
-        except Exception:
-            # Counted before the guard logs (or, under the test suite, re-raises) it.
-            self.stats.drop("internal_error")
-            raise
 
     def event_for(self, span: ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
         """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
