@@ -66,6 +66,9 @@ class BeaconSpanProcessor(SpanProcessor):
             host=urlsplit(config.ingest_url).hostname or "the ingest",
             spool_path=None,
         )
+        if config.enabled:
+            # Before the spool is made: what it removes or refuses at start is logged too.
+            make_visible(debug=config.debug)
         self.spool: Spool | None = None
         policy = None
         if config.spool_enabled and not config.dry_run:
@@ -85,7 +88,6 @@ class BeaconSpanProcessor(SpanProcessor):
             shutdown_timeout=config.shutdown_timeout,
         )
         if config.enabled:
-            make_visible(debug=config.debug)
             if config.dry_run:
                 logger.info("beacon-otel: dry run: nothing is sent")
             else:
