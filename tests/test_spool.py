@@ -401,6 +401,8 @@ def test_a_disk_error_pauses_writes_then_the_disk_is_tried_again(
         assert not spool.write(body(2), 1)
         monkeypatch.undo()
         problem = f"cannot write to {spool.directory}: {os.strerror(code)}"
+        if code == errno.ENOSPC:  # the disk is full: said in the words of a full spool
+            problem = f"spool full (no space left on the device) at {spool.directory}"
         assert spool.problem == problem
         assert not spool.enabled
         clock.now += 4.9
@@ -436,7 +438,7 @@ def test_enospc_through_several_pauses_never_turns_the_spool_off(
             assert not spool.write(body(n), 1)
             clock.now += 6
     full[0] = False
-    assert spool.problem == f"cannot write to {spool.directory}: No space left on device"
+    assert spool.problem == f"spool full (no space left on the device) at {spool.directory}"
     assert spool.write(body(9), 1)
     assert spool.problem is None
     assert spool.stats.write_failures == 4

@@ -22,6 +22,7 @@ the disk is tried again; :attr:`Spool.problem` says why meanwhile.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -224,7 +225,7 @@ class Spool:
         except OSError as exc:
             self.stats.write_failures += 1
             disk.usable = False  # proven again before the next write: the directory may be gone
-            disk.failed(f"cannot write to {self.directory}: {files.describe(exc)}", pause=True)
+            disk.failed(_write_problem(self.directory, exc), pause=True)
             return False
         disk.size += len(record)
         self.stats.written += 1
@@ -269,3 +270,10 @@ class Spool:
             self.stats.expired_removed += listing.expired_removed
             self._disk.measure_again()
         return listing.waiting
+
+
+def _write_problem(directory: Path, exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # The disk (or the user's quota) is full, not the spool's own bound: said in the same words.
+        return f"spool full (no space left on the device) at {directory}"
+    return f"cannot write to {directory}: {files.describe(exc)}"
