@@ -8,6 +8,8 @@ what the deadline allows and the worker spools the rest. When to work is
 
 from __future__ import annotations
 
+import time
+
 from beacon_otel import guard
 from beacon_otel.schedule import DeliverySchedule, Wake
 
@@ -68,11 +70,13 @@ class DeliveryCycle:
             if batch is None:
                 return
             schedule.busy = True
+            schedule.in_flight_since = time.monotonic()
         try:
             settled, follow_ups = self._delivery.attempt(batch, stopping=schedule.stopping)
         finally:
             with schedule.sync.lock:
                 schedule.busy = False
+                schedule.in_flight_since = None
                 if settled:
                     self._buffer.settled(batch)
                 self._buffer.requeue(follow_ups)
@@ -84,7 +88,13 @@ class DeliveryCycle:
         batch = spool.next_batch()
         if batch is None:
             return
-        settled, follow_ups = self._delivery.attempt(batch, stopping=False)
+        with self._schedule.sync.lock:
+            self._schedule.in_flight_since = time.monotonic()
+        try:
+            settled, follow_ups = self._delivery.attempt(batch, stopping=False)
+        finally:
+            with self._schedule.sync.lock:
+                self._schedule.in_flight_since = None
         if not settled:
             spool.give_back(batch)
         if follow_ups:

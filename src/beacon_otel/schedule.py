@@ -49,6 +49,8 @@ class DeliverySchedule:
         self._flush_requests = 0  # flushes waiting: a partial batch goes now
         self.busy = False
         """A request is in flight."""
+        self.in_flight_since: float | None = None
+        """``time.monotonic()`` when the request in flight (live or replayed) began; None between."""
         self.stopping = False
         self.deadline = 0.0
         """At shutdown: when sending stops and the rest goes to the spool."""

@@ -23,6 +23,12 @@ from beacon_otel.delivery import Delivery
 from beacon_otel.event import RequestEvent
 from beacon_otel.schedule import DeliverySchedule
 
+IN_FLIGHT_PATIENCE = 1.0
+"""Seconds a shutdown waits on one request in flight. A healthy ingest answers well within it;
+one that has not is taken as hung, and what is left goes to disk at once: a recycling worker
+must not sit out its whole timeout while new requests queue behind it. The batch in flight is
+spooled too, with its Idempotency-Key, so the ingest stores it once if both arrive."""
+
 
 class DeliveryWorker:
     """Buffers events and delivers them in batches on one daemon thread, one request at a time."""
@@ -129,6 +135,8 @@ class DeliveryWorker:
         deadline = self._clock() + timeout
         self._check_process()
         with self._sync.lock:
+            if self._stopped:
+                return True  # shut down: what was left is on disk or counted lost
             if self._thread is None and not self._buffer:
                 return True
             thread = self._new_thread() if self._thread is None else None
@@ -155,7 +163,7 @@ class DeliveryWorker:
             new_thread.start()
         if thread is not None and thread.ident is not None:  # not yet started: nothing to wait for
             # Bounded even when a request hangs: the thread is a daemon and is left behind.
-            thread.join(timeout)
+            _join_unless_hung(thread, self._schedule, timeout)
         with self._sync.lock:
             batches = self._buffer.take_all(self._schedule.batch_limit())
         # A batch still in flight on a hung connection is kept too: its Idempotency-Key lets the
@@ -171,6 +179,18 @@ class DeliveryWorker:
         thread = cooperative.daemon_thread(DeliveryCycle(self._schedule).run, "beacon-otel-delivery")
         self._thread = thread
         return thread
+
+
+def _join_unless_hung(thread: threading.Thread, schedule: DeliverySchedule, timeout: float) -> None:
+    """Wait for the drain up to ``timeout``, but not on a request in flight past its patience."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive():
+        now = time.monotonic()
+        with schedule.sync.lock:
+            since = schedule.in_flight_since
+        if now >= deadline or (since is not None and now - since >= IN_FLIGHT_PATIENCE):
+            return
+        thread.join(min(deadline - now, 0.05))
 
 
 def _shutdown_at_exit(ref: weakref.ref[DeliveryWorker]) -> None:
