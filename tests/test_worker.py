@@ -613,6 +613,28 @@ def test_a_known_hung_ingest_does_not_hold_shutdown(make_worker: Any) -> None:
     assert stats.snapshot()["dropped_total"] == 0
 
 
+def test_a_request_hanging_at_shutdown_is_waited_on_for_a_second_only(make_worker: Any) -> None:
+    """A POST in flight for over a second at shutdown: everything spooled at once, not at the deadline."""
+    release = threading.Event()
+    store = MemoryStore()
+    transport = ScriptedTransport(on_send=lambda: release.wait(30))
+    worker, transport, stats, _ = make_worker(transport, spool=store, batch_size=2)
+    for n in range(5):
+        worker.submit(event(n))
+    wait_until(lambda: worker._busy)
+    started = time.monotonic()
+    worker.shutdown(timeout=30.0)
+    elapsed = time.monotonic() - started
+    flushed = worker.flush(30.0)  # as the provider's flush after the shutdown would
+    after_flush = time.monotonic() - started
+    release.set()
+    assert elapsed < 5.0  # the patience is one second; the shutdown timeout thirty
+    assert flushed and after_flush < 5.0
+    # The batch in flight is spooled too, with its Idempotency-Key: at least once, never lost.
+    assert sorted(store.spooled_events()) == [0, 1, 2, 3, 4]
+    assert stats.snapshot()["dropped_total"] == 0
+
+
 def test_a_spooled_batch_keeps_its_idempotency_key(make_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The id of a batch's first attempt is the id of its replay from disk."""
     monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.0)
