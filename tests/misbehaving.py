@@ -6,6 +6,9 @@ records what it saw (connections, requests, bytes it managed to write) for the t
 
 from __future__ import annotations
 
+import gzip
+import http.client
+import json
 import select
 import socket
 import ssl
@@ -234,3 +237,122 @@ def pipe(a: socket.socket, b: socket.socket, stopping: threading.Event) -> None:
             if not data:
                 return
             (b if source is a else a).sendall(data)
+
+
+@dataclass
+class Post:
+    """One ingest POST as the front saw it, and what it answered."""
+
+    mode: str
+    events: list[dict[str, object]]
+    status: int | None
+    at: float
+
+
+class IngestFront:
+    """An HTTP front for a real ingest that misbehaves on command, recording every POST.
+
+    ``mode`` decides each answer as the request arrives: ``"pass"`` forwards it to the ingest on
+    ``upstream`` and relays the answer; ``"fail"`` answers 503; ``"hang"`` keeps the request
+    unanswered until the mode changes, then drops the connection; ``"limit"`` answers 413 to a
+    body of more than ``limit`` events and forwards the others.
+    """
+
+    def __init__(self, upstream: int, mode: str = "pass", limit: int = 0) -> None:
+        self.upstream = upstream
+        self.mode = mode
+        self.limit = limit
+        self.posts: list[Post] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
+        self._listener.close()
+
+    def seen(self) -> list[Post]:
+        with self._lock:
+            return list(self.posts)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        upstream: http.client.HTTPConnection | None = None
+        try:
+            conn.settimeout(120)
+            reader = conn.makefile("rb")
+            while not self._stopping.is_set():
+                request_line = reader.readline()
+                if not request_line:
+                    return
+                headers: dict[str, str] = {}
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip()] = value.strip()
+                length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), "0"))
+                body = reader.read(length)
+                mode = self.mode
+                post = Post(mode, _events_of(body, headers), None, time.monotonic())
+                with self._lock:
+                    self.posts.append(post)
+                if mode == "hang":
+                    while self.mode == "hang" and not self._stopping.wait(0.05):
+                        pass
+                    return  # no answer at all: the client sees its connection dropped
+                if mode == "fail" or (mode == "limit" and len(post.events) > self.limit):
+                    post.status = 503 if mode == "fail" else 413
+                    reply = b'{"error": "front"}'
+                    head = f"HTTP/1.1 {post.status} Front\r\nContent-Length: {len(reply)}\r\n\r\n"
+                    conn.sendall(head.encode() + reply)
+                    continue
+                if upstream is None:
+                    upstream = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=60)
+                method, target, _ = request_line.decode("latin-1").split(" ", 2)
+                forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+                upstream.request(method, target, body=body, headers=forwarded)
+                response = upstream.getresponse()
+                answer = response.read()
+                post.status = response.status
+                head = f"HTTP/1.1 {response.status} Relayed\r\nContent-Length: {len(answer)}\r\n"
+                relayed = [(k, v) for k, v in response.getheaders() if k.lower() == "retry-after"]
+                head += "".join(f"{k}: {v}\r\n" for k, v in relayed)
+                conn.sendall(head.encode() + b"\r\n" + answer)
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+            if upstream is not None:
+                upstream.close()
+
+
+def _events_of(body: bytes, headers: dict[str, str]) -> list[dict[str, object]]:
+    """The events of an ingest request body (gzip or not); none when it is not a batch."""
+    try:
+        if any(k.lower() == "content-encoding" and "gzip" in v for k, v in headers.items()):
+            body = gzip.decompress(body)
+        events = json.loads(body)["events"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return []
+    return events if isinstance(events, list) else []
+
+
+@contextmanager
+def ingest_front(upstream: int, mode: str = "pass") -> Iterator[IngestFront]:
+    front = IngestFront(upstream, mode)
+    try:
+        yield front
+    finally:
+        front.close()

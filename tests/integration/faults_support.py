@@ -70,6 +70,8 @@ class Served:
     n: int
     status: int
     pid: int | None
+    at: float = 0.0
+    """When the answer came (monotonic clock)."""
 
 
 class Load:
@@ -130,7 +132,7 @@ class Load:
                     body = response.read()
                     pid = json.loads(body).get("pid") if response.status == 200 else None
                     with self._lock:
-                        self.served.append(Served(n, response.status, pid))
+                        self.served.append(Served(n, response.status, pid, time.monotonic()))
                     if not self.keep_alive or response.will_close:
                         connection.close()
                         connection = None
