@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk.trace import TracerProvider
 
-from beacon_otel import environment, exits, instrumentors, route_lookup
+from beacon_otel import environment, exits, fastapi_support, instrumentors, route_lookup
 from beacon_otel.environment import sampler_from_env, warn_unseen_frameworks
 from beacon_otel.hooks import FRAMEWORKS, Hook
 from beacon_otel.instrumentors import active_distros
@@ -175,8 +175,16 @@ class AutoRun:
         instrumentors.route_hooks_through(distro, self)
 
     def native_telemetry_instead(self, name: str) -> bool:
-        """Whether FastAPI's own telemetry serves Beacon instead of instrumentor ``name``."""
-        return name == "fastapi" and self.processor is not None and environment.native_fastapi_telemetry()
+        """Whether FastAPI's own telemetry serves Beacon instead of instrumentor ``name``.
+
+        Asked once, when the instrumentor would load: if so, FastAPI's INTERNAL operation
+        spans are switched off too, since no exporter would receive them.
+        """
+        native = name == "fastapi" and self.processor is not None and environment.native_fastapi_telemetry()
+        if native:
+            with contained("switching off FastAPI's unexported operation spans"):
+                fastapi_support.quiet_operation_spans()
+        return native
 
     def instrumentor_kwargs(self, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` for instrumentor ``name`` with Beacon's hooks composed before the user's."""

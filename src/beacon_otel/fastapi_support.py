@@ -187,3 +187,30 @@ def _native_scope() -> Mapping[str, Any] | None:
             return scope if isinstance(scope, Mapping) else None
         frame = frame.f_back
     return None
+
+
+def quiet_operation_spans() -> None:
+    """FastAPI apps made from now on open no INTERNAL operation spans unless asked to.
+
+    With FastAPI's own telemetry serving Beacon and no trace exporter, its ``fastapi.endpoint``,
+    ``fastapi.dependencies`` and ``fastapi.serialization`` spans reach nobody (Beacon reads the
+    SERVER span and the request's telemetry data, which FastAPI records either way), yet each
+    costs a span's start and end on every request. An app given ``operation_spans`` in its
+    ``telemetry`` settings keeps that choice.
+    """
+    import fastapi
+
+    original = fastapi.FastAPI.__init__
+    if getattr(original, "_beacon_quiet", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        chosen = kwargs.get("telemetry") or {}
+        config = getattr(self, "_telemetry", None)  # the settings FastAPI reads per request
+        if "operation_spans" not in chosen and isinstance(config, dict):
+            config["operation_spans"] = False
+
+    __init__._beacon_quiet = True  # type: ignore[attr-defined]
+    fastapi.FastAPI.__init__ = __init__  # type: ignore[method-assign]
