@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk.trace import TracerProvider
 
-from beacon_otel import environment, exits, fastapi_support, instrumentors, route_lookup
+from beacon_otel import environment, exits, fastapi_support, instrumentors
 from beacon_otel.environment import sampler_from_env, warn_unseen_frameworks
 from beacon_otel.hooks import FRAMEWORKS, Hook
 from beacon_otel.instrumentors import active_distros
@@ -175,15 +175,10 @@ class AutoRun:
         instrumentors.route_hooks_through(distro, self)
 
     def native_telemetry_instead(self, name: str) -> bool:
-        """Whether FastAPI's own telemetry serves Beacon instead of instrumentor ``name``.
-
-        Asked once, when the instrumentor would load: if so, FastAPI's INTERNAL operation
-        spans are switched off too, since no exporter would receive them.
-        """
+        """Whether FastAPI's own telemetry (without its unexported operation spans) serves Beacon."""
         native = name == "fastapi" and self.processor is not None and environment.native_fastapi_telemetry()
         if native:
-            with contained("switching off FastAPI's unexported operation spans"):
-                fastapi_support.quiet_operation_spans()
+            fastapi_support.quiet_operation_spans()
         return native
 
     def instrumentor_kwargs(self, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +189,6 @@ class AutoRun:
         ours: dict[str, Hook] = {}
         with contained(f"adding the consumer hooks to the {name} instrumentation"):
             ours = processor.hooks(name)
-            if name in ("starlette", "django"):
-                # Their route lookup walks the whole route table on every request.
-                route_lookup.install()
             if instrumentors.install_companion(name, ours):
                 return kwargs  # the instrumentation takes no hooks: beacon-otel's tween or middleware does
         return instrumentors.with_hooks(name, kwargs, ours)

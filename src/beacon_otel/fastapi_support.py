@@ -189,6 +189,7 @@ def _native_scope() -> Mapping[str, Any] | None:
     return None
 
 
+@guard.guarded("switching off FastAPI's unexported operation spans", default=None)
 def quiet_operation_spans() -> None:
     """FastAPI apps made from now on open no INTERNAL operation spans unless asked to.
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
+from beacon_otel import guard, route_lookup
 from beacon_otel.environment import exporter_names
 from beacon_otel.hooks import COMPANIONS, Hook, compose
 
@@ -71,6 +72,10 @@ def install_companion(name: str, ours: dict[str, Hook]) -> bool:
 
 def with_hooks(name: str, kwargs: dict[str, Any], ours: dict[str, Hook]) -> dict[str, Any]:
     """``kwargs`` for instrumentor ``name`` with Beacon's hooks composed before the user's."""
+    if name in ("starlette", "django"):
+        # Their route lookup walks the whole route table on every request.
+        with guard.contained(f"narrowing the {name} instrumentation's route lookup"):
+            route_lookup.install()
     merged = dict(kwargs)
     for key, hook in ours.items():
         merged[key] = compose(hook, kwargs.get(key))
