@@ -164,6 +164,7 @@ TABLE: dict[str, HookTable] = {
     "litestar": litestar_hooks,
     "bottle": wsgi_hooks,
     "falcon": falcon_hooks,
+    "falcon_asgi": asgi_hooks,
     "tornado": tornado_hooks,
     "pyramid": pyramid_hooks,
     "aiohttp-server": aiohttp_hooks,

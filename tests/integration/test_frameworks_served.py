@@ -252,6 +252,32 @@ def test_falcon_by_hand(ingest: DevIngest) -> None:
         provider.shutdown()
 
 
+# -- Falcon ASGI (beacon-otel's instrumentor: OpenTelemetry's covers falcon.App only) -----------
+
+
+def test_falcon_asgi_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
+    """opentelemetry-instrument uvicorn: falcon.asgi.App found through the falcon_asgi entry point."""
+    serve_zero_code(launch, [*UVICORN, "falcon_asgi_app:app"], ingest, tmp_path, FALCON_CALLS)
+
+
+def test_falcon_asgi_by_hand(ingest: DevIngest) -> None:
+    """FalconAsgiInstrumentor().instrument with Beacon's hooks, then the app, served by uvicorn."""
+    from beacon_otel.instrumentation.falcon_asgi import FalconAsgiInstrumentor
+    from tests.apps.falcon_asgi_app import build_app
+
+    provider, _, processor = pipeline_for(ingest)
+    instrumentor = FalconAsgiInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, **processor.hooks("falcon_asgi"))
+    try:
+        with serve_uvicorn(build_app()) as base:
+            exercise(base, FALCON_CALLS)
+        assert processor.force_flush(10_000)
+        check_events(ingest, FALCON_CALLS)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
 # -- Tornado (OpenTelemetry's instrumentation, Beacon's hook) ---------------------------------
 
 
