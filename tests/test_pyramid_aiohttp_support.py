@@ -200,3 +200,34 @@ def test_autorun_installs_the_tween_and_middleware_once_and_leaves_the_kwargs(
     assert not getattr(patched.__wrapped__, "_beacon_otel", False)  # wrapped once, not twice
     app = web.Application()
     assert sum(isinstance(m, aiohttp_support.BeaconMiddleware) for m in app.middlewares) == 1
+
+
+@NO_SUBCLASS_WARNING
+def test_aiohttp_consumer_resolver_receives_the_aiohttp_request() -> None:
+    """A consumer_resolver is given the web.Request, as docs/frameworks.md says."""
+    from aiohttp import web
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    seen: list[Any] = []
+
+    def resolver(request: Any) -> str:
+        seen.append(request)
+        return f"team-{request.headers['X-Team']}"
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    pipeline = make_pipeline(consumer_resolver=resolver)
+    instrumentor = AioHttpServerInstrumentor()
+    instrumentor.instrument(tracer_provider=pipeline.provider)
+    try:
+        app = web.Application()
+        app.router.add_get("/hello", hello)
+        aiohttp_support.instrument_app(app, **pipeline.processor.hooks("aiohttp-server"))
+        assert asyncio.run(aiohttp_get(app, "/hello", {"X-Team": "blue"})) == 200
+        (event,) = pipeline.events()
+    finally:
+        instrumentor.uninstrument()
+        pipeline.provider.shutdown()
+    assert event["consumer"] == "team-blue"
+    assert [type(request) for request in seen] == [web.Request]
