@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import importlib.metadata
 import json
 import threading
 from collections.abc import Iterator
@@ -14,8 +15,22 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from packaging.version import Version
 
 from beacon_otel import BeaconConfig, BeaconSpanProcessor
+
+
+def requires(distribution: str, minimum: str) -> pytest.MarkDecorator:
+    """Skips a test of a feature that ``distribution`` gained in ``minimum``, naming both versions.
+
+    The version matrix's oldest session installs the lowest releases pyproject.toml allows (FastAPI
+    0.110 has no native telemetry): the test still runs wherever the feature exists.
+    """
+    installed = importlib.metadata.version(distribution)
+    return pytest.mark.skipif(
+        Version(installed) < Version(minimum),
+        reason=f"needs {distribution}>={minimum} (installed: {installed})",
+    )
 
 
 @dataclass

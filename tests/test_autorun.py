@@ -23,6 +23,7 @@ from beacon_otel.config import BeaconConfig
 from beacon_otel.environment import SANITIZE_FIELDS
 from beacon_otel.processor import BeaconSpanProcessor
 from beacon_otel.sampling import BeaconSampler
+from tests.conftest import requires
 
 DRY_RUN = {"BEACON_DRY_RUN": "true"}
 SERVER_SPAN = {"http.method": "GET", "http.route": "/users/{id}", "http.target": "/users/1"}
@@ -386,6 +387,7 @@ def test_asgi_internal_spans_are_kept_for_a_trace_exporter(
     assert entry_point.received["exclude_spans"] == ["send"]  # the user's choice wins
 
 
+@requires("fastapi", "0.142")  # FastAPI's native telemetry
 def test_fastapi_telemetry_serves_beacon_when_nobody_exports_traces(
     running: AutoRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:

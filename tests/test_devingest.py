@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import queue
 import re
@@ -27,6 +28,7 @@ from beacon_otel.devingest import (
     format_summary,
     validate_event,
 )
+from beacon_otel.devingest.httpd import discard_chunked
 from beacon_otel.devingest.summary import _percentile
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
@@ -191,6 +193,18 @@ def test_chunked_body_without_length_is_refused(ingest: DevIngest, session: requ
     response = session.post(ingest.url, data=iter([GOOD_BODY]), headers=AUTH, timeout=10)
     assert response.status_code == 400
     assert ingest.events() == []
+
+
+def test_a_refused_chunked_body_is_read_to_its_end_first() -> None:
+    """Before answering 400 the ingest reads the chunked body (extensions and trailers too), so a
+    client still sending gets the answer instead of a reset; where the body ends, reading stops."""
+    body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+    stream = io.BytesIO(body + b"NEXT")
+    discard_chunked(stream, limit=100)
+    assert stream.read() == b"NEXT"
+    endless = io.BytesIO(b"5\r\nhello\r\n" * 10)
+    discard_chunked(endless, limit=12)  # past the limit it stops, the connection closes anyway
+    assert endless.tell() == 3 * len(b"5\r\nhello\r\n")
 
 
 def test_body_over_10_mib_is_413(ingest: DevIngest, session: requests.Session) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from beacon_otel.devingest import DevIngest
 from beacon_otel.doctor import PROBE_ROUTE, fingerprint
+from tests.conftest import requires
 
 KEY = "bk_test_0123456789abcdef"
 
@@ -138,6 +139,7 @@ def test_otlp_protocol_must_match_an_installed_exporter(ingest: DevIngest, tmp_p
     )
 
 
+@requires("fastapi", "0.142")  # FastAPI's native telemetry
 def test_fastapi_native_telemetry_beside_the_instrumentor_is_a_warning(
     ingest: DevIngest, tmp_path: Path
 ) -> None:

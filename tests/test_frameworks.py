@@ -11,7 +11,7 @@ import pytest
 from fastapi import Request
 from pydantic import BaseModel
 
-from tests.conftest import Pipeline, asgi_request, configure_django, make_pipeline
+from tests.conftest import Pipeline, asgi_request, configure_django, make_pipeline, requires
 
 API_KEY = "key-live-123"
 BEARER = "Bearer s3cr3t-token"
@@ -192,6 +192,7 @@ def test_raising_resolver_counts_as_no_consumer() -> None:
         pipeline.provider.shutdown()
 
 
+@requires("fastapi", "0.142")  # FastAPI's native telemetry
 def test_mounted_fastapi_sub_app_with_native_telemetry_counts_once() -> None:
     """FastAPI's own telemetry in a mounted sub-app opens a second SERVER span: still one event."""
     from fastapi import FastAPI

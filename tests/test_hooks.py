@@ -18,7 +18,7 @@ from fastapi import WebSocket
 from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
-from tests.conftest import Pipeline, asgi_request, configure_django, make_pipeline
+from tests.conftest import Pipeline, asgi_request, configure_django, make_pipeline, requires
 
 API_KEY = "key-live-123"
 BEARER = "Bearer s3cr3t-token"
@@ -126,6 +126,7 @@ def check_cases(app: Any, pipeline: Pipeline, cases: list[Any]) -> None:
         assert event.get("validation_errors") == errors, path
 
 
+@requires("fastapi", "0.142")  # FastAPI's native telemetry
 def test_fastapi_native_telemetry_alone_gives_the_whole_event() -> None:
     """FastAPI(telemetry={"tracer_provider": provider}) and the processor on that provider, nothing else:
     consumer by both header rules (a 404 too), 422 details, exception text, mount routes."""
@@ -173,6 +174,7 @@ def test_contrib_instrumentation_of_every_app_gives_the_same_events() -> None:
         pipeline.provider.shutdown()
 
 
+@requires("fastapi", "0.142")  # FastAPI's native telemetry
 def test_native_telemetry_inside_an_instrumented_app_gives_one_event_with_everything() -> None:
     """Both sources at once (native telemetry in the sub-app under an instrumented top app): one event,
     the sub-app's exception text and validation errors included."""
@@ -387,6 +389,7 @@ def test_django_streamed_body_counts_until_its_last_byte() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+@requires("fastapi", "0.142")  # FastAPI's native telemetry
 def test_websocket_connections_make_no_event_and_no_drop() -> None:
     """A WebSocket connection (accepted or refused at the handshake) is not an API request in the
     contract's sense: no event, and nothing counted as lost (docs/routes.md)."""
@@ -426,6 +429,7 @@ def test_websocket_connections_make_no_event_and_no_drop() -> None:
         pipeline.provider.shutdown()
 
 
+@requires("fastapi", "0.142")  # FastAPI's native telemetry
 def test_native_telemetry_honours_the_fastapi_excluded_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     """A URL excluded from FastAPI's instrumentation (a health check) makes no event when FastAPI's
     own telemetry serves Beacon, as the contrib instrumentation it replaces makes no span for it."""

@@ -141,6 +141,12 @@ def aiohttp_hooks(registry: RequestRegistry) -> dict[str, Hook]:
             path = str(request.path).encode("utf-8").decode("latin-1")
             context.environ = headers_environ(request.method, path, request.headers.items())
             context.request = request
+        # OpenTelemetry's aiohttp-server instrumentation up to 0.64b0 puts the handler's function
+        # name in http.route (its span name has the template): the resource's canonical path is
+        # the route, and an unmatched request (no resource) has none, as later releases say.
+        resource = getattr(getattr(request.match_info, "route", None), "resource", None)
+        canonical = getattr(resource, "canonical", None)
+        span.set_attribute("http.route", canonical if isinstance(canonical, str) else "")
 
     return {"request_hook": request_hook}
 

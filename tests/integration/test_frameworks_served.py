@@ -15,11 +15,13 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from packaging.version import Version
 
 from beacon_otel.devingest import DevIngest
 
@@ -86,7 +88,9 @@ PYRAMID_CALLS = calls_for("user", "/users/{user_id}")
 AIOHTTP_CALLS = calls_for("user", "/users/{user_id}")
 
 UVICORN = ["uvicorn", "--host", "127.0.0.1", "--port", "{port}"]
-GUNICORN = ["gunicorn", "--workers", "1", "--bind", "127.0.0.1:{port}", "--no-control-socket"]
+# gunicorn 25.1+ opens a control socket unless told not to; earlier releases lack the option.
+NO_CONTROL_SOCKET = ["--no-control-socket"] if Version(version("gunicorn")) >= Version("25.1") else []
+GUNICORN = ["gunicorn", "--workers", "1", "--bind", "127.0.0.1:{port}", *NO_CONTROL_SOCKET]
 
 
 def zero_code_env(ingest: DevIngest, tmp_path: Path) -> dict[str, str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.resources
+import io
 import json
 import socket
 import socketserver
@@ -89,6 +90,27 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
+def discard_chunked(stream: io.BufferedIOBase, limit: int) -> None:
+    """Read a chunked body up to its last chunk (``limit`` bytes of data at most) and drop it.
+
+    A client still sending when the connection closes gets a reset, not the 400 (some, like
+    urllib3 1.26, fail on the broken pipe without reading the answer).
+    """
+    while limit >= 0:
+        try:
+            size = int(stream.readline(256).split(b";", 1)[0], 16)
+        except ValueError:
+            return  # not chunked framing after all: the connection closes anyway
+        if size == 0:
+            while stream.readline(8192) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields, up to the blank line that ends the body
+            return
+        limit -= size
+        while size > 0 and (data := stream.read(min(size, 1 << 20))):
+            size -= len(data)
+        stream.readline(256)  # the CRLF after the chunk's data
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Routes requests to the DevIngest that owns the server."""
 
@@ -164,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length", "")
         if not length.isdigit():  # also refuses chunked bodies, which http.server cannot read
             self.close_connection = True  # unknown framing: the stream cannot be reused
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                discard_chunked(self.rfile, MAX_BODY_BYTES)
             return _Refused(400, "a Content-Length header is required")
         if (remaining := int(length)) <= MAX_BODY_BYTES:
             return self.rfile.read(remaining)
