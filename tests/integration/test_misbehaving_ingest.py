@@ -118,6 +118,7 @@ def test_spooled_batches_replay_while_traffic_flows(
     # Batches cut while the load ran at full pace (the last one, after the load stops, may be short).
     steady = [post for post in live_posts if post.at < load.stopped_at - 1.5]
     per_post = sum(len(post.events) for post in steady) / max(len(steady), 1)
+    full = sum(1 for post in steady if len(post.events) == REPLAY_BATCH) / max(len(steady), 1)
     summary(
         "replay-under-load",
         spooled_batches=len(on_disk.batches),
@@ -131,6 +132,7 @@ def test_spooled_batches_replay_while_traffic_flows(
         replay_posts=len(posts) - len(live_posts),
         live_posts=len(live_posts),
         live_events_per_post=f"{per_post:.1f}",
+        live_posts_full=f"{full:.0%}",
         recovered=stats["recovered"],
         dropped=stats["dropped"],
         rss_peak_mib=f"{rss.peak_mib('before'):.0f}",
@@ -139,7 +141,8 @@ def test_spooled_batches_replay_while_traffic_flows(
     assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0), result
     assert stats["dropped_total"] == 0, stats
     assert steady, "no live POST while the load ran"
-    assert per_post >= 0.9 * REPLAY_BATCH, [len(post.events) for post in steady]
+    # Full batches while traffic allows: a partial one only when a stall outlasts the interval.
+    assert full >= 0.9, [len(post.events) for post in steady]
 
 
 # -- 3. 413 on replay -----------------------------------------------------------------------------
@@ -465,6 +468,7 @@ def test_a_spool_in_a_directory_of_user_files_removes_only_its_own(
     env = beacon_env(front.url, spool, BEACON_BATCH_SIZE="20")
     spooled = spool_during_outage(launch, front, env, 200)
     after_first = user_files_left(shared)
+    assert after_first == USER_FILES, sorted(set(USER_FILES) - set(after_first))
 
     destination = destination_dir(shared)
     # Beacon's own names: a batch that does not verify, one past retention, a write cut short.
