@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from beacon_otel.devingest import DevIngest
+from beacon_otel.spooling import DISK_RETRY
 from tests.misbehaving import IngestFront, Post
 
 from .conftest import Launch
@@ -244,6 +245,7 @@ def two_outages(
         served |= load.ok()
         attempted |= load.attempted
         front.mode = "pass"
+        ended_at = time.monotonic()
         stats = stats_when_idle(server.port, timeout=60)
         # Caught up: what the disk took has been sent and removed, so the disk has room again.
         wait_until(
@@ -255,6 +257,8 @@ def two_outages(
             "the spool drained",
         )
         written.append(stats["spool"]["written"] if stats["spool"] else 0)
+        # A disk that refused a write rests DISK_RETRY seconds before it is tried again.
+        hold(DISK_RETRY + 0.5 - (time.monotonic() - ended_at))
     delivery = get_json(server.port, "/_beacon/stats")["delivery"]
     wait_until(
         lambda: len(served - set(item_numbers(ingest.events()))) <= delivery["dropped_total"],
@@ -396,6 +400,12 @@ def test_recycling_gunicorn_workers_keep_serving_while_the_ingest_hangs(
         served = load.ok()
         wait_until(lambda: set(item_numbers(ingest.events())) >= served, 60, "every served request")
     caught_up_s = time.monotonic() - load.stopped_at
+    # A worker still booting at SIGTERM makes gunicorn wait out its graceful timeout: the last
+    # replacements are let finish booting first.
+    ready = server.log_path.with_name(server.log_path.stem + "-ready")
+    wait_until(
+        lambda: len(list(ready.iterdir())) >= server.log().count("Booting worker"), 30, "workers booted"
+    )
     terminate_timed(server)
     result = tally(served, item_numbers(ingest.events()), load.attempted)
     during = served_per_second(load, hung_at, back_at + 2.0)
