@@ -20,8 +20,6 @@ ALLOWED: dict[str, str] = {
     # Each framework's hooks are being extended right now (Ninja, REST framework, Pyramid,
     # aiohttp); split RequestRegistry from the per-framework hooks once that settles.
     "hooks.py": "per-framework hooks growing this week; RequestRegistry to move out after",
-    # Being optimised on the request path in parallel; split once that work has landed.
-    "processor.py:BeaconSpanProcessor": "split after the request-path optimisation lands",
 }
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -12,11 +12,7 @@ from opentelemetry.trace import SpanKind
 
 from beacon_otel import guard
 from beacon_otel.config import BeaconConfig
-from beacon_otel.console import ConsoleEcho
 from beacon_otel.consumer import ConsumerRules
-from beacon_otel.delivery import Delivery
-from beacon_otel.delivery_log import DeliveryLog, make_visible
-from beacon_otel.endpoint import shown_url
 from beacon_otel.event import RequestEvent
 from beacon_otel.fastapi_support import (
     absorb_inner_span,
@@ -28,12 +24,9 @@ from beacon_otel.fastapi_support import (
 from beacon_otel.hooks import Hook, RequestRegistry
 from beacon_otel.mapping import Unmappable, span_to_event
 from beacon_otel.metrics import SelfMetrics
+from beacon_otel.outbound import Outbound
 from beacon_otel.request import NO_FACTS, RequestContext
-from beacon_otel.spool import Spool, destination_fingerprint
-from beacon_otel.spooling import SpoolPolicy
 from beacon_otel.stats import DeliveryError, DeliveryStats
-from beacon_otel.transport import IngestTransport, InMemoryTransport
-from beacon_otel.worker import DeliveryWorker
 
 logger = logging.getLogger("beacon_otel")
 
@@ -49,53 +42,14 @@ class BeaconSpanProcessor(SpanProcessor):
         self.requests = RequestRegistry(
             ConsumerRules(config.consumer_header, config.consumer_resolver), body_sent=self.body_sent
         )
-        self._dry_run_sink = InMemoryTransport() if config.dry_run else None
-        transport = self._dry_run_sink or IngestTransport(
-            url=config.ingest_url,
-            key=config.ingest_key,
-            timeout=config.timeout,
-            compression=config.compression,
-            allow_private=config.allow_private_endpoints,
-            extra_headers=config.extra_headers,
-        )
-        # Console mode and self-metrics: each wraps the transport, no cost per request.
         self.self_metrics = SelfMetrics(self)
-        sender = self.self_metrics.timed(ConsoleEcho(transport) if config.dry_run else transport)
-        log = DeliveryLog(
-            url=shown_url(config.ingest_url),
-            host=urlsplit(config.ingest_url).hostname or "the ingest",
-            spool_path=None,
+        outbound = Outbound.build(
+            config, stats=self.stats, report=self._report, timed=self.self_metrics.timed
         )
-        if config.enabled:
-            # Before the spool is made: what it removes or refuses at start is logged too.
-            make_visible(debug=config.debug)
-        self.spool: Spool | None = None
-        policy = None
-        if config.spool_enabled and not config.dry_run:
-            self.spool = Spool(
-                config.spool_directory,
-                destination=destination_fingerprint(config.ingest_url, config.ingest_key or ""),
-                max_bytes=config.max_storage_bytes,
-            )
-            log.spool_path = str(self.spool.directory)
-            policy = SpoolPolicy(self.spool, stats=self.stats, log=log)
-        delivery = Delivery(sender, stats=self.stats, report=self._report, log=log, spool=policy)
-        self._worker = DeliveryWorker(
-            delivery,
-            batch_size=config.batch_size,
-            flush_interval=config.flush_interval,
-            max_buffer_size=config.max_buffer_size,
-            shutdown_timeout=config.shutdown_timeout,
-        )
-        if config.enabled:
-            if config.dry_run:
-                logger.info("beacon-otel: dry run: nothing is sent")
-            else:
-                log.started()
+        self._worker, self.spool, self._dry_run_sink = outbound.worker, outbound.spool, outbound.dry_run_sink
+        self._waiting = WaitingEvents(self.requests, self._submit)
         self._enabled = config.enabled
         self._shut_down = False
-        self._held = 0
-        """Events waiting for a streamed body's end or an inner layer (approximate: no lock)."""
 
     # -- SpanProcessor ---------------------------------------------------------------------
 
@@ -121,7 +75,7 @@ class BeaconSpanProcessor(SpanProcessor):
         if span.kind is not _SERVER:
             if self.requests.has_inner_layers:
                 with guard.contained("closing a request's inner layer"):
-                    self._inner_layer_ended(span, span_id)
+                    self._waiting.inner_layer_ended(span, span_id)
             return
         # Mapped here, not on the delivery thread: a queued span would keep its request's
         # objects alive until the batch is made, and CPython's collector then runs about
@@ -138,7 +92,7 @@ class BeaconSpanProcessor(SpanProcessor):
                 raise
 
     def _queue(self, span: ReadableSpan, span_id: int) -> None:
-        if self._inner_layer_ended(span, span_id):
+        if self._waiting.inner_layer_ended(span, span_id):
             return
         context = self.requests.pop(span_id)
         if context is not None:
@@ -147,39 +101,18 @@ class BeaconSpanProcessor(SpanProcessor):
                 if excluded_by_user(context):
                     return  # no span from the contrib instrumentation, no event from us
             if context.waiting:
-                context.ended_span = span  # the event waits for the body or inner layer
-                self._held += 1
+                self._waiting.hold(context, span)  # until the body or the inner layer ends
                 return
         self._submit(span, context)
-
-    def _inner_layer_ended(self, span: ReadableSpan, span_id: int) -> bool:
-        outer = self.requests.pop_nested(span_id)
-        if outer is None:
-            return False
-        # An inner layer of a request (a mounted app's own span): what it learned goes to
-        # the request's one event, the span itself makes none. The outer span may have ended
-        # first (the contrib ASGI middleware ends it with the last body message, before the
-        # exception leaves the inner app), so the event waits for its last inner layer.
-        outer.inner_open -= 1
-        absorb_inner_span(outer, span)
-        self._release(outer)
-        return True
 
     def body_sent(self, context: RequestContext) -> None:
         """A streamed body is done: the event of its already ended span can go now."""
         with guard.contained("queueing a streamed request's event"):
             try:
-                self._release(context)
+                self._waiting.release(context)
             except Exception:
                 self.stats.drop("internal_error")
                 raise
-
-    def _release(self, context: RequestContext) -> None:
-        span = context.ended_span
-        if span is not None and not context.waiting:
-            context.ended_span = None
-            self._held -= 1
-            self._submit(span, context)
 
     def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
         event = self.event_for(span, context)
@@ -205,19 +138,14 @@ class BeaconSpanProcessor(SpanProcessor):
         if self._shut_down:
             return
         self._shut_down = True
-        if self._held > 0:
+        if self._waiting.count > 0:
             # Requests whose streamed body the server never closed (or whose inner layer
             # never ended) by now: their events cannot be made, and are counted lost.
-            self.stats.drop("unfinished_request", self._held)
+            self.stats.drop("unfinished_request", self._waiting.count)
         self._worker.shutdown()
-        snapshot = self.stats.snapshot()
-        if snapshot["dropped_total"]:
-            logger.warning(
-                "beacon-otel: %d events sent, %d dropped (%s)",
-                snapshot["sent"],
-                snapshot["dropped_total"],
-                ", ".join(f"{reason}={n}" for reason, n in sorted(snapshot["dropped"].items())),
-            )
+        loss = self.stats.loss_summary()
+        if loss is not None:
+            logger.warning("beacon-otel: %s", loss)
 
     # -- for users -------------------------------------------------------------------------
 
@@ -253,3 +181,46 @@ class BeaconSpanProcessor(SpanProcessor):
             # about delivery are the delivery log's, rate-limited there.
             with guard.contained("the on_error callback", user_code=True, level=logging.DEBUG):
                 callback(error)
+
+
+class WaitingEvents:
+    """Ended SERVER spans whose event waits for the request's real end.
+
+    A streamed body goes on after its span ends, and a mounted app's inner span may end after the
+    outer one (the contrib ASGI middleware ends it with the last body message, before the
+    exception leaves the inner app): the event is made once the last of them is done.
+    """
+
+    def __init__(
+        self, requests: RequestRegistry, submit: Callable[[ReadableSpan, RequestContext | None], None]
+    ) -> None:
+        self._requests = requests
+        self._submit = submit
+        self.count = 0
+        """Events waiting (approximate: no lock); counted lost at shutdown."""
+
+    def hold(self, context: RequestContext, span: ReadableSpan) -> None:
+        """Keep the ended span of a request still sending its body or running an inner layer."""
+        context.ended_span = span
+        self.count += 1
+
+    def inner_layer_ended(self, span: ReadableSpan, span_id: int) -> bool:
+        """Whether ``span`` was an inner layer of a request (a mounted app's own span).
+
+        What it learned goes to the request's one event; the span itself makes none.
+        """
+        outer = self._requests.pop_nested(span_id)
+        if outer is None:
+            return False
+        outer.inner_open -= 1
+        absorb_inner_span(outer, span)
+        self.release(outer)
+        return True
+
+    def release(self, context: RequestContext) -> None:
+        """Submit the held event once nothing of its request is still going on."""
+        span = context.ended_span
+        if span is not None and not context.waiting:
+            context.ended_span = None
+            self.count -= 1
+            self._submit(span, context)

@@ -82,6 +82,14 @@ class DeliveryStats:
             dropped = dict(self._dropped)
         return {**counts, "dropped": dropped, "dropped_total": sum(dropped.values())}
 
+    def loss_summary(self) -> str | None:
+        """One line of what was sent and what was lost by reason; None when nothing was lost."""
+        snapshot = self.snapshot()
+        if not snapshot["dropped_total"]:
+            return None
+        reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(snapshot["dropped"].items()))
+        return f"{snapshot['sent']} events sent, {snapshot['dropped_total']} dropped ({reasons})"
+
 
 _REASON_TEXT = {
     "rejected": "refused by the ingest",
