@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from beacon_otel import fastapi_support
-from tests.conftest import asgi_request, make_pipeline
+from tests.conftest import asgi_request, make_pipeline, requires
 from tests.test_hooks import CASES, MOUNTED_ERROR, check_cases, fastapi_apps
+
+pytestmark = requires("fastapi", "0.142")  # FastAPI's native telemetry
 
 
 def operation_spans(pipeline: object) -> list[str]:
