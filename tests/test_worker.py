@@ -635,6 +635,20 @@ def test_a_request_hanging_at_shutdown_is_waited_on_for_a_second_only(make_worke
     assert stats.snapshot()["dropped_total"] == 0
 
 
+def test_without_a_spool_a_slow_request_at_shutdown_is_waited_on(make_worker: Any) -> None:
+    """No disk to keep it on: a POST answering after two seconds is waited for, nothing lost."""
+    release = threading.Event()
+    transport = ScriptedTransport(on_send=lambda: release.wait(30))
+    worker, transport, stats, _ = make_worker(transport, batch_size=2)
+    for n in range(4):
+        worker.submit(event(n))
+    wait_until(lambda: worker._busy)
+    threading.Timer(2.0, release.set).start()  # slow, not hung: past the one-second patience
+    worker.shutdown(timeout=30.0)
+    assert sorted(transport.delivered()) == [0, 1, 2, 3]
+    assert stats.snapshot()["dropped_total"] == 0
+
+
 def test_a_spooled_batch_keeps_its_idempotency_key(make_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The id of a batch's first attempt is the id of its replay from disk."""
     monkeypatch.setattr("beacon_otel.health.backoff_delay", lambda failures, **_: 0.0)

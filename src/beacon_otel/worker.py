@@ -27,7 +27,8 @@ IN_FLIGHT_PATIENCE = 1.0
 """Seconds a shutdown waits on one request in flight. A healthy ingest answers well within it;
 one that has not is taken as hung, and what is left goes to disk at once: a recycling worker
 must not sit out its whole timeout while new requests queue behind it. The batch in flight is
-spooled too, with its Idempotency-Key, so the ingest stores it once if both arrive."""
+spooled too, with its Idempotency-Key, so the ingest stores it once if both arrive. Without a
+spool, giving up would lose the events: then the shutdown waits out its whole timeout."""
 
 
 class DeliveryWorker:
@@ -163,7 +164,8 @@ class DeliveryWorker:
             new_thread.start()
         if thread is not None and thread.ident is not None:  # not yet started: nothing to wait for
             # Bounded even when a request hangs: the thread is a daemon and is left behind.
-            _join_unless_hung(thread, self._schedule, timeout)
+            patience = IN_FLIGHT_PATIENCE if self._delivery.spool.configured else timeout
+            _join_unless_hung(thread, self._schedule, timeout, patience)
         with self._sync.lock:
             batches = self._buffer.take_all(self._schedule.batch_limit())
         # A batch still in flight on a hung connection is kept too: its Idempotency-Key lets the
@@ -181,14 +183,16 @@ class DeliveryWorker:
         return thread
 
 
-def _join_unless_hung(thread: threading.Thread, schedule: DeliverySchedule, timeout: float) -> None:
-    """Wait for the drain up to ``timeout``, but not on a request in flight past its patience."""
+def _join_unless_hung(
+    thread: threading.Thread, schedule: DeliverySchedule, timeout: float, patience: float
+) -> None:
+    """Wait for the drain up to ``timeout``, but not on a request in flight past ``patience``."""
     deadline = time.monotonic() + timeout
     while thread.is_alive():
         now = time.monotonic()
         with schedule.sync.lock:
             since = schedule.in_flight_since
-        if now >= deadline or (since is not None and now - since >= IN_FLIGHT_PATIENCE):
+        if now >= deadline or (since is not None and now - since >= patience):
             return
         thread.join(min(deadline - now, 0.05))
 

@@ -143,7 +143,8 @@ def test_spooled_batches_replay_while_traffic_flows(
     assert stats["dropped_total"] == 0, stats
     assert steady, "no live POST while the load ran"
     # Full batches while traffic allows: a partial one only when a stall outlasts the interval.
-    assert full >= 0.9, [len(post.events) for post in steady]
+    # (The loop that sent a POST per round trip filled 93% of them at best, 18-24 events each.)
+    assert full >= 0.97, [len(post.events) for post in steady]
 
 
 # -- 3. 413 on replay -----------------------------------------------------------------------------
