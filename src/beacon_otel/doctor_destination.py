@@ -27,9 +27,9 @@ import requests.utils
 from beacon_otel.config import BeaconConfig, BeaconConfigError, disabled_in
 from beacon_otel.doctor_report import FAIL, INFO, OK, WARN, Finding, adder
 from beacon_otel.endpoint import address_problem, is_loopback_address, is_loopback_host, shown_url
+from beacon_otel.outbound import ingest_transport
 from beacon_otel.spool import destination_fingerprint, destinations
 from beacon_otel.spool_files import legacy_batches
-from beacon_otel.transport import IngestTransport
 
 PROBE_ROUTE = "/beacon-otel/doctor"
 
@@ -110,14 +110,7 @@ def _proxy_for(url: str) -> str | None:
 def ingest(config: BeaconConfig, found: list[Finding], *, send_test_event: bool) -> None:
     """Ask the ingest through the real transport (endpoint guard, TLS, proxy, key)."""
     add = adder(found, "Ingest")
-    transport = IngestTransport(
-        url=config.ingest_url,
-        key=config.ingest_key,
-        timeout=config.timeout,
-        compression=config.compression,
-        allow_private=config.allow_private_endpoints,
-        extra_headers=config.extra_headers,
-    )
+    transport = ingest_transport(config)  # exactly the processor's
     body = _test_event() if send_test_event else b'{"events": []}'
     try:
         outcome = transport.send(body, "beacon-otel-doctor-" + uuid.uuid4().hex)

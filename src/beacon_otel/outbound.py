@@ -26,6 +26,18 @@ from beacon_otel.worker import DeliveryWorker
 logger = logging.getLogger("beacon_otel")
 
 
+def ingest_transport(config: BeaconConfig) -> IngestTransport:
+    """The ingest over HTTP as ``config`` sets it up: the processor's, and the doctor's probe."""
+    return IngestTransport(
+        url=config.ingest_url,
+        key=config.ingest_key,
+        timeout=config.timeout,
+        compression=config.compression,
+        allow_private=config.allow_private_endpoints,
+        extra_headers=config.extra_headers,
+    )
+
+
 @dataclass(frozen=True)
 class Outbound:
     """The delivery side of one processor: its worker, and what users and tests may look at."""
@@ -47,14 +59,7 @@ class Outbound:
     ) -> Outbound:
         """Everything between the processor's ``submit`` and the ingest, and one line saying where."""
         sink = InMemoryTransport() if config.dry_run else None
-        transport = sink or IngestTransport(
-            url=config.ingest_url,
-            key=config.ingest_key,
-            timeout=config.timeout,
-            compression=config.compression,
-            allow_private=config.allow_private_endpoints,
-            extra_headers=config.extra_headers,
-        )
+        transport = sink or ingest_transport(config)
         # Console mode and self-metrics: each wraps the transport, no cost per request.
         sender = timed(ConsoleEcho(transport) if config.dry_run else transport)
         log = DeliveryLog(
