@@ -23,13 +23,44 @@ from pathlib import Path
 Behaviour = Callable[[socket.socket, "Misbehaving"], None]
 
 
+class LoopbackListener:
+    """A loopback port whose every connection goes to ``handle`` on a thread of its own.
+
+    The accept loop wakes every 0.2 s to see ``stopping``; :meth:`close` sets it and waits.
+    """
+
+    def __init__(self, handle: Callable[[socket.socket], None], stopping: threading.Event) -> None:
+        self._handle = handle
+        self._stopping = stopping
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        self.accepted = 0
+        """Connections accepted so far (counted on the accept loop's one thread)."""
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+
 @dataclass
 class Misbehaving:
     """A loopback HTTP(S) server whose every answer is ``behaviour(connection, server)``."""
 
     behaviour: Behaviour
     tls: ssl.SSLContext | None = None
-    connections: int = 0
     requests: list[dict[str, str]] = field(default_factory=list)
     written: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -37,26 +68,16 @@ class Misbehaving:
     port: int = 0
 
     def start(self) -> Misbehaving:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        self._listener.settimeout(0.2)
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        self._listener = LoopbackListener(self._serve, self.stopping)
+        self.port = self._listener.port
         return self
 
     def stop(self) -> None:
-        self.stopping.set()
-        self._thread.join(10)
         self._listener.close()
 
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    @property
+    def connections(self) -> int:
+        return self._listener.accepted
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -187,28 +208,15 @@ class ConnectProxy:
     def __init__(self, names: dict[str, tuple[str, int]]) -> None:
         self.names = names
         self.tunnels: list[str] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        self._listener = LoopbackListener(self._tunnel, self._stopping)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        return f"http://127.0.0.1:{self._listener.port}"
 
     def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
         self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
 
     def _tunnel(self, client: socket.socket) -> None:
         with client:
@@ -265,29 +273,16 @@ class IngestFront:
         self.posts: list[Post] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
+        self._listener = LoopbackListener(self._serve, self._stopping)
+        self.port = self._listener.port
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
 
     def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
         self._listener.close()
 
     def seen(self) -> list[Post]:
         with self._lock:
             return list(self.posts)
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         upstream: http.client.HTTPConnection | None = None

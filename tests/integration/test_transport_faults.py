@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from beacon_otel.devingest import DevIngest
-from tests.misbehaving import pipe
+from tests.misbehaving import LoopbackListener, pipe
 
 from .conftest import Launch
 from .faults_support import Load, beacon_env, item_numbers, stats_when_idle, summary, tally, wait_until
@@ -35,25 +35,15 @@ class TricklingFront:
         self.trickling = threading.Event()
         self.trickled = 0
         self._stopping = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        self._listener = LoopbackListener(self._serve, self._stopping)
+        self.port = self._listener.port
 
     def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
         self._listener.close()
 
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            handler = self._trickle if self.trickling.is_set() else self._pass
-            threading.Thread(target=handler, args=(conn,), daemon=True).start()
+    def _serve(self, conn: socket.socket) -> None:
+        # Decided per connection, as it is accepted.
+        (self._trickle if self.trickling.is_set() else self._pass)(conn)
 
     def _trickle(self, conn: socket.socket) -> None:
         with conn:
