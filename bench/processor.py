@@ -8,8 +8,8 @@ instrumentations call them, with the scope, environ or request objects they were
 request thread: the hook opens the request's context, ``on_end`` pops it, maps the span into
 an event (consumer, route, sanitising) and queues the event for the delivery thread.
 
-Hooks see a live span; the finished one no longer records, so they get ``_Live``, which
-answers the three things a hook asks of a span exactly as a live SDK span does.
+Hooks get the SDK span ``on_start`` got, as the instrumentations pass it (it has ended since,
+which a hook finding its request through Beacon's context variable does not ask).
 The delivery worker is configured never to wake during a timed loop (no batch ever fills),
 so the loops time the request thread alone. ``breakdown`` then times the stages of that
 work, and the delivery thread's work per event before its HTTP request (the wire dict and
@@ -36,22 +36,6 @@ from bench import apps, child, instructions
 
 SEMCONV = {"old": "", "new": "http"}
 """``OTEL_SEMCONV_STABILITY_OPT_IN`` per mode: the default (old names) and the stable ones."""
-
-
-class _Live:
-    """The part of a live SDK ``Span`` a hook touches, for a span that has already ended."""
-
-    __slots__ = ("_context", "kind")
-
-    def __init__(self, finished: Any) -> None:
-        self.kind = finished.kind
-        self._context = finished.context
-
-    def is_recording(self) -> bool:
-        return True
-
-    def get_span_context(self) -> Any:
-        return self._context
 
 
 HOOK_CASES = (
@@ -303,13 +287,13 @@ def _span_cases(processor: Any, fastapi: dict[str, Any], timed: Callable[..., fl
 def _fastapi_request(processor: Any, fastapi: dict[str, Any], scope: Any) -> Callable[[], None]:
     """One FastAPI request's calls into Beacon: ``on_start``, the hook, ``on_end``."""
     server = fastapi["spans"][0]
-    started, live = _started_for(fastapi, server), _Live(server)
+    started = _started_for(fastapi, server)
     on_start, on_end = processor.on_start, processor.on_end
     asgi_hook = processor.hooks("fastapi")["server_request_hook"]
 
     def one_request() -> None:
         on_start(started)
-        asgi_hook(live, scope)
+        asgi_hook(started, scope)
         on_end(server)
 
     return one_request
@@ -349,14 +333,14 @@ def _django_case(
     hooks = processor.hooks("django")
     request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
     span = django_capture["spans"][0]
-    started, live = _started_for(django_capture, span), _Live(span)
+    started = _started_for(django_capture, span)
     request, response = django_capture["request"], django_capture["response"]
 
     def one_request() -> None:
         processor.on_start(started)
-        request_hook(live, request)
+        request_hook(started, request)
         if response_hook is not None:
-            response_hook(live, request, response)
+            response_hook(started, request, response)
         processor.on_end(span)
 
     expect_event(processor, one_request, consumer=apps.API_KEY)
@@ -389,7 +373,7 @@ def _request_thread(
     Returns the event too, for the delivery thread's stages.
     """
     server = fastapi["spans"][0]
-    started, live = _started_for(fastapi, server), _Live(server)
+    started = _started_for(fastapi, server)
     scope = fastapi["scope"]
     hook = processor.hooks("fastapi")["server_request_hook"]
     registry, worker = processor.requests, processor._worker
@@ -400,7 +384,7 @@ def _request_thread(
 
     def start_hook_pop() -> None:
         on_start(started)
-        hook(live, scope)
+        hook(started, scope)
         registry.pop(span_id)
 
     def facts() -> Any:
@@ -446,7 +430,7 @@ def _hook_context(processor: Any, fastapi: dict[str, Any]) -> Any:
     """The context ``on_start`` and FastAPI's hook leave for ``on_end``, taken as ``on_end`` takes it."""
     server = fastapi["spans"][0]
     processor.on_start(_started_for(fastapi, server))
-    processor.hooks("fastapi")["server_request_hook"](_Live(server), fastapi["scope"])
+    processor.hooks("fastapi")["server_request_hook"](_started_for(fastapi, server), fastapi["scope"])
     context = processor.requests.pop(server.context.span_id)
     if context is None:
         raise AssertionError("the FastAPI hook opened no request context")
@@ -509,15 +493,15 @@ def _flask_request(processor: Any, flask_capture: dict[str, Any]) -> Callable[[]
     hooks = processor.hooks("flask")
     request_hook, response_hook = hooks["request_hook"], hooks.get("response_hook")
     span = flask_capture["spans"][0]
-    started, live = _started_for(flask_capture, span), _Live(span)
+    started = _started_for(flask_capture, span)
     environ = flask_capture["environ"]
     status, headers = flask_capture["response"]
 
     def one_request() -> None:
         processor.on_start(started)
-        request_hook(live, environ)
+        request_hook(started, environ)
         if response_hook is not None:
-            response_hook(live, status, headers)
+            response_hook(started, status, headers)
         processor.on_end(span)
 
     return one_request

@@ -44,7 +44,7 @@ class EventBuffer:
 
     def full(self) -> bool:
         """Whether one more event would go over the buffer size."""
-        return self.unsent() >= self._max_size
+        return len(self._events) + self._batch_events >= self._max_size  # per event: no call
 
     def should_spill(self, limit: int, *, batch_size: int, failing: bool) -> bool:
         """Whether memory is full enough for batches to go to disk (``limit``: events per batch).

@@ -20,7 +20,7 @@ from typing import Any
 
 from beacon_otel import guard
 from beacon_otel.fastapi_support import validation_items
-from beacon_otel.hooks import current_request
+from beacon_otel.registry import current_request
 
 _NINJA_VIEWS = "ninja.operation"
 _install_lock = threading.Lock()

@@ -95,14 +95,12 @@ def clean_url_text(value: object, limit: int) -> str:
     return text[:limit]
 
 
-_STANDARD_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-)
+STANDARD_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
 
 def clean_method(value: object) -> str:
     """An upper-case HTTP method token of at most 16 characters (``OTHER`` when nothing is left)."""
-    if type(value) is str and value in _STANDARD_METHODS:
+    if type(value) is str and value in STANDARD_METHODS:
         return value  # nearly every request: nothing to clean
     text = _as_text(value).upper()
     if not (text.isalpha() and text.isascii() and len(text) <= MAX_METHOD):

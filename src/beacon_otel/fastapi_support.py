@@ -20,7 +20,8 @@ from types import FrameType
 from typing import Any
 
 from beacon_otel import guard
-from beacon_otel.hooks import current_request
+from beacon_otel.mapping import span_attributes
+from beacon_otel.registry import current_request
 from beacon_otel.request import RequestContext, exception_text
 
 NATIVE_SCOPE = "fastapi"
@@ -136,11 +137,12 @@ def is_inner_layer(span: Any) -> bool:
     The contrib ASGI middleware opens one (not a SERVER span: its parent is local) with the
     request's HTTP attributes; its ``http send``/``http receive`` spans carry none of them.
     """
-    scope = span.instrumentation_scope
-    if scope is None or scope.name not in _ASGI_LAYERS:
+    # Attributes first: nearly every span asked about (http send/receive) fails there, cheaply.
+    attributes = span_attributes(span)
+    if "http.request.method" not in attributes and "http.method" not in attributes:
         return False
-    attributes = span.attributes or {}
-    return "http.request.method" in attributes or "http.method" in attributes
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name in _ASGI_LAYERS
 
 
 def absorb_inner_span(context: RequestContext, span: Any) -> None:

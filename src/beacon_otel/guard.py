@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -47,6 +48,18 @@ def log_internal_error(action: str, *, level: int = logging.ERROR, exc_info: Exc
         logger.log(level, "beacon-otel: %s failed; the app is not affected", action, exc_info=exc_info)
     else:
         logger.debug("beacon-otel: %s failed again", action, exc_info=exc_info)
+
+
+def internal_error(action: str, *, level: int = logging.ERROR) -> None:
+    """Call from an ``except`` block on a hot path: log the error being handled, or re-raise it.
+
+    The inline form of :class:`contained` for code that runs several times per request, where a
+    ``try`` costs nothing until something raises and a context manager object costs a few calls.
+    """
+    error = sys.exc_info()[1]
+    if error is not None and raise_internal_errors():
+        raise error
+    log_internal_error(action, level=level)
 
 
 class contained:  # lower case: used like a function, ``with guard.contained("action"):``

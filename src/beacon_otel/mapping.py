@@ -13,6 +13,7 @@ from beacon_otel.event import (
     MAX_ERROR,
     MAX_PATH,
     MAX_ROUTE,
+    STANDARD_METHODS,
     RequestEvent,
     clean_method,
     clean_text,
@@ -44,10 +45,18 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
     ``exception`` event over the request's, which covers spans that record none (FastAPI's
     own telemetry). The method is the request's only when the span has none of its own.
     """
-    attributes = _plain_attributes(span)
-    method = _method(attributes, request.method)
-    path = _path(attributes, request.path)
-    status = _int(attributes.get(_STATUS[0]) or attributes.get(_STATUS[1]))
+    attributes = span_attributes(span)
+    # Each field has a quick path for what nearly every request carries (a standard method, an
+    # int status, a plain ASCII path): no call, no copy. Anything else takes the general one.
+    method = attributes.get(_METHOD[0]) or attributes.get(_METHOD[1])
+    if type(method) is not str or method not in STANDARD_METHODS:
+        method = _method(attributes, request.method)
+    path = request.path
+    if not (type(path) is str and _is_plain_path(path)):
+        path = _path(attributes, path)
+    status = attributes.get(_STATUS[0]) or attributes.get(_STATUS[1])
+    if type(status) is not int:
+        status = _int(status)
     error = None
     if status is None or status >= 500:
         # span.events copies a list on every access: only failed requests need it.
@@ -70,11 +79,12 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
     template = request.route
     if template is None or (not request.route_matched and status in (404, 405)):
         template = attributes.get("http.route") if template is None else None
+    route = _clean_routes.get(template) if type(template) is str else None
     validation_errors = request.validation_errors
     return RequestEvent(
         end,
         method,
-        _route(template, path),
+        route if route is not None else _route(template, path),
         path,
         status,
         max(0, (end - start) // 1_000_000),
@@ -84,7 +94,8 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
     )
 
 
-def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes, to read only: the SDK's own dict where there is one."""
     # span.attributes is a fresh read-only proxy over the SDK's BoundedAttributes, whose
     # .get() raises and catches KeyError on every miss; the dict behind it answers directly.
     # Both are read-only here; the fallback keeps other ReadableSpan implementations working.
@@ -92,6 +103,17 @@ def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     if type(backing) is dict:
         return backing
     return span.attributes or {}
+
+
+def _is_plain_path(path: str) -> bool:
+    # What _path would return unchanged: absolute, printable ASCII, no "?" to re-encode.
+    return (
+        path[:1] == "/"
+        and len(path) <= MAX_PATH
+        and path.isascii()
+        and path.isprintable()
+        and "?" not in path
+    )
 
 
 def _method(attributes: Mapping[str, Any], request_method: str | None) -> str:

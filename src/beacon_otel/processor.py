@@ -21,10 +21,11 @@ from beacon_otel.fastapi_support import (
     is_inner_layer,
     is_native_span,
 )
-from beacon_otel.hooks import Hook, RequestRegistry
+from beacon_otel.hooks import Hook, hooks_for
 from beacon_otel.mapping import Unmappable, span_to_event
 from beacon_otel.metrics import SelfMetrics
 from beacon_otel.outbound import Outbound
+from beacon_otel.registry import RequestRegistry
 from beacon_otel.request import NO_FACTS, RequestContext
 from beacon_otel.stats import DeliveryError, DeliveryStats
 
@@ -57,42 +58,44 @@ class BeaconSpanProcessor(SpanProcessor):
         """A SERVER span starts a request, or one more layer of the current one (same event)."""
         if not self._enabled:
             return
-        if span.kind is _SERVER:
-            with guard.contained("noting a request span's start"):
+        # Inline try, not ``guard.contained``: this runs for every span, a context manager
+        # object would cost several calls each time.
+        try:
+            if span.kind is _SERVER:
                 self.requests.started(span)
-        elif is_inner_layer(span):
-            with guard.contained("noting a request span's start"):
-                self.requests.started_inner(span)
+            elif (outer := self.requests.serving()) is not None and is_inner_layer(span):
+                self.requests.nest(span, outer)
+        except Exception:
+            guard.internal_error("noting a request span's start")
 
     def on_end(self, span: ReadableSpan) -> None:
         """Map a finished SERVER span and queue its event; never raises, never waits."""
         if not self._enabled:
             return
-        span_context = span.context
-        if span_context is None:
-            return
-        span_id = span_context.span_id
         if span.kind is not _SERVER:
             if self.requests.has_inner_layers:
-                with guard.contained("closing a request's inner layer"):
-                    self._waiting.inner_layer_ended(span, span_id)
+                try:
+                    self._waiting.inner_layer_ended(span)
+                except Exception:
+                    guard.internal_error("closing a request's inner layer")
             return
         # Mapped here, not on the delivery thread: a queued span would keep its request's
         # objects alive until the batch is made, and CPython's collector then runs about
         # 17 times as often. Those collections run mostly on request threads (they are the
         # ones allocating) and cost about what the mapping would save them, while holding
         # more memory (bench/RESULTS.md, section 2).
-        with guard.contained("queueing a request's event"):
-            try:
-                self._queue(span, span_id)
-            except Exception:
-                # Counted before the guard logs (or, under the test suite, re-raises) it; a
-                # plain try, not a context manager: it runs on every request.
-                self.stats.drop("internal_error")
-                raise
+        try:
+            self._queue(span)
+        except Exception:
+            self.stats.drop("internal_error")  # counted before it is logged (or re-raised)
+            guard.internal_error("queueing a request's event")
 
-    def _queue(self, span: ReadableSpan, span_id: int) -> None:
-        if self._waiting.inner_layer_ended(span, span_id):
+    def _queue(self, span: ReadableSpan) -> None:
+        span_context = span.context
+        if span_context is None:
+            return  # not a span of the SDK's: it never started here
+        span_id = span_context.span_id
+        if self.requests.has_inner_layers and self._waiting.inner_layer_ended(span):
             return
         context = self.requests.pop(span_id)
         if context is not None:
@@ -107,12 +110,11 @@ class BeaconSpanProcessor(SpanProcessor):
 
     def body_sent(self, context: RequestContext) -> None:
         """A streamed body is done: the event of its already ended span can go now."""
-        with guard.contained("queueing a streamed request's event"):
-            try:
-                self._waiting.release(context)
-            except Exception:
-                self.stats.drop("internal_error")
-                raise
+        try:
+            self._waiting.release(context)
+        except Exception:
+            self.stats.drop("internal_error")
+            guard.internal_error("queueing a streamed request's event")
 
     def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
         event = self.event_for(span, context)
@@ -155,7 +157,7 @@ class BeaconSpanProcessor(SpanProcessor):
         For example ``FastAPIInstrumentor.instrument_app(app, **processor.hooks("fastapi"))``.
         ``framework`` is one of asgi, fastapi, starlette, wsgi, flask, django.
         """
-        return self.requests.hooks(framework)
+        return hooks_for(self.requests, framework)
 
     def dry_run_events(self) -> list[dict[str, Any]]:
         """Events "sent" so far in dry-run mode, exactly as they would have gone over the wire."""
@@ -204,12 +206,15 @@ class WaitingEvents:
         context.ended_span = span
         self.count += 1
 
-    def inner_layer_ended(self, span: ReadableSpan, span_id: int) -> bool:
+    def inner_layer_ended(self, span: ReadableSpan) -> bool:
         """Whether ``span`` was an inner layer of a request (a mounted app's own span).
 
         What it learned goes to the request's one event; the span itself makes none.
         """
-        outer = self._requests.pop_nested(span_id)
+        span_context = span.context
+        if span_context is None:
+            return False
+        outer = self._requests.pop_nested(span_context.span_id)
         if outer is None:
             return False
         outer.inner_open -= 1

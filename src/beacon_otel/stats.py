@@ -43,6 +43,10 @@ class Fate(enum.Enum):
     RECOVERED = "recovered"
     DROPPED = "dropped"
 
+    # Members are singletons: hash them by identity, in C. Enum's own __hash__ is Python code,
+    # and the counters hash a fate twice for every event queued.
+    __hash__ = object.__hash__
+
 
 class DeliveryStats:
     """Counters of what happened to events, by fate and, for drops, by reason; readable any time."""
