@@ -46,6 +46,36 @@ def test_precedence_is_configured_then_api_key_then_authorization(
     assert rules.from_environ(environ(**headers)) == expected
 
 
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x_api_key": "k1"}, "k1"),
+        ({"x_api_key": "k1", "authorization": "Bearer z"}, "k1"),
+        ({"authorization": "Bearer z"}, hash_authorization(b"Bearer z")),
+        ({"x_api_key": "", "authorization": "Bearer z"}, hash_authorization(b"Bearer z")),
+        ({"x_api_key": ""}, None),
+        ({"authorization": ""}, None),
+        ({"x_api_key": "k\x00ey"}, "k\ufffdey"),
+        ({"x_api_key": "k" * 300}, "k" * 256),
+        ({"x_tenant": "t1"}, None),
+        ({}, None),
+    ],
+)
+def test_without_a_configured_header_the_usual_request_takes_the_same_rules(
+    headers: dict[str, str], expected: str | None
+) -> None:
+    """The quick paths for one credential header (ASGI and WSGI) give what the contract's rules give."""
+    rules = ConsumerRules(None, None)
+    assert rules.from_asgi(asgi(**headers)) == expected
+    assert rules.from_environ(environ(**headers)) == expected
+
+
+def test_a_repeated_header_counts_once_its_first_value() -> None:
+    """Two X-API-Key headers: the first one names the consumer, on the quick path too."""
+    rules = ConsumerRules(None, None)
+    assert rules.from_asgi({"headers": [(b"x-api-key", b"first"), (b"x-api-key", b"second")]}) == "first"
+
+
 def test_non_ascii_header_bytes_give_the_same_consumer_on_asgi_and_wsgi() -> None:
     """WSGI's latin-1 strings and ASGI's raw bytes identify the same caller."""
     rules = ConsumerRules(None, None)

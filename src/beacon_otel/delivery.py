@@ -72,7 +72,7 @@ class Delivery:
     def queued(self) -> None:
         """One event was queued."""
         self._stats.record(Fate.QUEUED)
-        if self.health.failing:
+        if self.health.failures:  # health.failing, without a property call per event
             self._delayed += 1
 
     def lost(self, reason: str, count: int, outcome: Outcome | None = None) -> None:

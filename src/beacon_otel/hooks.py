@@ -19,7 +19,6 @@ from typing import Any
 from beacon_otel import guard, wsgi_support
 from beacon_otel.registry import RequestRegistry as RequestRegistry
 from beacon_otel.registry import current_request as current_request
-from beacon_otel.request import RequestContext
 
 Hook = Callable[..., None]
 HookTable = Callable[[RequestRegistry], dict[str, Hook]]
@@ -95,24 +94,22 @@ def wsgi_hooks(registry: RequestRegistry) -> dict[str, Hook]:
 
 def flask_hooks(registry: RequestRegistry) -> dict[str, Hook]:
     """Flask: the environ, the route of a 405, and the resolver inside the request context."""
-    import flask
+    import flask  # noqa: F401  (without Flask, fail here at set-up rather than on a request)
 
     def request_hook(span: Any, environ: Mapping[str, Any]) -> None:
         try:  # inline, as in the ASGI hook
             context = registry.open(span)
-            if context is not None:
-                context.environ = environ
-                _flask_request(context)
+            if context is None:
+                return
+            context.environ = environ
+            request = wsgi_support.current_flask_request()
+            if request is not None:
+                context.request = request
+                if request.routing_exception is not None:
+                    context.route = wsgi_support.flask_rule_of_405(request)
+                wsgi_support.watch_flask_stream(context, registry.body_sent)
         except Exception:
             guard.internal_error("the Flask request hook")
-
-    def _flask_request(context: RequestContext) -> None:
-        if flask.has_request_context():
-            request = flask.request._get_current_object()  # type: ignore[attr-defined]
-            context.request = request
-            if request.routing_exception is not None:
-                context.route = wsgi_support.flask_rule_of_405(request)
-            wsgi_support.watch_flask_stream(context, registry.body_sent)
 
     hooks = {"request_hook": request_hook}
     if registry.rules.has_resolver:
@@ -124,7 +121,7 @@ def flask_hooks(registry: RequestRegistry) -> dict[str, Hook]:
                 return
             # Called from start_response, inside the request context: the resolver sees
             # flask.request with whatever the app's auth layer attached to it.
-            request = flask.request._get_current_object() if flask.has_request_context() else None  # type: ignore[attr-defined]
+            request = wsgi_support.current_flask_request()
             environ = request.environ if request is not None else context.environ
             context.consumer = registry.rules.from_environ(environ or {}, request)
             context.resolved = True

@@ -73,7 +73,7 @@ class BeaconSpanProcessor(SpanProcessor):
         if not self._enabled:
             return
         if span.kind is not _SERVER:
-            if self.requests.has_inner_layers:
+            if self.requests.inner_layers:
                 try:
                     self._waiting.inner_layer_ended(span)
                 except Exception:
@@ -95,7 +95,7 @@ class BeaconSpanProcessor(SpanProcessor):
         if span_context is None:
             return  # not a span of the SDK's: it never started here
         span_id = span_context.span_id
-        if self.requests.has_inner_layers and self._waiting.inner_layer_ended(span):
+        if self.requests.inner_layers and self._waiting.inner_layer_ended(span):
             return
         context = self.requests.pop(span_id)
         if context is not None:

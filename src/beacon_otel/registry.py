@@ -53,6 +53,8 @@ class RequestRegistry:
         self._limit = limit
         self._contexts: dict[int, RequestContext] = {}
         self._nested: dict[int, RequestContext] = {}
+        self.inner_layers = self._nested
+        """Open inner layers by span id, to test for truth: the usual answer is a quick no."""
         self.evicted = 0
 
     def started(self, span: Any) -> None:
@@ -70,7 +72,10 @@ class RequestRegistry:
 
     def serving(self) -> RequestContext | None:
         """The request this task or thread is serving, if its outermost span is still live."""
-        return current_request()
+        current = _CURRENT.get()  # current_request(), inline: this runs for every span
+        if current is None or not current[0].is_recording():
+            return None
+        return current[1]
 
     def nest(self, span: Any, outer: RequestContext) -> None:
         """``span`` is an inner layer of ``outer``'s request: its end goes to the same event.
@@ -118,11 +123,6 @@ class RequestRegistry:
     def pop(self, span_id: int) -> RequestContext | None:
         """Take the context of an ended outermost span."""
         return self._contexts.pop(span_id, None)
-
-    @property
-    def has_inner_layers(self) -> bool:
-        """Whether any inner layer is open (a dict's truth: the common answer is a quick no)."""
-        return bool(self._nested)
 
     def pop_nested(self, span_id: int) -> RequestContext | None:
         """Take the outer request's context if ``span_id`` was an inner layer; else ``None``."""

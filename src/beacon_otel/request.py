@@ -141,6 +141,8 @@ def wsgi_path(environ: Mapping[str, Any]) -> str | None:
     raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     if not isinstance(raw, str):
         return None
+    if raw.isascii():
+        return raw or None  # nothing to re-decode
     # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
     return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
 

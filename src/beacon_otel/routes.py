@@ -35,7 +35,11 @@ def asgi_route(scope: Mapping[str, Any]) -> tuple[str | None, bool]:
     ``matched`` is False when the template is a mount's catch-all that nothing inside matched.
     """
     router = scope.get("router")  # the top-level router: Starlette sets it once per request
-    if router is None or not (was_mounted(scope) or _has_hosts(router)):
+    if router is None:
+        return None, True
+    app_root = scope.get("app_root_path")  # was_mounted(scope), inline: this runs per request
+    mounted = app_root is not None and scope.get("root_path", "") != app_root
+    if not mounted and not _has_hosts(router):
         return None, True
     return full_template(getattr(router, "routes", None), scope)
 

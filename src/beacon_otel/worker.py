@@ -85,8 +85,7 @@ class DeliveryWorker:
             # uWSGI and friends fork from C without running at-fork hooks.
             self._after_fork_in_child()
         if self._thread is None and not self._sync.is_current():
-            # Patched since they were made (a gevent worker patches after the fork): no thread
-            # of ours runs yet, so nothing waits on the old ones.
+            # Patched since (gevent workers patch after the fork); no thread of ours waits on them.
             self._sync = self._schedule.sync = cooperative.primitives()
 
     def _after_fork_in_child(self) -> None:
@@ -99,7 +98,8 @@ class DeliveryWorker:
 
     def submit(self, event: RequestEvent) -> bool:
         """Queue one event without blocking; returns False if it was refused (and counted)."""
-        self._check_process()
+        if self._pid != os.getpid() or self._thread is None:
+            self._check_process()  # after a fork, or before the thread's first start
         thread = None
         with self._sync.lock:
             if self._stopped:

@@ -10,9 +10,9 @@ is the time until the last byte was handed to the server.
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Callable
+from types import GeneratorType
 from typing import Any
 
 from beacon_otel import guard
@@ -39,27 +39,38 @@ def flask_rule_of_405(request: Any) -> str | None:
     return str(rule.rule)
 
 
+def current_flask_request() -> Any:
+    """The request Flask is serving in this context, or ``None`` outside a request."""
+    import flask
+
+    # Flask's own context variable (Flask 2.3+): one lookup, where flask.has_request_context()
+    # and flask.request._get_current_object() go through two LocalProxy look-ups each.
+    variable = getattr(flask.globals, "_cv_request", None)
+    if variable is not None:
+        flask_context = variable.get(None)
+        return flask_context.request if flask_context is not None else None
+    return flask.request._get_current_object() if flask.has_request_context() else None  # type: ignore[attr-defined]
+
+
 def watch_flask_stream(context: RequestContext, body_sent: BodySent) -> None:
     """When Flask's response is streamed, keep the event until the server closes its body."""
     import flask
 
-    # A partial of module-level functions: this runs on every Flask request, and a decorated
+    # A partial of a module-level function: this runs on every Flask request, and a decorated
     # closure built per request (functools.wraps copying its metadata) costs several times more.
     flask.after_this_request(functools.partial(_after_flask_view, context, body_sent))
 
 
 def _after_flask_view(context: RequestContext, body_sent: BodySent, response: Any) -> Any:
-    _watch_flask_response(context, body_sent, response)
-    return response
-
-
-@guard.guarded("watching a streamed Flask response", default=None)
-def _watch_flask_response(context: RequestContext, body_sent: BodySent, response: Any) -> None:
     # A generator body (Response(gen()), stream_with_context): werkzeug's is_streamed also
     # holds for error pages rendered through an iterator, which are sent at once.
-    if inspect.isgenerator(response.response):
-        _waiting(context)
-        response.call_on_close(_on_close(context, body_sent))
+    try:
+        if type(response.response) is GeneratorType:
+            _waiting(context)
+            response.call_on_close(_on_close(context, body_sent))
+    except Exception:
+        guard.internal_error("watching a streamed Flask response")
+    return response
 
 
 def watch_django_stream(context: RequestContext, response: Any, body_sent: BodySent) -> None:
