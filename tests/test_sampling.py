@@ -162,3 +162,55 @@ def test_delegate_must_be_a_sampler() -> None:
     """A delegate that is not a Sampler is refused when the wrapper is built."""
     with pytest.raises(TypeError, match="Expected delegate"):
         BeaconSampler("traceidratio")  # type: ignore[arg-type]
+
+
+class SubclassedParentBased(ParentBased):
+    """A ParentBased subclass: BeaconSampler wraps it whole, the reference for the quick path."""
+
+
+def _parent(kind: str) -> Context | None:
+    if kind == "root":
+        return None
+    flags = TraceFlags(TraceFlags.SAMPLED if kind.endswith(" sampled") else TraceFlags.DEFAULT)
+    parent = SpanContext(
+        trace_id=7,
+        span_id=9,
+        is_remote=kind.startswith("remote"),
+        trace_flags=flags,
+        trace_state=TraceState([("vendor", "v")]),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent), Context())
+
+
+@pytest.mark.parametrize("root", [ALWAYS_ON, ALWAYS_OFF, TraceIdRatioBased(0.0), TraceIdRatioBased(1.0)])
+@pytest.mark.parametrize(
+    "parent", ["root", "remote sampled", "remote unsampled", "local sampled", "local unsampled"]
+)
+@pytest.mark.parametrize("kind", [SpanKind.SERVER, SpanKind.INTERNAL])
+def test_a_parent_based_sampler_decides_as_when_wrapped_whole(
+    root: Sampler, parent: str, kind: SpanKind
+) -> None:
+    """ParentBased gets the wrapper on its branches only: every decision is the whole wrapper's."""
+    context = _parent(parent)
+    quick = BeaconSampler(ParentBased(root)).should_sample(context, 7, "GET", kind, SERVER_ATTRIBUTES)
+    whole = BeaconSampler(SubclassedParentBased(root)).should_sample(
+        context, 7, "GET", kind, SERVER_ATTRIBUTES
+    )
+    assert quick.decision is whole.decision
+    assert dict(quick.attributes or {}) == dict(whole.attributes or {})
+    assert quick.trace_state == whole.trace_state
+
+
+def test_the_default_sampler_decides_sampled_spans_without_the_wrapper() -> None:
+    """Under ParentBased(ALWAYS_ON) the SDK's own sampler decides: no wrapper call per span.
+
+    The SDK calls ``sampler.should_sample`` for every span: that is ParentBased's own method,
+    and the branch a sampled trace takes is ALWAYS_ON itself. A plain ALWAYS_ON is its own too.
+    """
+    sampler = BeaconSampler(ParentBased(ALWAYS_ON))
+    decide = sampler.should_sample
+    assert isinstance(decide.__self__, ParentBased) and not isinstance(decide.__self__, BeaconSampler)  # type: ignore[attr-defined]
+    assert decide.__self__._root is ALWAYS_ON  # type: ignore[attr-defined]
+    assert isinstance(decide.__self__._remote_parent_not_sampled, BeaconSampler)  # type: ignore[attr-defined]
+    assert BeaconSampler(ALWAYS_ON).should_sample == ALWAYS_ON.should_sample
+    assert sampler.delegate.get_description() in sampler.get_description()

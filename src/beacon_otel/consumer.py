@@ -62,13 +62,13 @@ class ConsumerRules:
         return self._resolver is not None
 
     def from_asgi(self, scope: Mapping[str, Any]) -> str | None:
-        """The consumer of an ASGI request (``scope`` is what a resolver receives)."""
+        """The consumer of an ASGI request (``scope`` is what a resolver receives).
+
+        The header rules read the scope's raw ``(name, value)`` byte pairs (names lower case).
+        """
         if self._resolver is not None:
             return self.resolve(scope)
-        return self.from_asgi_headers(scope.get("headers") or ())
-
-    def from_asgi_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-        """Header rules over raw ASGI ``(name, value)`` byte pairs (names are lower case)."""
+        headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
         wanted = self._asgi_wanted
         found: dict[bytes, bytes] | None = None
         for name, value in headers:  # one pass, one set lookup per header: this runs per request

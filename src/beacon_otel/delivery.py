@@ -71,7 +71,7 @@ class Delivery:
 
     def queued(self) -> None:
         """One event was queued."""
-        self._stats.record(Fate.QUEUED)
+        self._stats.queued()
         if self.health.failures:  # health.failing, without a property call per event
             self._delayed += 1
 

@@ -72,8 +72,9 @@ def validation_items(errors: Iterable[Any]) -> list[dict[str, str]]:
 
 def is_native_span(span: Any) -> bool:
     """Whether FastAPI's own telemetry opened this span."""
-    scope = span.instrumentation_scope
-    return scope is not None and scope.name == NATIVE_SCOPE
+    # The SDK span's field where there is one: the property is a call, on every request.
+    scope = getattr(span, "_instrumentation_scope", None) or span.instrumentation_scope
+    return scope is not None and (getattr(scope, "_name", None) or scope.name) == NATIVE_SCOPE
 
 
 def absorb_native_telemetry(context: RequestContext) -> None:

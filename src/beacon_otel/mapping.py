@@ -71,7 +71,9 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
         raise Unmappable("invalid_status")
     if status > 599:
         raise Unmappable("invalid_status")
-    start, end = span.start_time, span.end_time
+    # The SDK's fields where there are: each property is a call, on every request.
+    start = getattr(span, "_start_time", None) or span.start_time
+    end = getattr(span, "_end_time", None) or span.end_time
     if start is None or end is None:
         raise Unmappable("unfinished_span")
     if request.body_sent_ns is not None and request.body_sent_ns > end:

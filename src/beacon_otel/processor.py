@@ -58,13 +58,13 @@ class BeaconSpanProcessor(SpanProcessor):
         """A SERVER span starts a request, or one more layer of the current one (same event)."""
         if not self._enabled:
             return
-        # Inline try, not ``guard.contained``: this runs for every span, a context manager
-        # object would cost several calls each time.
+        # Inline try, not ``guard.contained``: a context manager costs calls, for every span.
         try:
-            if span.kind is _SERVER:
+            # The SDK span's own field where there is one: the property is a call, per span.
+            if (getattr(span, "_kind", None) or span.kind) is _SERVER:
                 self.requests.started(span)
-            elif (outer := self.requests.serving()) is not None and is_inner_layer(span):
-                self.requests.nest(span, outer)
+            elif is_inner_layer(span) and (outer := self.requests.serving()) is not None:
+                self.requests.nest(span, outer)  # the layer check first: it fails fastest
         except Exception:
             guard.internal_error("noting a request span's start")
 
@@ -72,18 +72,16 @@ class BeaconSpanProcessor(SpanProcessor):
         """Map a finished SERVER span and queue its event; never raises, never waits."""
         if not self._enabled:
             return
-        if span.kind is not _SERVER:
+        if (getattr(span, "_kind", None) or span.kind) is not _SERVER:  # as in on_start
             if self.requests.inner_layers:
                 try:
                     self._waiting.inner_layer_ended(span)
                 except Exception:
                     guard.internal_error("closing a request's inner layer")
             return
-        # Mapped here, not on the delivery thread: a queued span would keep its request's
-        # objects alive until the batch is made, and CPython's collector then runs about
-        # 17 times as often. Those collections run mostly on request threads (they are the
-        # ones allocating) and cost about what the mapping would save them, while holding
-        # more memory (bench/RESULTS.md, section 2).
+        # Mapped here, not on the delivery thread: a queued span keeps its request's objects
+        # alive until the batch, and the collector then runs ~17 times as often, on request
+        # threads, costing what the mapping would save them (bench/RESULTS.md, section 2).
         try:
             self._queue(span)
         except Exception:
@@ -106,7 +104,9 @@ class BeaconSpanProcessor(SpanProcessor):
             if context.waiting:
                 self._waiting.hold(context, span)  # until the body or the inner layer ends
                 return
-        self._submit(span, context)
+        event = self.event_for(span, context)  # _submit(), inline: the usual request's path
+        if event is not None:
+            self._worker.submit(event)
 
     def body_sent(self, context: RequestContext) -> None:
         """A streamed body is done: the event of its already ended span can go now."""

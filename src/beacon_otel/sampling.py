@@ -10,10 +10,10 @@ the delegate chose.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
@@ -30,6 +30,12 @@ class BeaconSampler(Sampler):
         if not isinstance(delegate, Sampler):
             raise TypeError(f"Expected delegate to be an OpenTelemetry Sampler, got {delegate!r}")
         self.delegate = delegate
+        decide = _deciding_without_wrapper(delegate)
+        if decide is not None:
+            # The SDK calls ``sampler.should_sample`` for every span: this instance attribute
+            # makes that call go straight to a sampler making the same decisions, with this
+            # wrapper only where a decision can drop (see _deciding_without_wrapper).
+            self.should_sample = decide  # type: ignore[method-assign]
 
     def should_sample(
         self,
@@ -61,6 +67,38 @@ class BeaconSampler(Sampler):
             f"BeaconSampler{{delegate={self.delegate.get_description()},"
             "dropped SERVER spans recorded unsampled}"
         )
+
+
+_PARENT_BASED_BRANCHES = (
+    "root",
+    "remote_parent_sampled",
+    "remote_parent_not_sampled",
+    "local_parent_sampled",
+    "local_parent_not_sampled",
+)
+
+
+def _deciding_without_wrapper(delegate: Sampler) -> Callable[..., SamplingResult] | None:
+    """A ``should_sample`` deciding as ``BeaconSampler(delegate)`` does, without a call per span.
+
+    ALWAYS_ON never drops: its own ``should_sample``. ``ParentBased`` (the SDK's default,
+    ``ParentBased(ALWAYS_ON)``) picks one branch per span: the same ``ParentBased`` with
+    ``BeaconSampler`` around each branch that can drop, so the spans of sampled traces (nearly
+    all of them under the default) are decided exactly as without Beacon. ``None`` for any
+    other sampler: it is wrapped as a whole.
+    """
+    if delegate is ALWAYS_ON:
+        return delegate.should_sample
+    if type(delegate) is not ParentBased:  # a subclass may decide otherwise: wrap it whole
+        return None
+    branches = {name: getattr(delegate, f"_{name}", None) for name in _PARENT_BASED_BRANCHES}
+    if not all(isinstance(branch, Sampler) for branch in branches.values()):
+        return None  # the SDK's private layout changed: wrap it whole
+    kept = {
+        name: branch if branch is ALWAYS_ON else BeaconSampler(branch)  # type: ignore[arg-type]
+        for name, branch in branches.items()
+    }
+    return ParentBased(**kept).should_sample
 
 
 def _parent_trace_state(parent_context: Context | None) -> TraceState | None:

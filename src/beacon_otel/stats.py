@@ -65,6 +65,14 @@ class DeliveryStats:
             if fate is Fate.DROPPED:
                 self._dropped[reason or "unknown"] += count
 
+    def queued(self) -> None:
+        """Count one event queued: called under the delivery worker's lock, by it alone.
+
+        The only writer of this counter holds that lock already, so no second lock per event;
+        a snapshot taken meanwhile may miss the event being counted.
+        """
+        self._counts[Fate.QUEUED] += 1
+
     def after_fork(self) -> None:
         """A forked child counts its own events, under a lock the parent's threads never held.
 
