@@ -45,14 +45,24 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
     ``exception`` event over the request's, which covers spans that record none (FastAPI's
     own telemetry). The method is the request's only when the span has none of its own.
     """
-    attributes = span_attributes(span)
+    attributes = getattr(getattr(span, "_attributes", None), "_dict", None)  # span_attributes(), inline
+    if type(attributes) is not dict:
+        attributes = span_attributes(span)
     # Each field has a quick path for what nearly every request carries (a standard method, an
     # int status, a plain ASCII path): no call, no copy. Anything else takes the general one.
     method = attributes.get(_METHOD[0]) or attributes.get(_METHOD[1])
     if type(method) is not str or method not in STANDARD_METHODS:
         method = _method(attributes, request.method)
     path = request.path
-    if not (type(path) is str and _is_plain_path(path)):
+    # What _path would return unchanged: absolute, printable ASCII, no "?" to re-encode.
+    if not (
+        type(path) is str
+        and path[:1] == "/"
+        and len(path) <= MAX_PATH
+        and path.isascii()
+        and path.isprintable()
+        and "?" not in path
+    ):
         path = _path(attributes, path)
     status = attributes.get(_STATUS[0]) or attributes.get(_STATUS[1])
     if type(status) is not int:
@@ -105,17 +115,6 @@ def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     if type(backing) is dict:
         return backing
     return span.attributes or {}
-
-
-def _is_plain_path(path: str) -> bool:
-    # What _path would return unchanged: absolute, printable ASCII, no "?" to re-encode.
-    return (
-        path[:1] == "/"
-        and len(path) <= MAX_PATH
-        and path.isascii()
-        and path.isprintable()
-        and "?" not in path
-    )
 
 
 def _method(attributes: Mapping[str, Any], request_method: str | None) -> str:
