@@ -322,3 +322,84 @@ def test_django_resolves_the_url_once_per_request(
     django_served()
     assert resolved.count("/users/12") == 2
     assert resolved.count("/missing") == 2  # a 404 is resolved again, as before
+
+
+# -- Flask: no exclusion check without exclusions ------------------------------------------------
+
+
+def serve_flask(
+    monkeypatch: pytest.MonkeyPatch, paths: list[str]
+) -> tuple[list[Any], list[dict[str, Any]], int]:
+    """Serve ``paths`` through a freshly instrumented Flask app; spans, events, full URLs built."""
+    import flask
+    import werkzeug.sansio.request as sansio_request
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    built = {"urls": 0}
+    real = sansio_request.get_current_url
+
+    def counted(*args: Any, **kwargs: Any) -> str:
+        built["urls"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sansio_request, "get_current_url", counted)
+    app = flask.Flask("shop")
+
+    @app.get("/users/<int:user_id>")
+    def user(user_id: int) -> dict[str, int]:
+        return {"id": user_id}
+
+    @app.get("/healthz")
+    def health() -> str:
+        return "ok"
+
+    pipeline = make_pipeline()
+    FlaskInstrumentor.instrument_app(
+        app, tracer_provider=pipeline.provider, **pipeline.processor.hooks("flask")
+    )
+    client = app.test_client()
+    for path in paths:
+        client.get(path, headers={"X-API-Key": "k1"})
+    events = pipeline.events()
+    spans = exported(pipeline)
+    pipeline.provider.shutdown()
+    FlaskInstrumentor.uninstrument_app(app)
+    return spans, events, built["urls"]
+
+
+def test_flask_builds_no_full_url_when_nothing_is_excluded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under auto-run, the Flask instrumentation skips its exclusion check when nothing is excluded.
+
+    The spans and Beacon's events are the ones the stock instrumentation gives; only the full URL
+    built per request to match an empty exclusion list is gone.
+    """
+    from opentelemetry.instrumentation import flask as flask_instrumentation
+    from opentelemetry.util.http import parse_excluded_urls
+
+    monkeypatch.setattr(flask_instrumentation, "_excluded_urls_from_env", parse_excluded_urls(""))
+    paths = ["/users/1", "/healthz", "/missing"]
+    stock_spans, stock_events, stock_urls = serve_flask(monkeypatch, paths)
+    assert stock_urls >= len(paths)  # the stock check builds every request's URL
+    running = AutoRun({"BEACON_DRY_RUN": "true"})
+    running.instrumentor_kwargs("flask", {})
+    running.processor.shutdown()  # type: ignore[union-attr]
+    spans, events, urls = serve_flask(monkeypatch, paths)
+    assert urls == 0
+    assert spans == stock_spans and len(spans) == len(paths)
+    assert [(e["route"], e["status"], e["consumer"]) for e in events] == [
+        (e["route"], e["status"], e["consumer"]) for e in stock_events
+    ]
+
+
+def test_flask_exclusions_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With excluded URLs configured, auto-run leaves the check alone: excluded requests get no span."""
+    from opentelemetry.instrumentation import flask as flask_instrumentation
+    from opentelemetry.util.http import parse_excluded_urls
+
+    monkeypatch.setattr(flask_instrumentation, "_excluded_urls_from_env", parse_excluded_urls("healthz"))
+    running = AutoRun({"BEACON_DRY_RUN": "true"})
+    running.instrumentor_kwargs("flask", {})
+    running.processor.shutdown()  # type: ignore[union-attr]
+    spans, events, _ = serve_flask(monkeypatch, ["/users/1", "/healthz"])
+    assert [name for name, _, _ in spans] == ["GET /users/<int:user_id>"]
+    assert [e["path"] for e in events] == ["/users/1"]

@@ -76,6 +76,9 @@ def with_hooks(name: str, kwargs: dict[str, Any], ours: dict[str, Hook]) -> dict
         # Their route lookup walks the whole route table on every request.
         with guard.contained(f"narrowing the {name} instrumentation's route lookup"):
             route_lookup.install()
+    if name == "flask" and kwargs.get("excluded_urls") is None:
+        with guard.contained("sparing the Flask instrumentation an empty exclusion check"):
+            _no_empty_flask_exclusions()
     merged = dict(kwargs)
     for key, hook in ours.items():
         merged[key] = compose(hook, kwargs.get(key))
@@ -84,6 +87,21 @@ def with_hooks(name: str, kwargs: dict[str, Any], ours: dict[str, Hook]) -> dict
         # cost and carry nothing Beacon reads; with no exporter nobody else sees them.
         merged.setdefault("exclude_spans", ["receive", "send"])
     return merged
+
+
+def _no_empty_flask_exclusions() -> None:
+    """With no excluded URLs configured, the Flask instrumentation skips its exclusion check.
+
+    It tests ``if excluded_urls and excluded_urls.url_disabled(flask.request.url)``, and an
+    empty exclusion list is still a true object: every request builds its full URL (werkzeug's
+    IRI decoding, a few microseconds) to match it against nothing. ``None`` is what the
+    instrumentation itself takes for "no exclusions", in the same tests: the spans are the same.
+    """
+    from opentelemetry.instrumentation import flask as flask_instrumentation
+
+    excluded = getattr(flask_instrumentation, "_excluded_urls_from_env", None)
+    if excluded is not None and getattr(excluded, "_excluded_urls", None) == []:
+        flask_instrumentation._excluded_urls_from_env = None  # type: ignore[assignment]
 
 
 def active_distros() -> list[BaseDistro]:
