@@ -84,6 +84,23 @@ def run_module(
 
     The answer is the child's last stdout line as JSON, as for ``bench.child.run_module``.
     """
+    return _run(module, args, env, timeout, _dumped)
+
+
+def run_module_split(
+    module: str, args: list[str], env: Mapping[str, str] | None = None, timeout: float = 900
+) -> tuple[list[tuple[int, int]], Any]:
+    """As :func:`run_module`, each ``measured`` call's count as (all instructions, the allocator's own)."""
+    return _run(module, args, env, timeout, _dumped_split)
+
+
+def _run(
+    module: str,
+    args: list[str],
+    env: Mapping[str, str] | None,
+    timeout: float,
+    read: Callable[[str], list[Any]],
+) -> tuple[list[Any], Any]:
     directory = tempfile.mkdtemp(prefix="bench-callgrind-")
     try:
         command = [
@@ -108,7 +125,7 @@ def run_module(
             text=True,
             timeout=timeout,
         ).stdout
-        return _dumped(directory), child.last_json_line(out)
+        return read(directory), child.last_json_line(out)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -124,3 +141,69 @@ def _dumped(directory: str) -> list[int]:
                     dumps.append((number, int(line.split()[1])))
                     break
     return [total for _, total in sorted(dumps)]
+
+
+ALLOCATOR_FUNCTIONS = frozenset(
+    {
+        # glibc's malloc (malloc/malloc.c; arena.c's inlined parts carry the same names)
+        "malloc", "free", "realloc", "calloc", "_int_malloc", "_int_free", "_int_realloc",
+        "malloc_consolidate", "unlink_chunk", "sysmalloc", "tcache_get", "tcache_put",
+        # CPython's pymalloc (Objects/obmalloc.c)
+        "_PyObject_Malloc", "_PyObject_Calloc", "_PyObject_Realloc", "_PyObject_Free",
+        "PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc", "PyObject_Free",
+        "PyMem_Malloc", "PyMem_Calloc", "PyMem_Realloc", "PyMem_Free",
+        "PyMem_RawMalloc", "PyMem_RawCalloc", "PyMem_RawRealloc", "PyMem_RawFree",
+        "_PyMem_RawMalloc", "_PyMem_RawCalloc", "_PyMem_RawRealloc", "_PyMem_RawFree",
+    }
+)  # fmt: skip
+"""Functions whose own instructions depend on the heap's history more than on the caller's work.
+
+A block of more than 512 bytes comes from glibc, whose cost per call depends on the free chunks
+it has to sort and search (one long-lived block allocated earlier moves it by 100 instructions
+per call); pymalloc's depends on its pools' state. CPython's ``re`` allocates at least 1 KiB
+from glibc on every ``match`` call, so an app's routing pays that on every route it tries.
+"""
+
+
+def allocator_instructions(path: str) -> int:
+    """The allocator's own (exclusive) instructions in one callgrind profile, by function name."""
+    names: dict[str, str] = {}
+    current = ""
+    total = 0
+    after_call = False
+    with open(path) as profile:
+        for line in profile:
+            if line.startswith("fn="):
+                current = _function_name(line[3:].strip(), names)
+            elif line.startswith("cfn="):
+                _function_name(line[4:].strip(), names)  # defines a compressed name for later lines
+            elif line.startswith("calls="):
+                after_call = True  # the next cost line is the call's inclusive cost: not this function's
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if after_call:
+                    after_call = False
+                elif current.split(".", 1)[0] in ALLOCATOR_FUNCTIONS:  # unlink_chunk.constprop.0
+                    fields = line.split()
+                    if len(fields) > 1:
+                        total += int(fields[1])
+    return total
+
+
+def _function_name(spec: str, names: dict[str, str]) -> str:
+    """``(7) name`` defines compressed name 7, ``(7)`` refers to it, ``name`` is uncompressed."""
+    if spec.startswith("("):
+        key, _, name = spec.partition(")")
+        name = name.strip()
+        if name:
+            names[key] = name
+        return names.get(key, "")
+    return spec
+
+
+def _dumped_split(directory: str) -> list[tuple[int, int]]:
+    """Each ``--dump-after`` profile's (total, allocator) instructions, in the order they were written."""
+    totals = _dumped(directory)
+    paths = sorted(
+        glob.glob(os.path.join(directory, "out.*.*")), key=lambda path: int(path.rsplit(".", 1)[1])
+    )
+    return [(total, allocator_instructions(path)) for total, path in zip(totals, paths, strict=True)]
