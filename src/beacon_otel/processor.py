@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,14 @@ logger = logging.getLogger("beacon_otel")
 _SERVER = SpanKind.SERVER
 
 
+def _call_on_error(callback: Callable[[DeliveryError], object] | None, error: DeliveryError) -> None:
+    if callback is not None:
+        # The user's callback: its failure is logged at DEBUG, never re-raised. The log lines
+        # about delivery are the delivery log's, rate-limited there.
+        with guard.contained("the on_error callback", user_code=True, level=logging.DEBUG):
+            callback(error)
+
+
 class BeaconSpanProcessor(SpanProcessor):
     """Turns each finished HTTP SERVER span into one Beacon event; other spans pass untouched."""
 
@@ -44,6 +53,7 @@ class BeaconSpanProcessor(SpanProcessor):
             ConsumerRules(config.consumer_header, config.consumer_resolver), body_sent=self.body_sent
         )
         self.self_metrics = SelfMetrics(self)
+        self._report = functools.partial(_call_on_error, config.on_error)
         outbound = Outbound.build(
             config, stats=self.stats, report=self._report, timed=self.self_metrics.timed
         )
@@ -63,10 +73,18 @@ class BeaconSpanProcessor(SpanProcessor):
             # The SDK span's own field where there is one: the property is a call, per span.
             if (getattr(span, "_kind", None) or span.kind) is _SERVER:
                 self.requests.started(span)
-            elif is_inner_layer(span) and (outer := self.requests.serving()) is not None:
-                self.requests.nest(span, outer)  # the layer check first: it fails fastest
+            else:
+                # Only a span with the request's method can be a mounted app's layer: tested
+                # inline, as nearly every other span (http send, a query) fails it.
+                attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
+                if attributes is None or "http.method" in attributes or "http.request.method" in attributes:
+                    self._inner_layer_started(span)
         except Exception:
             guard.internal_error("noting a request span's start")
+
+    def _inner_layer_started(self, span: Span) -> None:
+        if is_inner_layer(span) and (outer := self.requests.serving()) is not None:
+            self.requests.nest(span, outer)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Map a finished SERVER span and queue its event; never raises, never waits."""
@@ -173,16 +191,6 @@ class BeaconSpanProcessor(SpanProcessor):
     def buffered(self) -> int:
         """Events waiting to be delivered."""
         return self._worker.buffered()
-
-    # -- failures ----------------------------------------------------------------------------
-
-    def _report(self, error: DeliveryError) -> None:
-        callback = self.config.on_error
-        if callback is not None:
-            # The user's callback: its failure is logged at DEBUG, never re-raised. The log lines
-            # about delivery are the delivery log's, rate-limited there.
-            with guard.contained("the on_error callback", user_code=True, level=logging.DEBUG):
-                callback(error)
 
 
 class WaitingEvents:
