@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench import overhead, processor, routes, services
+from bench import flatness, overhead, processor, services
 
 JOBS: tuple[tuple[str, ...], ...] = (
     # The request path at both ends of the route table, and the overhead app (cell "users").
@@ -49,7 +49,14 @@ JOBS: tuple[tuple[str, ...], ...] = (
 def run(n: int, budget_s: float, log: Callable[[str], None] = print, parallel: int = 2) -> dict[str, Any]:
     """Count the jobs in order, ``parallel`` at a time, starting none after ``budget_s`` seconds."""
     deadline = time.monotonic() + budget_s
-    counted: dict[str, Any] = {"routes": {}, "overhead": {}, "processor": {}, "skipped": [], "n": n}
+    counted: dict[str, Any] = {
+        "routes": {},
+        "routes_allocator": {},
+        "overhead": {},
+        "processor": {},
+        "skipped": [],
+        "n": n,
+    }
     lock = threading.Lock()
     with services.running(services.dev_ingest(), services.sink()) as (ingest, sink):
 
@@ -73,7 +80,7 @@ def run(n: int, budget_s: float, log: Callable[[str], None] = print, parallel: i
 
 def _count(spec: tuple[str, ...], n: int, ingest: str, sink: str) -> Any:
     if spec[0] == "routes":
-        return routes.count_one(spec[1], spec[2], n, ingest, sink)
+        return flatness.count(spec[1], spec[2], n, ingest, sink, hash_seed=None)
     if spec[0] == "overhead":
         return overhead.count_one(spec[1], n, ingest, sink)
     return processor.count_all(200)
@@ -82,10 +89,12 @@ def _count(spec: tuple[str, ...], n: int, ingest: str, sink: str) -> Any:
 def _store(counted: dict[str, Any], spec: tuple[str, ...], figures: Any) -> None:
     if spec[0] == "routes":
         key = f"{spec[1]}/{spec[2]}"
+        # (all instructions, the allocator's own) per cell: see bench.flatness for why both
         users = figures.pop("users", None)
-        counted["routes"][key] = figures
+        counted["routes"][key] = {cell: total for cell, (total, _) in figures.items()}
+        counted["routes_allocator"][key] = {cell: allocator for cell, (_, allocator) in figures.items()}
         if users is not None:  # the overhead app, counted in the same process
-            counted["overhead"][key] = users
+            counted["overhead"][key] = users[0]
     elif spec[0] == "overhead":
         counted["overhead"][spec[1]] = figures
     else:
@@ -94,7 +103,7 @@ def _store(counted: dict[str, Any], spec: tuple[str, ...], figures: Any) -> None
 
 def _short(figures: Any) -> str:
     if isinstance(figures, dict):
-        return ", ".join(f"{k} {v:,.0f}" for k, v in figures.items())
+        return ", ".join(f"{k} {v[0] if isinstance(v, tuple) else v:,.0f}" for k, v in figures.items())
     return f"{figures:,.0f}"
 
 

@@ -202,6 +202,16 @@ def _route_ratio(route_counts: dict[str, Any], framework: str, variant: str) -> 
     return _ratio(counted["1000/last"] - bare["1000/last"], counted["10/last"] - bare["10/last"])
 
 
+def _without_allocator(counts: dict[str, Any]) -> dict[str, Any]:
+    """The route cells' counts less the allocator's own instructions (bench.flatness says why)."""
+    allocator = counts.get("routes_allocator", {})
+    return {
+        key: {cell: total - allocator[key][cell] for cell, total in cells.items()}
+        for key, cells in counts.get("routes", {}).items()
+        if key in allocator
+    }
+
+
 # -- sections --------------------------------------------------------------------------------------
 
 
@@ -209,6 +219,7 @@ def _routes(routes: dict[str, Any], results: dict[str, Any]) -> str:
     from bench.routes import POSITIONS, SIZES, VARIANTS
 
     counts = results.get("instructions", {}).get("routes", {})
+    steady = _without_allocator(results.get("instructions", {}))
     rows = [
         "## 1. Cost per request as the app grows",
         "",
@@ -218,7 +229,9 @@ def _routes(routes: dict[str, Any], results: dict[str, Any]) -> str:
         "Cells are *overhead above the bare app*, CPU us per request (process CPU, every thread, flush "
         "included), median of rounds paired with the bare app's; the bare row gives the app's own cost. "
         "*1,000 / 10* is the overhead ratio at the last route; *instructions* the same ratio counted by "
-        "callgrind on the request thread where counted.",
+        "callgrind on the request thread where counted; in brackets without the allocator's own "
+        "instructions, whose cost per call for the app's per-route regex match depends on the heap's history "
+        "(`python -m bench.flatness`).",
         "",
     ]
     for framework, name in FRAMEWORKS.items():
@@ -240,11 +253,13 @@ def _routes(routes: dict[str, Any], results: dict[str, Any]) -> str:
             values = " | ".join(f"{cells[f'{s}/{p}']['above_cpu']:+,.0f}" for s in SIZES for p in POSITIONS)
             ratio = _ratio(cells["1000/last"]["above_cpu"], cells["10/last"]["above_cpu"])
             ir = _route_ratio(counts, framework, variant)
+            counted = f"{_fmt(ir)}{'x' if ir else ''}"
+            ir_steady = _route_ratio(steady, framework, variant)
+            if ir_steady is not None:
+                counted += f" ({_fmt(ir_steady)}x)"
             delivered = routes["delivered"].get(f"{framework}/{variant}", {})
             got = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in delivered.items() if v) or "-"
-            rows.append(
-                f"| {VARIANTS[variant]} | {values} | {_fmt(ratio)}x | {_fmt(ir)}{'x' if ir else ''} | {got} |"
-            )
+            rows.append(f"| {VARIANTS[variant]} | {values} | {_fmt(ratio)}x | {counted} | {got} |")
         rows.append("")
     if counts:
         rows += [

@@ -323,14 +323,6 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
     return table
 
 
-def count_one(framework: str, variant: str, n: int, ingest: str, sink: str) -> dict[str, float]:
-    """Instructions per request on the request thread, per counted cell, for one framework/variant."""
-    totals, answer = instructions.run_module(
-        "bench.routes", ["count", framework, variant, ingest, sink, str(n)]
-    )
-    return {cell: total / n for cell, total in zip(answer["cells"], totals, strict=True)}
-
-
 def main(argv: list[str]) -> None:
     if argv[:1] == ["worker"]:
         worker(argv[1], argv[2], argv[3], argv[4], int(argv[5]))

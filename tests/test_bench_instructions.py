@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import flatness, instructions
+from bench import flatness, instructions, report
+from tests.test_bench_report import _results
 
 # A profile as callgrind writes it: compressed names ("(2) name" once, then "(2)"), costs by
 # line with relative positions, and each call followed by its inclusive cost line.
@@ -64,3 +65,19 @@ def test_flatness_ratio_without_the_allocator() -> None:
     assert figures["ratio"] == 1.6
     assert figures["overhead_without_allocator"] == [450.0, 550.0]
     assert figures["ratio_without_allocator"] == 550.0 / 450.0
+
+
+def test_route_table_shows_the_ratio_without_the_allocator_beside_the_counted_one() -> None:
+    """A run that counted the allocator apart shows both ratios in the route table's instruction column."""
+    results = _results(beacon_at_1000=260.0)  # overhead 200,000 at 10 routes, 260,000 at 1,000: 1.30x
+    results["instructions"]["routes_allocator"] = {
+        "fastapi/bare": {"10/last": 20_000.0, "1000/last": 1_000_000.0},
+        # the same app's routing paid 60 more instructions per route in the observed process's heap
+        "fastapi/beacon": {"10/last": 30_000.0, "1000/last": 1_070_000.0},
+    }
+    row = next(line for line in report.render(results).splitlines() if line.startswith("| beacon-otel under"))
+    assert "| 1.30x (1.00x) |" in row
+    plain = next(
+        line for line in report.render(_results(260.0)).splitlines() if line.startswith("| beacon-otel under")
+    )
+    assert "| 1.30x |" in plain
