@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         skipped = ", ".join(counted["skipped"]) or "none"
         meta["instructions"] = (
             f"callgrind (valgrind), request thread only, {counted['n']} requests per case after a warm-up "
+            f"({counted['n'] * counts.OVERHEAD_REQUESTS_FACTOR} for the overhead app of section 2) "
             f"(`perf stat -e instructions` is not supported on this VM); not counted within the budget: {skipped}"
         )
     meta["load_after"] = os.getloadavg()

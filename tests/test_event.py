@@ -16,6 +16,7 @@ from beacon_otel.event import (
     clean_url_text,
     clean_validation_errors,
     encode_batch,
+    encode_events,
     format_ts,
 )
 
@@ -105,3 +106,56 @@ def test_batch_body_carries_exactly_the_contract_fields() -> None:
             }
         ]
     }
+
+
+WIRE_EVENTS = [
+    {
+        "ts": "2026-06-03T12:00:00.000+00:00",
+        "method": "GET",
+        "route": "/users/{id}",
+        "path": "/users/1",
+        "status": 200,
+        "duration_ms": 3,
+        "consumer": None,
+        "error": None,
+    },
+    {
+        "ts": "2026-06-03T12:00:00.001+00:00",
+        "method": "POST",
+        "route": '/caf\u00e9/"q"\\{x}',
+        "path": "/caf\u00e9/%0A\u2028\t",
+        "status": 500,
+        "duration_ms": 0,
+        "consumer": "k\u00e9y\u0001",
+        "error": 'ValueError: line\nbreak "quoted" \U0001f600',
+    },
+    {  # validation errors: the general encoder
+        "ts": "2026-06-03T12:00:00.002+00:00",
+        "method": "PUT",
+        "route": "/items/{id}",
+        "path": "/items/2",
+        "status": 422,
+        "duration_ms": 12,
+        "consumer": "acme",
+        "error": None,
+        "validation_errors": [{"field": "body.price", "message": "not a number", "type": "float_parsing"}],
+    },
+    {  # read back from an older spool file: a field of an unexpected type, the general encoder
+        "ts": "2026-06-03T12:00:00.003+00:00",
+        "method": "GET",
+        "route": "/r",
+        "path": "/r",
+        "status": 200.0,
+        "duration_ms": 1,
+        "consumer": None,
+        "error": None,
+    },
+]
+
+
+def test_the_body_is_what_json_dumps_writes() -> None:
+    """Events written field by field come out byte for byte as json.dumps writes them (UTF-8, compact)."""
+    expected = json.dumps({"events": WIRE_EVENTS}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert encode_events(WIRE_EVENTS) == expected
+    assert json.loads(encode_events(WIRE_EVENTS)) == {"events": WIRE_EVENTS}
+    assert encode_events([]) == b'{"events":[]}'
