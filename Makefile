@@ -31,7 +31,7 @@ lint: $(STAMP)  # ruff over everything, mypy strict over src/
 	$(BIN)/mypy --strict src
 
 # Benchmarks against the alternatives: figures in bench/results.json, tables rendered into
-# bench/RESULTS.md (whose commentary section is kept). About 40 minutes on 2 cores (counts one at a time);
+# bench/RESULTS.md (whose commentary section is kept). About 10 minutes on a quiet 2-core machine;
 # BENCH_QUICK=1 for a short trial. Instruction counts need valgrind and cc (Debian packages);
 # BENCH_INSTRUCTIONS=0 skips them. The comparison packages are benchmark-only, installed here.
 bench: $(STAMP)
