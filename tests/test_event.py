@@ -79,35 +79,6 @@ def test_validation_errors_are_bounded() -> None:
     assert clean_validation_errors("nope") is None
 
 
-def test_batch_body_carries_exactly_the_contract_fields() -> None:
-    """The body is {"events": [...]} with the eight fields, null consumer/error included."""
-    event = RequestEvent(
-        end_time_ns=1_780_488_000_000_000_000,
-        method="GET",
-        route="/users/{id}",
-        path="/users/1",
-        status=200,
-        duration_ms=3,
-        consumer=None,
-        error=None,
-    )
-    body = json.loads(encode_batch([event]))
-    assert body == {
-        "events": [
-            {
-                "ts": "2026-06-03T12:00:00.000+00:00",
-                "method": "GET",
-                "route": "/users/{id}",
-                "path": "/users/1",
-                "status": 200,
-                "duration_ms": 3,
-                "consumer": None,
-                "error": None,
-            }
-        ]
-    }
-
-
 WIRE_EVENTS = [
     {
         "ts": "2026-06-03T12:00:00.000+00:00",
@@ -151,6 +122,22 @@ WIRE_EVENTS = [
         "error": None,
     },
 ]
+
+
+def test_batch_body_carries_exactly_the_contract_fields() -> None:
+    """The body is {"events": [...]} with the eight fields, null consumer/error included."""
+    event = RequestEvent(
+        end_time_ns=1_780_488_000_000_000_000,
+        method="GET",
+        route="/users/{id}",
+        path="/users/1",
+        status=200,
+        duration_ms=3,
+        consumer=None,
+        error=None,
+    )
+    body = json.loads(encode_batch([event]))
+    assert body == {"events": [WIRE_EVENTS[0]]}
 
 
 def test_the_body_is_what_json_dumps_writes() -> None:

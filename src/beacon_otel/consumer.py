@@ -84,11 +84,7 @@ class ConsumerRules:
             ((name, value),) = found.items()
             if not value:
                 return None  # an empty header names nobody
-            if name == AUTHORIZATION_BYTES:
-                return hash_authorization(value)
-            if len(value) <= MAX_CONSUMER and value.isascii() and 0 not in value:
-                return value.decode("ascii")  # _header_text(value), inline: the usual key
-            return clean_text(value, MAX_CONSUMER)
+            return _header_text(value) if name != AUTHORIZATION_BYTES else hash_authorization(value)
         configured_name, key_name, auth_name = self._asgi_names
         return consumer_from_values(
             found.get(configured_name) if configured_name else None,

@@ -139,9 +139,7 @@ def is_inner_layer(span: Any) -> bool:
     request's HTTP attributes; its ``http send``/``http receive`` spans carry none of them.
     """
     # Attributes first: nearly every span asked about (http send/receive) fails there, cheaply.
-    attributes = getattr(getattr(span, "_attributes", None), "_dict", None)  # span_attributes(), inline
-    if type(attributes) is not dict:
-        attributes = span_attributes(span)
+    attributes = span_attributes(span)
     if "http.request.method" not in attributes and "http.method" not in attributes:
         return False
     scope = span.instrumentation_scope

@@ -46,9 +46,7 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
     ``exception`` event over the request's, which covers spans that record none (FastAPI's
     own telemetry). The method is the request's only when the span has none of its own.
     """
-    attributes = getattr(getattr(span, "_attributes", None), "_dict", None)  # span_attributes(), inline
-    if type(attributes) is not dict:
-        attributes = span_attributes(span)
+    attributes = span_attributes(span)
     # Each field has a quick path for what nearly every request carries (a standard method, an
     # int status, a plain ASCII path): no call, no copy. Anything else takes the general one.
     method = attributes.get(_METHOD[0]) or attributes.get(_METHOD[1])

@@ -119,7 +119,7 @@ class BeaconSpanProcessor(SpanProcessor):
                 absorb_native_telemetry(context)
                 if excluded_by_user(context):
                     return  # no span from the contrib instrumentation, no event from us
-            if context.body_sent_ns == 0 or context.inner_open:  # context.waiting, inline
+            if context.waiting:
                 self._waiting.hold(context, span)  # until the body or the inner layer ends
                 return
         event = self.event_for(span, context)  # _submit(), inline: the usual request's path

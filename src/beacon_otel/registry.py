@@ -68,18 +68,11 @@ class RequestRegistry:
         if current is not None and current[0] is not span and current[0].is_recording():
             self.nest(span, current[1])
             return
-        context = RequestContext()  # _add(), inline: once per request
-        if len(self._contexts) >= self._limit:
-            self._evict_oldest()
-        self._contexts[span.get_span_context().span_id] = context
-        _CURRENT.set((span, context))
+        _CURRENT.set((span, self._add(span.get_span_context().span_id)))
 
     def serving(self) -> RequestContext | None:
         """The request this task or thread is serving, if its outermost span is still live."""
-        current = _CURRENT.get()  # current_request(), inline: this runs for every span
-        if current is None or not current[0].is_recording():
-            return None
-        return current[1]
+        return current_request()
 
     def nest(self, span: Any, outer: RequestContext) -> None:
         """``span`` is an inner layer of ``outer``'s request: its end goes to the same event.
@@ -93,17 +86,14 @@ class RequestRegistry:
 
     def _add(self, span_id: int) -> RequestContext:
         context = RequestContext()
-        if len(self._contexts) >= self._limit:
-            self._evict_oldest()
-        self._contexts[span_id] = context
-        return context
-
-    def _evict_oldest(self) -> None:
-        # No lock: single dict operations are atomic, and eviction only has to be approximate.
         contexts = self._contexts
-        with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-            contexts.pop(next(iter(contexts)))
-            self.evicted += 1
+        # No lock: single dict operations are atomic, and eviction only has to be approximate.
+        if len(contexts) >= self._limit:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                contexts.pop(next(iter(contexts)))
+                self.evicted += 1
+        contexts[span_id] = context
+        return context
 
     def open(self, span: Any) -> RequestContext | None:
         """The context of a recording SERVER span, for its hooks; ``None`` for any other span."""

@@ -38,11 +38,8 @@ def asgi_route(scope: Mapping[str, Any]) -> tuple[str | None, bool]:
     if router is None:
         return None, True
     app_root = scope.get("app_root_path")  # was_mounted(scope), inline: this runs per request
-    if app_root is None or scope.get("root_path", "") == app_root:
-        known = _hosts_seen.get(id(router))  # _has_hosts(router)'s answer, inline when known
-        routes = getattr(router, "routes", None) or ()
-        if not (known[1] if known is not None and known[0] == len(routes) else _has_hosts(router)):
-            return None, True
+    if (app_root is None or scope.get("root_path", "") == app_root) and not _has_hosts(router):
+        return None, True
     return full_template(getattr(router, "routes", None), scope)
 
 
