@@ -39,7 +39,7 @@ ROUTES = [
 
 def sample_events(n: int, seed: int = 7) -> list[Any]:
     """``n`` varied, contract-valid events: routes, paths, statuses, consumers, errors."""
-    from beacon_otel.event import RequestEvent
+    from beacon_otel.contract.event import RequestEvent
 
     rng = random.Random(seed)
     now = time.time_ns()

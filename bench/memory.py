@@ -51,7 +51,7 @@ def worker(seconds: float, rate: int) -> list[dict[str, Any]]:
     from opentelemetry.instrumentation.auto_instrumentation import initialize
 
     initialize(swallow_exceptions=False)
-    from beacon_otel.autorun import AUTORUN
+    from beacon_otel.setup.autorun import AUTORUN
 
     beacon = AUTORUN.processor
     if beacon is None:

@@ -417,7 +417,7 @@ def _delivery_thread(event: Any, timed: Callable[..., float]) -> dict[str, float
     ``as_dict`` formats the timestamp's second once and reuses it for the events of that
     second, so repeated calls time the usual case: most events of a batch share their second.
     """
-    from beacon_otel.event import encode_events
+    from beacon_otel.contract.event import encode_events
 
     batch = [event.as_dict() for _ in range(100)]
     return {
@@ -443,7 +443,7 @@ def _hook_context(processor: Any, fastapi: dict[str, Any]) -> Any:
 def count(n: int) -> dict[str, Any]:
     """Under callgrind: hooks + ``on_end`` for FastAPI, then Flask, then the delivery thread's work
     per event (wire dict + its share of encoding a batch of 100), ``n`` of each, in that order."""
-    from beacon_otel.event import encode_events
+    from beacon_otel.contract.event import encode_events
 
     fastapi, flask_capture = capture_fastapi(), capture_flask()
     processor = _processor()

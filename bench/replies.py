@@ -29,7 +29,7 @@ TIMEOUT = 5.0
 
 CHILD = """
 import inspect, json, resource, sys, time
-from beacon_otel.transport import IngestTransport
+from beacon_otel.delivery.transports.http import IngestTransport
 url, timeout = sys.argv[1], float(sys.argv[2])
 if "config" in inspect.signature(IngestTransport).parameters:
     from beacon_otel import BeaconConfig

@@ -12,7 +12,7 @@ serves 10,000 requests in process, flushes, and reports its resident set (``VmRS
 peak (``VmHWM``) from ``/proc/self/status``.
 
 Import time is the CPU time of ``import beacon_otel`` in a fresh process, median of several;
-``beacon_otel.distro`` is the module ``opentelemetry-instrument`` loads first.
+``beacon_otel.setup.distro`` is the module ``opentelemetry-instrument`` loads first.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ VARIANTS = {
 }
 FRAMEWORKS = ("fastapi", "flask")
 LOAD = 10_000
-MODULES = ("opentelemetry.sdk.trace", "beacon_otel", "beacon_otel.distro")
+MODULES = ("opentelemetry.sdk.trace", "beacon_otel", "beacon_otel.setup.distro")
 """The SDK's tracing (what any OpenTelemetry user imports) for scale, then the package and its distro."""
 
 

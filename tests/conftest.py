@@ -130,7 +130,7 @@ def configure_django() -> None:
         settings.configure(
             DEBUG=False,
             ALLOWED_HOSTS=["*"],
-            ROOT_URLCONF="tests.django_urls",
+            ROOT_URLCONF="tests.frameworks.django.urls",
             MIDDLEWARE=[],
             SECRET_KEY="unit-tests",
             USE_TZ=True,

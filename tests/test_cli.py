@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from beacon_otel.devingest import DevIngest, format_events
-from tests.test_devingest import make_event
+from tests.devingest.test_devingest import make_event
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 from beacon_otel.version import __version__
 
 if TYPE_CHECKING:
-    from beacon_otel.config import BeaconConfig, BeaconConfigError
-    from beacon_otel.distro import configure
-    from beacon_otel.processor import BeaconSpanProcessor
-    from beacon_otel.sampling import BeaconSampler
-    from beacon_otel.stats import DeliveryError
+    from beacon_otel.capture.processor import BeaconSpanProcessor
+    from beacon_otel.capture.sampling import BeaconSampler
+    from beacon_otel.config.settings import BeaconConfig, BeaconConfigError
+    from beacon_otel.delivery.stats import DeliveryError
+    from beacon_otel.setup.distro import configure
 
 _HOMES = {
-    "BeaconConfig": "beacon_otel.config",
-    "BeaconConfigError": "beacon_otel.config",
-    "BeaconSampler": "beacon_otel.sampling",
-    "BeaconSpanProcessor": "beacon_otel.processor",
-    "DeliveryError": "beacon_otel.stats",
-    "configure": "beacon_otel.distro",
+    "BeaconConfig": "beacon_otel.config.settings",
+    "BeaconConfigError": "beacon_otel.config.settings",
+    "BeaconSampler": "beacon_otel.capture.sampling",
+    "BeaconSpanProcessor": "beacon_otel.capture.processor",
+    "DeliveryError": "beacon_otel.delivery.stats",
+    "configure": "beacon_otel.setup.distro",
 }
 
 __all__ = [

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beacon_otel.devingest import INGEST_PATH, DevIngest, format_event, format_rejection, format_summary
-from beacon_otel.doctor import PROBE_ROUTE, diagnose, report
+from beacon_otel.doctor.diagnose import PROBE_ROUTE, diagnose, report
 from beacon_otel.version import __version__
 
 # Not 4318: that is the OTLP/HTTP port, where people already run collectors.

@@ -24,7 +24,7 @@ import pytest
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from beacon_otel.processor import BeaconSpanProcessor
+    from beacon_otel.capture.processor import BeaconSpanProcessor
 
 __all__ = ["BeaconCapture", "beacon_events"]
 
@@ -35,8 +35,8 @@ class BeaconCapture:
     def __init__(self, **config: Any) -> None:
         from opentelemetry.sdk.trace import TracerProvider
 
-        from beacon_otel.config import BeaconConfig
-        from beacon_otel.processor import BeaconSpanProcessor
+        from beacon_otel.capture.processor import BeaconSpanProcessor
+        from beacon_otel.config.settings import BeaconConfig
 
         self.provider: TracerProvider = TracerProvider()
         self.processor: BeaconSpanProcessor = BeaconSpanProcessor(BeaconConfig(dry_run=True, **config))

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from beacon_otel.autorun import AUTORUN
+from beacon_otel.setup.autorun import AUTORUN
 
 SERVED_BY = (b"x-served-by", b"app")
 

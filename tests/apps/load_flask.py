@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response
 
-from beacon_otel.autorun import AUTORUN
+from beacon_otel.setup.autorun import AUTORUN
 
 app = Flask(__name__)
 

@@ -8,7 +8,7 @@ from opentelemetry.instrumentation.pyramid import PyramidInstrumentor
 from pyramid_app import build_app
 
 import beacon_otel
-from beacon_otel import pyramid_support
+from beacon_otel.frameworks import pyramid as pyramid_support
 
 beacon = beacon_otel.configure()  # BEACON_* settings; OpenTelemetry's Pyramid spans use the global provider
 

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from beacon_otel import BeaconConfig, BeaconSpanProcessor
-from beacon_otel import health as ingest_health
+from beacon_otel.delivery import health as ingest_health
 
 
 def counters(processor: BeaconSpanProcessor) -> dict[str, Any]:

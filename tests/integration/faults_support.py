@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests import waiting
+from tests.support import waiting
 
 from .conftest import Server
 

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from beacon_otel.devingest import DevIngest, Fault, format_rejection, validate_event
-from beacon_otel.spool import destinations
+from beacon_otel.spool.store import destinations
 
 from .conftest import APPS, Launch, clean_environ, free_port
 from .faults_support import (

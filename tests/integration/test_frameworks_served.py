@@ -391,7 +391,7 @@ def test_aiohttp_by_hand(ingest: DevIngest) -> None:
     """AioHttpServerInstrumentor().instrument, then Beacon's instrument_app on the app, aiohttp's server."""
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
-    from beacon_otel import aiohttp_support
+    from beacon_otel.frameworks import aiohttp as aiohttp_support
     from tests.apps.aiohttp_app import build_app
 
     provider, _, processor = pipeline_for(ingest)

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from beacon_otel.delivery.spooling import DISK_RETRY
 from beacon_otel.devingest import DevIngest
-from beacon_otel.spooling import DISK_RETRY
-from tests.misbehaving import IngestFront, Post
+from tests.support.misbehaving import IngestFront, Post
 
 from .conftest import Launch
 from .faults_support import (

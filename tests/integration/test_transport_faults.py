@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from beacon_otel.devingest import DevIngest
-from tests.misbehaving import LoopbackListener, pipe
+from tests.support.misbehaving import LoopbackListener, pipe
 
 from .conftest import Launch
 from .faults_support import Load, beacon_env, item_numbers, stats_when_idle, summary, tally, wait_until

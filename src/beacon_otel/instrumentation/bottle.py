@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Status, StatusCode
 
-from beacon_otel import guard
+from beacon_otel.common import guard
 from beacon_otel.instrumentation.new_apps import NewApps
 
 _HTTP_ROUTE = "http.route"

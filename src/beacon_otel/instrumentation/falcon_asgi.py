@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.util.http import get_excluded_urls
 
-from beacon_otel import guard
+from beacon_otel.common import guard
 
 _HTTP_ROUTE = "http.route"
 

@@ -23,8 +23,8 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import get_excluded_urls
 
-from beacon_otel import guard
-from beacon_otel.hooks import compose
+from beacon_otel.common import guard
+from beacon_otel.frameworks.hooks import compose
 from beacon_otel.instrumentation.new_apps import NewApps
 
 ExceptionHook = Callable[[Any, MutableMapping[str, Any], BaseException], None]

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from beacon_otel import guard
+from beacon_otel.common import guard
 
 
 class NewApps:

@@ -1,0 +1,1 @@
+"""The span processor and the sampler: where finished SERVER spans enter Beacon."""

@@ -1,0 +1,239 @@
+"""The span processor: finished SERVER spans become events handed to the delivery worker."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+
+from beacon_otel.common import guard
+from beacon_otel.config.settings import BeaconConfig
+from beacon_otel.contract.event import RequestEvent
+from beacon_otel.delivery.metrics import SelfMetrics
+from beacon_otel.delivery.outbound import Outbound
+from beacon_otel.delivery.stats import DeliveryError, DeliveryStats
+from beacon_otel.frameworks.fastapi import (
+    absorb_inner_span,
+    absorb_native_telemetry,
+    excluded_by_user,
+    is_inner_layer,
+    is_native_span,
+)
+from beacon_otel.frameworks.hooks import Hook, hooks_for
+from beacon_otel.mapping.span_to_event import Unmappable, span_to_event
+from beacon_otel.request.consumer import ConsumerRules
+from beacon_otel.request.context import NO_FACTS, RequestContext
+from beacon_otel.request.registry import RequestRegistry
+
+logger = logging.getLogger("beacon_otel")
+
+_SERVER = SpanKind.SERVER
+
+
+def _call_on_error(callback: Callable[[DeliveryError], object] | None, error: DeliveryError) -> None:
+    if callback is not None:
+        # The user's callback: its failure is logged at DEBUG, never re-raised. The log lines
+        # about delivery are the delivery log's, rate-limited there.
+        with guard.contained("the on_error callback", user_code=True, level=logging.DEBUG):
+            callback(error)
+
+
+class BeaconSpanProcessor(SpanProcessor):
+    """Turns each finished HTTP SERVER span into one Beacon event; other spans pass untouched."""
+
+    def __init__(self, config: BeaconConfig) -> None:
+        self.config = config
+        self.stats = DeliveryStats()
+        self.requests = RequestRegistry(
+            ConsumerRules(config.consumer_header, config.consumer_resolver), body_sent=self.body_sent
+        )
+        self.self_metrics = SelfMetrics(self)
+        self._report = functools.partial(_call_on_error, config.on_error)
+        outbound = Outbound.build(
+            config, stats=self.stats, report=self._report, timed=self.self_metrics.timed
+        )
+        self._worker, self.spool, self._dry_run_sink = outbound.worker, outbound.spool, outbound.dry_run_sink
+        self._waiting = WaitingEvents(self.requests, self._submit)
+        self._enabled = config.enabled
+        self._shut_down = False
+
+    # -- SpanProcessor ---------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """A SERVER span starts a request, or one more layer of the current one (same event)."""
+        if not self._enabled:
+            return
+        # Inline try, not ``guard.contained``: a context manager costs calls, for every span.
+        try:
+            # The SDK span's own field where there is one: the property is a call, per span.
+            if (getattr(span, "_kind", None) or span.kind) is _SERVER:
+                self.requests.started(span)
+            else:
+                # Only a span with the request's method can be a mounted app's layer: tested
+                # inline, as nearly every other span (http send, a query) fails it.
+                attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
+                if attributes is None or "http.method" in attributes or "http.request.method" in attributes:
+                    self._inner_layer_started(span)
+        except Exception:
+            guard.internal_error("noting a request span's start")
+
+    def _inner_layer_started(self, span: Span) -> None:
+        if is_inner_layer(span) and (outer := self.requests.serving()) is not None:
+            self.requests.nest(span, outer)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Map a finished SERVER span and queue its event; never raises, never waits."""
+        if not self._enabled:
+            return
+        if (getattr(span, "_kind", None) or span.kind) is not _SERVER:  # as in on_start
+            if self.requests.inner_layers:
+                try:
+                    self._waiting.inner_layer_ended(span)
+                except Exception:
+                    guard.internal_error("closing a request's inner layer")
+            return
+        # Mapped here, not on the delivery thread: a queued span keeps its request's objects
+        # alive until the batch, and the collector then runs ~17 times as often, on request
+        # threads, costing what the mapping would save them (bench/RESULTS.md, section 2).
+        try:
+            self._queue(span)
+        except Exception:
+            self.stats.drop("internal_error")  # counted before it is logged (or re-raised)
+            guard.internal_error("queueing a request's event")
+
+    def _queue(self, span: ReadableSpan) -> None:
+        span_context = span.context
+        if span_context is None:
+            return  # not a span of the SDK's: it never started here
+        span_id = span_context.span_id
+        if self.requests.inner_layers and self._waiting.inner_layer_ended(span):
+            return
+        context = self.requests.pop(span_id)
+        if context is not None:
+            if is_native_span(span):
+                absorb_native_telemetry(context)
+                if excluded_by_user(context):
+                    return  # no span from the contrib instrumentation, no event from us
+            if context.waiting:
+                self._waiting.hold(context, span)  # until the body or the inner layer ends
+                return
+        event = self.event_for(span, context)  # _submit(), inline: the usual request's path
+        if event is not None:
+            self._worker.submit(event)
+
+    def body_sent(self, context: RequestContext) -> None:
+        """A streamed body is done: the event of its already ended span can go now."""
+        try:
+            self._waiting.release(context)
+        except Exception:
+            self.stats.drop("internal_error")
+            guard.internal_error("queueing a streamed request's event")
+
+    def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
+        event = self.event_for(span, context)
+        if event is not None:
+            self._worker.submit(event)
+
+    def event_for(self, span: ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
+        """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
+        try:
+            facts = context.facts(self.requests.rules) if context is not None else NO_FACTS
+            return span_to_event(span, facts)
+        except Unmappable as exc:
+            if exc.reason != "not_http":  # a gRPC or other non-HTTP server span is not ours
+                self.stats.drop(f"unmappable_{exc.reason}")
+        return None
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver what is buffered; True when everything went within the timeout."""
+        return self._worker.flush(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Flush within ``shutdown_timeout`` and stop; one summary line if anything was lost."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        if self._waiting.count > 0:
+            # Requests whose streamed body the server never closed (or whose inner layer
+            # never ended) by now: their events cannot be made, and are counted lost.
+            self.stats.drop("unfinished_request", self._waiting.count)
+        self._worker.shutdown()
+        loss = self.stats.loss_summary()
+        if loss is not None:
+            logger.warning("beacon-otel: %s", loss)
+
+    # -- for users -------------------------------------------------------------------------
+
+    def hooks(self, framework: str) -> dict[str, Hook]:
+        """Hooks for a framework instrumentation, giving Beacon the consumer of each request.
+
+        For example ``FastAPIInstrumentor.instrument_app(app, **processor.hooks("fastapi"))``.
+        ``framework`` is one of asgi, fastapi, starlette, wsgi, flask, django.
+        """
+        return hooks_for(self.requests, framework)
+
+    def dry_run_events(self) -> list[dict[str, Any]]:
+        """Events "sent" so far in dry-run mode, exactly as they would have gone over the wire."""
+        if self._dry_run_sink is None:
+            raise RuntimeError("dry_run_events() needs BeaconConfig(dry_run=True)")
+        return self._dry_run_sink.events()
+
+    def clear_dry_run_events(self) -> None:
+        """Forget the dry-run events collected so far."""
+        if self._dry_run_sink is not None:
+            self._dry_run_sink.clear()
+
+    def buffered(self) -> int:
+        """Events waiting to be delivered."""
+        return self._worker.buffered()
+
+
+class WaitingEvents:
+    """Ended SERVER spans whose event waits for the request's real end.
+
+    A streamed body goes on after its span ends, and a mounted app's inner span may end after the
+    outer one (the contrib ASGI middleware ends it with the last body message, before the
+    exception leaves the inner app): the event is made once the last of them is done.
+    """
+
+    def __init__(
+        self, requests: RequestRegistry, submit: Callable[[ReadableSpan, RequestContext | None], None]
+    ) -> None:
+        self._requests = requests
+        self._submit = submit
+        self.count = 0
+        """Events waiting (approximate: no lock); counted lost at shutdown."""
+
+    def hold(self, context: RequestContext, span: ReadableSpan) -> None:
+        """Keep the ended span of a request still sending its body or running an inner layer."""
+        context.ended_span = span
+        self.count += 1
+
+    def inner_layer_ended(self, span: ReadableSpan) -> bool:
+        """Whether ``span`` was an inner layer of a request (a mounted app's own span).
+
+        What it learned goes to the request's one event; the span itself makes none.
+        """
+        span_context = span.context
+        if span_context is None:
+            return False
+        outer = self._requests.pop_nested(span_context.span_id)
+        if outer is None:
+            return False
+        outer.inner_open -= 1
+        absorb_inner_span(outer, span)
+        self.release(outer)
+        return True
+
+    def release(self, context: RequestContext) -> None:
+        """Submit the held event once nothing of its request is still going on."""
+        span = context.ended_span
+        if span is not None and not context.waiting:
+            context.ended_span = None
+            self.count -= 1
+            self._submit(span, context)

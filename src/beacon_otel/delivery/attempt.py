@@ -1,0 +1,179 @@
+"""One attempt at a batch and what follows from its outcome: count, log, retry, split, spool.
+
+The worker decides when to send; this decides what an answer means, with the ingest's health
+(:mod:`beacon_otel.delivery.health`), the spool (:mod:`beacon_otel.delivery.spooling`), the
+counters and the log lines. It runs on the delivery thread only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from beacon_otel.common import guard
+from beacon_otel.contract.batch import Batch
+from beacon_otel.delivery.health import GIVE_UP_AFTER, IngestHealth
+from beacon_otel.delivery.log import DeliveryLog
+from beacon_otel.delivery.outcome import FailureKind, Outcome, Verdict
+from beacon_otel.delivery.spooling import NoSpool, SpoolPolicy
+from beacon_otel.delivery.stats import DeliveryError, DeliveryStats, Fate
+
+
+class Transport(Protocol):
+    """Anything that can take an encoded batch: the HTTP transport or the dry-run sink."""
+
+    def send(self, body: bytes, batch_id: str) -> Outcome: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Delivery:
+    """Sends batches through a transport and settles each according to the contract."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        stats: DeliveryStats,
+        report: Callable[[DeliveryError], None],
+        log: DeliveryLog,
+        spool: SpoolPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._transport = transport
+        self._stats = stats
+        self._report = report
+        self._log = log
+        self.spool: SpoolPolicy | NoSpool = spool if spool is not None else NoSpool()
+        """Where batches that cannot go now wait (:class:`NoSpool` when nowhere)."""
+        self._clock = clock
+        self.health = IngestHealth(clock=clock)
+        self._size_limit = math.inf  # learnt from 413s: the most events the ingest takes at once
+        self._delayed = 0  # events queued while the ingest was failing
+
+    def reset(self) -> None:
+        """A forked child starts healthy, with its own connections and counters."""
+        self._stats.after_fork()
+        self.health = IngestHealth(clock=self._clock)
+        self._delayed = 0
+        self._transport.reset()
+
+    def close(self) -> None:
+        """Close the transport's connections."""
+        with guard.contained("closing the transport"):
+            self._transport.close()
+
+    # -- counting (called under the worker's lock: no I/O here) ------------------------------
+
+    def queued(self) -> None:
+        """One event was queued."""
+        self._stats.queued()
+        if self.health.failures:  # health.failing, without a property call per event
+            self._delayed += 1
+
+    def lost(self, reason: str, count: int, outcome: Outcome | None = None) -> None:
+        """``count`` events will never arrive: counted, reported, logged once a minute."""
+        self._stats.drop(reason, count)
+        error = DeliveryError(reason, count, outcome)
+        self._report(error)
+        self._log.lost(str(error), kind=reason)
+
+    # -- sizes and the spool -------------------------------------------------------------------
+
+    def batch_limit(self, batch_size: int) -> int:
+        """Events per batch: the configured size, or less if the ingest said 413 to more."""
+        return int(min(batch_size, self._size_limit))
+
+    def keep(self, batch: Batch) -> bool:
+        """Put ``batch`` on disk; False when there is no spool or it cannot take the batch now."""
+        if not self.spool.keep(batch):
+            return False
+        if self.health.failing:
+            self._log.spooling()
+        return True
+
+    def keep_or_lose(self, batch: Batch, *, reason: str, outcome: Outcome | None = None) -> None:
+        """Spool a batch that cannot go now; without room on disk it is lost, counted, reported."""
+        if not self.spool.keep(batch):
+            self.lost(reason, len(batch), outcome)
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def attempt(self, batch: Batch, *, stopping: bool) -> tuple[bool, list[Batch]]:
+        """Send ``batch`` once; returns whether it is settled and the batches that replace it."""
+        if len(batch.events) > self._size_limit:
+            # Larger than the ingest took before (a spooled batch, or the rest of a split).
+            self._settle_spooled(batch)
+            return True, batch.split(int(self._size_limit))
+        started = self._clock()
+        outcome = self._send(batch)
+        batch.attempts += 1
+        replay = batch.spooled is not None
+        self._log.attempt(outcome, len(batch), batch.batch_id, self._clock() - started, replay)
+        verdict = outcome.verdict
+        if verdict is Verdict.ACCEPTED:
+            self._accepted(batch)
+            return True, []
+        if verdict is Verdict.SPLIT and len(batch.events) > 1:
+            # Learn the limit rather than halving from the full size for every batch.
+            self._size_limit = min(self._size_limit, len(batch.events) // 2)
+            self._settle_spooled(batch)
+            return True, batch.split(int(self._size_limit))
+        if verdict is Verdict.RETRY:
+            return self._failed(batch, outcome, stopping=stopping), []
+        reason = "too_large" if verdict is Verdict.SPLIT else "rejected"
+        self._settle_spooled(batch)
+        self.lost(reason, len(batch), outcome)
+        return True, []
+
+    def _send(self, batch: Batch) -> Outcome:
+        try:
+            return self._transport.send(batch.body(), batch.batch_id)
+        except Exception as exc:  # a transport must not kill the delivery thread
+            if guard.raise_internal_errors():
+                raise
+            guard.log_internal_error("sending a batch")
+            return Outcome(
+                Verdict.RETRY, detail=f"internal error: {type(exc).__name__}", kind=FailureKind.INTERNAL
+            )
+
+    def _accepted(self, batch: Batch) -> None:
+        if batch.spooled is not None:
+            self.spool.settle(batch, delivered=True)
+        else:
+            self._stats.record(Fate.SENT, len(batch))
+        failing_for = self.health.succeeded()
+        if failing_for is not None:
+            self._log.recovered(failing_for, self._delayed)
+            self._delayed = 0
+
+    def _failed(self, batch: Batch, outcome: Outcome, *, stopping: bool) -> bool:
+        """A transient failure: back off, tell, and keep the batch in memory or on disk."""
+        first = not self.health.failing
+        delay = self.health.failed(outcome)
+        self._stats.record(Fate.RETRIED, len(batch))
+        self._report(DeliveryError("retrying", len(batch), outcome))
+        if first:
+            self._delayed = len(batch)
+        gives_up = batch.attempts >= GIVE_UP_AFTER or self.health.down
+        if self.spool.configured and (gives_up or stopping):
+            next_step = f"spooling to {self._log.spool_path}"
+        else:
+            next_step = f"retrying in {delay:.1f} s; events wait in memory"
+        self._log.failing(outcome, first=first, next_step=next_step)
+        if stopping or batch.spooled is not None:
+            return False  # shutdown spools what is left; a spooled batch goes back to disk
+        if batch.attempts >= GIVE_UP_AFTER:
+            if self.spool.configured:
+                return self.keep(batch)
+            self.lost("retries_exhausted", len(batch), outcome)
+            return True
+        return False
+
+    def _settle_spooled(self, batch: Batch) -> None:
+        if batch.spooled is not None:
+            self.spool.settle(batch, delivered=False)

@@ -1,0 +1,116 @@
+"""What the delivery thread does: wait for a reason, then one step of work, until shutdown.
+
+A step puts what would fill memory on disk while the ingest is down, or sends one live batch
+and then one spooled batch, so a backlog catches up while traffic flows. At shutdown it sends
+what the deadline allows and the worker spools the rest. When to work is
+:mod:`beacon_otel.delivery.schedule`'s decision, what an answer means :mod:`beacon_otel.delivery.attempt`'s.
+"""
+
+from __future__ import annotations
+
+import time
+
+from beacon_otel.common import guard
+from beacon_otel.delivery.schedule import DeliverySchedule, Wake
+
+
+class DeliveryCycle:
+    """The delivery thread's loop; each step takes the worker's lock only around the buffer."""
+
+    def __init__(self, schedule: DeliverySchedule) -> None:
+        self._schedule = schedule
+        self._delivery = schedule.delivery
+        self._buffer = schedule.buffer
+
+    def run(self) -> None:
+        """The thread's body: returns once shutdown has sent what it could."""
+        schedule = self._schedule
+        while True:
+            with schedule.sync.lock:
+                wake = schedule.wait_for_work()
+            # The delivery thread must outlive any bug of ours (re-raised only under tests).
+            with guard.contained("a delivery cycle"):
+                if wake is Wake.STOP:
+                    self._drain_until_deadline()
+                    return
+                self._step(wake)
+
+    def _step(self, wake: Wake) -> None:
+        """Offload to disk, or one live batch then one spooled batch."""
+        if wake is Wake.OFFLOAD:
+            self._offload()
+            return
+        self._send_live()
+        if self._delivery.health.ready() and self._delivery.spool.has_backlog():
+            self._replay_one()
+
+    def _offload(self) -> None:
+        """While the ingest is down, batches beyond the one being retried wait on disk."""
+        schedule, buffer = self._schedule, self._buffer
+        while True:
+            with schedule.sync.lock:
+                if not schedule.should_offload():
+                    return
+                if buffer.batches > 1:
+                    batch = buffer.take_newest()
+                else:
+                    limit = schedule.batch_limit()
+                    batch = buffer.cut(limit, limit)[0]
+            if not self._delivery.keep(batch):
+                with schedule.sync.lock:
+                    buffer.keep(batch)  # the disk said no: it waits in memory after all
+                return
+
+    def _send_live(self) -> None:
+        schedule = self._schedule
+        with schedule.sync.lock:
+            if not schedule.live_batch_due():
+                return
+            batch = self._buffer.head(schedule.batch_limit())
+            if batch is None:
+                return
+            schedule.busy = True
+            schedule.in_flight_since = time.monotonic()
+        try:
+            settled, follow_ups = self._delivery.attempt(batch, stopping=schedule.stopping)
+        finally:
+            with schedule.sync.lock:
+                schedule.busy = False
+                schedule.in_flight_since = None
+                if settled:
+                    self._buffer.settled(batch)
+                self._buffer.requeue(follow_ups)
+                schedule.sync.idle.notify_all()
+
+    def _replay_one(self) -> None:
+        """Send the oldest spooled batch; the halves of a split wait in memory."""
+        spool = self._delivery.spool
+        batch = spool.next_batch()
+        if batch is None:
+            return
+        with self._schedule.sync.lock:
+            self._schedule.in_flight_since = time.monotonic()
+        try:
+            settled, follow_ups = self._delivery.attempt(batch, stopping=False)
+        finally:
+            with self._schedule.sync.lock:
+                self._schedule.in_flight_since = None
+        if not settled:
+            spool.give_back(batch)
+        if follow_ups:
+            with self._schedule.sync.lock:
+                self._buffer.requeue(follow_ups)
+
+    def _drain_until_deadline(self) -> None:
+        """At shutdown: send while the deadline and the ingest allow."""
+        schedule, health = self._schedule, self._delivery.health
+        while True:
+            with schedule.sync.lock:
+                if schedule.clock() >= schedule.deadline or not self._buffer:
+                    break
+                if not health.ready() or health.hung:
+                    break
+                self._buffer.batch_everything(schedule.batch_limit())
+            self._send_live()
+        with schedule.sync.lock:
+            schedule.sync.idle.notify_all()

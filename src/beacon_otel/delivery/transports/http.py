@@ -1,0 +1,264 @@
+"""HTTP to the ingest: one keep-alive session, gzip, a total deadline and a capped reply."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import os
+import threading
+import zlib
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import requests.auth
+import requests.utils
+from opentelemetry.instrumentation.utils import (
+    suppress_http_instrumentation,
+    suppress_instrumentation,
+)
+
+from beacon_otel.config.endpoint import GuardedAdapter, shown_url
+from beacon_otel.delivery.outcome import (
+    MAX_RETRY_AFTER,
+    FailureKind,
+    Outcome,
+    Verdict,
+    failure_outcome,
+    http_outcome,
+    parse_retry_after,
+    verdict_for_status,
+)
+from beacon_otel.delivery.transports.deadline import RequestDeadline
+from beacon_otel.version import __version__
+
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "MAX_RETRY_AFTER",
+    "FailureKind",
+    "InMemoryTransport",
+    "IngestTransport",
+    "Outcome",
+    "Verdict",
+    "parse_retry_after",
+    "verdict_for_status",
+]
+
+MAX_REPLY_BYTES = 4096
+"""The most of any reply body that is read: enough for an error message, whatever comes."""
+DRY_RUN_KEEPS = 10_000
+"""The most events a dry run keeps in memory; older ones are forgotten (and counted)."""
+
+
+class IngestTransport:
+    """POSTs encoded batches to the ingest over one keep-alive ``requests.Session``."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        key: str,
+        timeout: float,
+        compression: bool = False,
+        allow_private: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._compression = compression
+        self._headers = {
+            **dict(extra_headers or {}),
+            "Content-Type": "application/json",
+            "User-Agent": f"beacon-otel/{__version__}",
+        }
+        if compression:
+            self._headers["Content-Encoding"] = "gzip"
+        self._key = key
+        self._auth = _BearerAuth(key)
+        self._allow_private = allow_private
+        self._deadline = RequestDeadline()
+        self._session: requests.Session | None = None
+        self._template: requests.PreparedRequest | None = None
+
+    def send(self, body: bytes, batch_id: str) -> Outcome:
+        """One attempt at batch ``batch_id``; never raises (every failure is an ``Outcome``).
+
+        ``batch_id`` is sent as ``Idempotency-Key``: the same for every attempt at one batch,
+        so an ingest that honours it stores a resent batch once. The whole request (connect,
+        send, headers, body) takes at most ``timeout`` seconds.
+        """
+        if self._compression:
+            body = gzip.compress(body, compresslevel=6)
+        session = self._session or self._new_session()
+        assert self._template is not None
+        # Every POST is the same request but for its body: it is prepared once, and copied.
+        # Session.post would merge settings, headers and auth again each time, which is
+        # about 40% of the delivery thread's CPU per POST.
+        request = self._template.copy()
+        request.body = body
+        request.headers["Content-Length"] = str(len(body))
+        request.headers["Idempotency-Key"] = batch_id
+        self._deadline.start(self._timeout)
+        try:
+            # Our own HTTP call must not become a span (requests/urllib3 instrumentation).
+            with suppress_instrumentation(), suppress_http_instrumentation():
+                return self._exchange(session, request)
+        finally:
+            self._deadline.stop()
+
+    def _exchange(self, session: requests.Session, request: requests.PreparedRequest) -> Outcome:
+        try:
+            response = session.send(
+                request,
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,  # the body is read here, capped, not whole by requests
+                proxies=session.proxies,
+                verify=session.verify,
+            )
+        except Exception as exc:  # every failure to get an answer becomes an outcome
+            # The DNS message names the host alone: a port is not what failed to resolve.
+            host = urlsplit(self._url).hostname or ""
+            return failure_outcome(exc, host=host, timeout=self._timeout, timed_out=self._deadline.expired)
+        if self._deadline.expired:
+            # Cut short while the headers came in: http.client takes the shut-down socket's
+            # end for the end of the headers, so the answer seen is not the ingest's.
+            response.close()
+            return failure_outcome(TimeoutError(), host=self._host(), timeout=self._timeout, timed_out=True)
+        status = response.status_code
+        retry_after = None
+        if verdict_for_status(status) is Verdict.RETRY:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        reply = _capped_reply(response)
+        return http_outcome(
+            status,
+            url=shown_url(self._url),
+            host=self._host(),
+            reply=reply,
+            retry_after=retry_after,
+            secret=self._key,
+        )
+
+    def reset(self) -> None:
+        """Forget the session (after fork: a socket must never be shared with the parent)."""
+        self._session = self._template = None
+        self._deadline = RequestDeadline()
+
+    def close(self) -> None:
+        """Close the session's pooled connections."""
+        session, self._session, self._template = self._session, None, None
+        if session is not None:
+            session.close()
+
+    def _host(self) -> str:
+        parts = urlsplit(self._url)
+        return parts.netloc.rpartition("@")[2]
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = GuardedAdapter(allow_private=self._allow_private, deadline=self._deadline)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        # Proxy and CA settings from the environment are read once here, not on every POST
+        # (requests scans the whole environment per request otherwise); with trust_env off,
+        # ~/.netrc credentials can never replace our key either. Plain http goes only to this
+        # machine (loopback), so never through a proxy.
+        if urlsplit(self._url).scheme == "https":
+            session.proxies = requests.utils.get_environ_proxies(self._url)
+        session.verify = ca_certificates(os.environ)
+        session.trust_env = False
+        session.auth = self._auth
+        self._template = session.prepare_request(requests.Request("POST", self._url, headers=self._headers))
+        self._session = session
+        return session
+
+
+def ca_certificates(environ: Mapping[str, str]) -> bool | str:
+    """The CA bundle or directory to verify against: requests', curl's, then OpenSSL's variables."""
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        value = environ.get(variable, "").strip()
+        if value:
+            return value
+    return True
+
+
+def _capped_reply(response: requests.Response) -> str:
+    """At most ``MAX_REPLY_BYTES`` of the body, decoded; the connection is kept only if all was read."""
+    head = b""
+    try:
+        head = response.raw.read(MAX_REPLY_BYTES + 1, decode_content=False)
+    except Exception:
+        head = b""  # a reply cut short (deadline, reset) still has its status
+    finally:
+        # Unread bytes would poison a reused connection: close it unless the body was all read.
+        # (After a complete read urllib3 has already put the connection back in the pool.)
+        response.close()
+    head = head[:MAX_REPLY_BYTES]
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "deflate"):
+        try:
+            head = zlib.decompressobj(wbits=47).decompress(head, MAX_REPLY_BYTES)
+        except zlib.error:
+            return ""
+    return head.decode("utf-8", "replace")
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <ingest key>``, kept out of reprs and logs."""
+
+    def __init__(self, key: str) -> None:
+        self._header = f"Bearer {key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+
+class InMemoryTransport:
+    """The dry-run sink: batches are kept in memory, nothing leaves the process.
+
+    It keeps the newest ``keep`` events: a dry run left on in a long-running server (console mode)
+    must not grow the process without bound. Older batches are forgotten whole, and counted.
+    """
+
+    def __init__(self, keep: int = DRY_RUN_KEEPS) -> None:
+        self._lock = threading.Lock()
+        self._keep = keep
+        self._kept = 0
+        self.batches: collections.deque[list[dict[str, Any]]] = collections.deque()
+        self.forgotten = 0
+        """Events dropped from memory to respect ``keep`` (they were never going anywhere)."""
+
+    def send(self, body: bytes, batch_id: str) -> Outcome:
+        """Keep one batch, decoded from exactly the bytes that would have been sent."""
+        events = json.loads(body)["events"]
+        with self._lock:
+            self.batches.append(events)
+            self._kept += len(events)
+            while self._kept > self._keep and len(self.batches) > 1:
+                oldest = self.batches.popleft()
+                self._kept -= len(oldest)
+                self.forgotten += len(oldest)
+        return Outcome(Verdict.ACCEPTED, status=202)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event kept so far, oldest first."""
+        with self._lock:
+            return [event for batch in self.batches for event in batch]
+
+    def clear(self) -> None:
+        """Forget what was kept."""
+        with self._lock:
+            self.batches.clear()
+            self._kept = 0
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def reset(self) -> None:
+        """Nothing to rebuild after fork."""

@@ -1,0 +1,180 @@
+"""`beacon-otel doctor`: the checks of where events would go, from the settings to the spool.
+
+The settings are read exactly as auto-run reads them (``BeaconConfig.from_env``); then where the
+ingest URL resolves and whether the endpoint guard allows it, whether the ingest answers and
+accepts the key, and what waits in the spool, per destination.
+
+The ingest is asked with an empty batch, ``{"events": []}``: the contract refuses it (400) and
+stores nothing, while a wrong key is refused first (401/403), as HTTP authentication comes
+before the body. ``--send-test-event`` sends one real, stored event instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import fields
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+import requests.utils
+
+from beacon_otel.config.endpoint import address_problem, is_loopback_address, is_loopback_host, shown_url
+from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in
+from beacon_otel.delivery.outbound import ingest_transport
+from beacon_otel.doctor.report import FAIL, INFO, OK, WARN, Finding, adder
+from beacon_otel.spool.files import legacy_batches
+from beacon_otel.spool.store import destination_fingerprint, destinations
+
+PROBE_ROUTE = "/beacon-otel/doctor"
+
+
+def fingerprint(key: str) -> str:
+    """A key as it may be shown: the start of its SHA-256 and its length, never the key."""
+    return f"sha256:{hashlib.sha256(key.encode()).hexdigest()[:12]} ({len(key)} characters)"
+
+
+def settings(environ: Mapping[str, str], found: list[Finding]) -> BeaconConfig | None:
+    """Each setting and where it came from; the configuration, or None when Beacon is off."""
+    add = adder(found, "Settings")
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        add(FAIL, "OTEL_SDK_DISABLED=true: OpenTelemetry, and so Beacon, is off")
+        return None
+    if disabled_in(environ):
+        add(FAIL, "BEACON_ENABLED is false: Beacon is off")
+        return None
+    try:
+        config = BeaconConfig.from_env(environ)
+    except BeaconConfigError as exc:
+        if exc.setting == "ingest_key" and not environ.get("BEACON_INGEST_KEY", "").strip():
+            add(FAIL, "BEACON_INGEST_KEY is not set: Beacon is off (set it to the project's ingest key)")
+        else:
+            add(FAIL, f"{exc} (Beacon is off)")
+        return None
+    for f in fields(BeaconConfig):
+        variable = f.metadata["variable"]
+        if variable is None:
+            continue
+        value = getattr(config, f.name)
+        shown = fingerprint(value) if f.name == "ingest_key" else repr(value)
+        if f.name == "storage_path" and value is None:
+            shown = f"{config.spool_directory} (default)"
+        source = variable if environ.get(variable, "").strip() else "default"
+        add(INFO, f"{f.name} = {shown}  [{source}]")
+    if config.dry_run:
+        add(WARN, "BEACON_DRY_RUN is true: events stay in the process, nothing is sent")
+    return config
+
+
+def endpoint(config: BeaconConfig, found: list[Finding]) -> bool:
+    """The URL's host resolved and every address checked as the transport will; True if allowed."""
+    add = adder(found, "Endpoint")
+    parts = urlsplit(config.ingest_url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.scheme == "https" and _proxy_for(config.ingest_url):
+        add(INFO, f"{shown_url(config.ingest_url)} through the proxy {_proxy_for(config.ingest_url)}")
+        return True
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        add(FAIL, f"{host} does not resolve: {exc}")
+        return False
+    allowed = True
+    for address in sorted(
+        {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}, key=str
+    ):
+        problem = address_problem(address, allow_private=config.allow_private_endpoints)
+        if parts.scheme == "http" and not is_loopback_address(address):
+            allowed = False
+            add(FAIL, f"{host} resolves to {address}: plain http is allowed only to this machine; use https")
+        elif problem is not None:
+            allowed = False
+            hint = "; BEACON_ALLOW_PRIVATE_ENDPOINTS=true allows it" if problem.opt_in_helps else ""
+            add(FAIL, f"{host} resolves to {address}, {problem}: refused{hint}")
+        else:
+            add(OK, f"{host} resolves to {address}: allowed")
+    return allowed
+
+
+def _proxy_for(url: str) -> str | None:
+    proxies = requests.utils.get_environ_proxies(url)
+    proxy = proxies.get("https") or proxies.get("all")
+    return shown_url(proxy) if proxy else None
+
+
+def ingest(config: BeaconConfig, found: list[Finding], *, send_test_event: bool) -> None:
+    """Ask the ingest through the real transport (endpoint guard, TLS, proxy, key)."""
+    add = adder(found, "Ingest")
+    transport = ingest_transport(config)  # exactly the processor's
+    body = _test_event() if send_test_event else b'{"events": []}'
+    try:
+        outcome = transport.send(body, "beacon-otel-doctor-" + uuid.uuid4().hex)
+    finally:
+        transport.close()
+    where = shown_url(config.ingest_url)
+    if outcome.status is None:
+        local = is_loopback_host(urlsplit(config.ingest_url).hostname or "")
+        hint = "; for a local dev ingest, start it with: beacon-otel dev-ingest" if local else ""
+        add(FAIL, f"{where} did not answer: {outcome.detail}{hint}")
+    elif 200 <= outcome.status < 300:
+        what = "stored the test event" if send_test_event else "accepted an empty batch (stores nothing)"
+        add(OK, f"{where} answered {outcome.status}: the key is accepted; it {what}")
+    elif outcome.status == 400 and not send_test_event:
+        add(OK, f"{where} answered 400 to an empty batch, as the contract says: the key is accepted")
+    elif outcome.status in (401, 403):
+        add(FAIL, f"{where} refused the key {fingerprint(config.ingest_key)}: {outcome.detail}")
+    else:
+        add(FAIL, f"{where}: {outcome.detail}")
+
+
+def _test_event() -> bytes:
+    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    event = {"ts": ts, "method": "GET", "route": PROBE_ROUTE, "path": PROBE_ROUTE, "status": 200}
+    event |= {"duration_ms": 0, "consumer": "beacon-otel-doctor", "error": None}
+    return json.dumps({"events": [event]}).encode()
+
+
+def spool(config: BeaconConfig, found: list[Finding]) -> None:
+    """What waits in the spool root, per destination (only this one's is ever sent from here)."""
+    add = adder(found, "Spool")
+    if not config.spool_enabled:
+        add(INFO, "off (dry run, or BEACON_MAX_STORAGE_BYTES=0)")
+        return
+    root = config.spool_directory
+    if not root.exists():
+        add(OK, f"{root}: empty (created on first need)")
+        return
+    if not os.access(root, os.W_OK | os.X_OK):
+        add(FAIL, f"{root} is not writable by this user: batches that cannot be sent would be lost")
+        return
+    mine = destination_fingerprint(config.ingest_url, config.ingest_key or "")
+    states = [d for d in destinations(root) if d.batches or d.fingerprint == mine]
+    for state in states:
+        age = (
+            f", oldest from {datetime.fromtimestamp(state.oldest).isoformat(timespec='seconds')}"
+            if state.oldest
+            else ""
+        )
+        whose = (
+            "this ingest and key"
+            if state.fingerprint == mine
+            else "another ingest or key, not sent from here"
+        )
+        add(
+            OK if state.fingerprint == mine else INFO,
+            f"{root / state.fingerprint} ({whose}): {state.batches} batches, {state.bytes} bytes{age}",
+        )
+    legacy = legacy_batches(root)
+    if legacy:
+        add(
+            WARN,
+            f"{root}: {len(legacy)} batches of an earlier version, never sent (their ingest is not "
+            "recorded); removed after 48 h",
+        )
+    if not states and not legacy:
+        add(OK, f"{root}: empty")

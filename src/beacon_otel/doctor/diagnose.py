@@ -1,0 +1,138 @@
+"""`beacon-otel doctor`: whether this environment would send Beacon events, checked step by step.
+
+First where events would go (:mod:`beacon_otel.doctor.destination`: the settings, the endpoint
+guard, the ingest's answer to the key, the spool), then what makes the spans: which frameworks
+are instrumented, what else makes SERVER spans, whether the OTLP exporter the settings name is
+installed. Each finding is one line in plain words (:mod:`beacon_otel.doctor.report`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Mapping
+
+from beacon_otel.doctor import destination
+from beacon_otel.doctor.destination import PROBE_ROUTE, fingerprint
+from beacon_otel.doctor.report import FAIL, INFO, OK, WARN, Finding, adder, report
+
+__all__ = ["PROBE_ROUTE", "Finding", "diagnose", "fingerprint", "report", "unseen_frameworks"]
+
+# (framework distribution, its instrumentation, the beacon-otel extra that installs it, if any)
+FRAMEWORKS = (
+    ("fastapi", "opentelemetry-instrumentation-fastapi", "fastapi"),
+    ("starlette", "opentelemetry-instrumentation-starlette", "starlette"),
+    ("flask", "opentelemetry-instrumentation-flask", "flask"),
+    ("django", "opentelemetry-instrumentation-django", "django"),
+    ("falcon", "opentelemetry-instrumentation-falcon", "falcon"),
+    ("pyramid", "opentelemetry-instrumentation-pyramid", "pyramid"),
+    ("tornado", "opentelemetry-instrumentation-tornado", "tornado"),
+    ("aiohttp", "opentelemetry-instrumentation-aiohttp-server", "aiohttp"),
+    # Instrumented by beacon-otel itself (beacon_otel.instrumentation): always present.
+    ("litestar", "beacon-otel", "litestar"),
+    ("bottle", "beacon-otel", "bottle"),
+)
+# Other per-request analytics SDKs: each adds its own middleware and counts every request again.
+OTHER_ANALYTICS = ("apitally", "beaconhq", "peekapi", "moesifasgi", "moesifwsgi", "treblle")
+_OTLP_PACKAGES = {
+    "grpc": "opentelemetry-exporter-otlp-proto-grpc",
+    "http/protobuf": "opentelemetry-exporter-otlp-proto-http",
+}
+
+
+def diagnose(environ: Mapping[str, str], *, send_test_event: bool = False) -> list[Finding]:
+    """Every finding about the environment ``environ``, in report order."""
+    found: list[Finding] = []
+    config = destination.settings(environ, found)
+    if config is not None and config.enabled:
+        if destination.endpoint(config, found) and not config.dry_run:
+            destination.ingest(config, found, send_test_event=send_test_event)
+        destination.spool(config, found)
+    _frameworks(found)
+    _double_server_spans(environ, found)
+    _exporters(environ, found)
+    return found
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def unseen_frameworks() -> list[tuple[str, str, str]]:
+    """``(framework, version, instrumentation to install)`` of each framework whose requests no
+    instrumentation would see (Starlette under FastAPI is seen through FastAPI's)."""
+    fastapi_covered = _installed("fastapi") and _installed("opentelemetry-instrumentation-fastapi")
+    unseen = []
+    for framework, instrumentation, _ in FRAMEWORKS:
+        version = _installed(framework)
+        if version is None or _installed(instrumentation) is not None:
+            continue
+        if framework == "starlette" and fastapi_covered:
+            continue
+        unseen.append((framework, version, instrumentation))
+    return unseen
+
+
+def _frameworks(found: list[Finding]) -> None:
+    add = adder(found, "Frameworks")
+    any_framework = False
+    fastapi_covered = _installed("fastapi") and _installed("opentelemetry-instrumentation-fastapi")
+    for framework, instrumentation, extra in FRAMEWORKS:
+        if (version := _installed(framework)) is None:
+            continue
+        any_framework = True
+        if (instrumented := _installed(instrumentation)) is not None:
+            add(OK, f"{framework} {version}, instrumented by {instrumentation} {instrumented}")
+        elif framework == "starlette" and fastapi_covered:
+            add(INFO, f"starlette {version} (under FastAPI; a plain Starlette app needs {instrumentation})")
+        else:
+            alternative = f'  (or pip install "beacon-otel[{extra}]")' if extra else ""
+            add(
+                FAIL,
+                f"{framework} {version} is installed but not instrumented: pip install {instrumentation}"
+                + alternative,
+            )
+    if not any_framework:
+        add(WARN, "no FastAPI, Starlette, Flask or Django here: only raw ASGI/WSGI apps are covered")
+
+
+def _double_server_spans(environ: Mapping[str, str], found: list[Finding]) -> None:
+    add = adder(found, "SERVER spans")
+    disabled = {n.strip() for n in environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    native = _installed("fastapi") and importlib.util.find_spec("fastapi.telemetry") is not None
+    if native and _installed("opentelemetry-instrumentation-fastapi") and "fastapi" not in disabled:
+        add(
+            WARN,
+            f"FastAPI {_installed('fastapi')} makes its own SERVER span per request (native telemetry) "
+            "and opentelemetry-instrumentation-fastapi makes another: Beacon counts the request once, "
+            "other exporters get both; FastAPI(telemetry={'tracing': False}) leaves one",
+        )
+    others = [name for name in OTHER_ANALYTICS if _installed(name)]
+    if others:
+        add(WARN, f"other request analytics installed ({', '.join(others)}): each counts requests itself")
+    if not native and not others:
+        add(OK, "one source of SERVER spans per request")
+
+
+def _exporters(environ: Mapping[str, str], found: list[Finding]) -> None:
+    """Whether the OTLP exporter the settings pick is installed: without it auto-run fails."""
+    add = adder(found, "OpenTelemetry")
+    names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    add(INFO, f"OTEL_TRACES_EXPORTER = {','.join(names) or '(unset)'}; Beacon needs no exporter")
+    if "otlp" not in names:
+        return
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    ).strip()
+    package = _OTLP_PACKAGES.get(protocol)
+    if package is None:
+        add(FAIL, f"OTLP protocol {protocol!r} is not one the SDK knows (grpc, http/protobuf)")
+    elif (version := _installed(package)) is None:
+        add(FAIL, f"OTLP over {protocol} needs {package}, which is not installed: pip install {package}")
+    else:
+        add(OK, f"OTLP over {protocol}: {package} {version} is installed")

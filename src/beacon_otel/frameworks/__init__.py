@@ -1,0 +1,1 @@
+"""Everything Beacon knows about each web framework: its hooks, route templates and errors."""

@@ -1,0 +1,86 @@
+"""aiohttp server: a middleware that shows Beacon each request, which OpenTelemetry's cannot.
+
+OpenTelemetry's aiohttp-server instrumentation takes no hooks, so without this middleware
+Beacon never sees a request's headers and every consumer is null. It runs right after
+OpenTelemetry's middleware, inside the request's span, and before the app's own middlewares
+(an auth middleware answering 401 still has its caller counted).
+
+By hand, on an app built after ``AioHttpServerInstrumentor().instrument()``::
+
+    beacon_otel.frameworks.aiohttp.instrument_app(app, **beacon.hooks("aiohttp-server"))
+
+Under ``opentelemetry-instrument`` beacon-otel adds it to every ``web.Application``
+(:func:`patch_application`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry import trace
+
+from beacon_otel.common import guard
+
+RequestHook = Callable[[Any, Any], None]
+"""``request_hook(span, request)``: the server span and the ``aiohttp.web.Request``."""
+_OTEL_MODULE = "opentelemetry.instrumentation.aiohttp_server"
+
+
+class BeaconMiddleware:
+    """New-style aiohttp middleware (``__middleware_version__ = 1``) calling the request hook."""
+
+    __middleware_version__ = 1
+
+    def __init__(self, request_hook: RequestHook) -> None:
+        self.request_hook = request_hook
+
+    async def __call__(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        span = trace.get_current_span()  # OpenTelemetry's middleware made its span current
+        if span.is_recording():
+            with guard.contained("showing Beacon an aiohttp request"):
+                self.request_hook(span, request)
+        return await handler(request)
+
+
+def instrument_app(app: Any, *, request_hook: RequestHook | None = None, **_: Any) -> None:
+    """Add Beacon's middleware to ``app`` right after OpenTelemetry's, once per app.
+
+    Raises ``RuntimeError`` when the app already runs: its middleware list is frozen then.
+    """
+    if request_hook is None:
+        return
+    middlewares = app.middlewares
+    if any(isinstance(m, BeaconMiddleware) for m in middlewares):
+        return
+    after = 0
+    for index, middleware in enumerate(middlewares):
+        if getattr(middleware, "__module__", None) == _OTEL_MODULE:
+            after = index + 1
+    if middlewares.frozen:
+        raise RuntimeError("beacon-otel: add Beacon's aiohttp middleware before the app starts")
+    middlewares.insert(after, BeaconMiddleware(request_hook))
+
+
+def patch_application(request_hook: RequestHook) -> None:
+    """Zero-code: every ``web.Application`` gets the middleware when it is made.
+
+    The base class's ``__init__`` is wrapped, not ``web.Application`` replaced as OpenTelemetry
+    does, so the order in which the two are set up does not matter: OpenTelemetry's subclass
+    puts its middleware first before calling this ``__init__``.
+    """
+    from aiohttp import web_app
+
+    original = web_app.Application.__init__
+    if getattr(original, "_beacon_otel", False):
+        return
+
+    @functools.wraps(original)
+    def init(app: Any, *args: Any, **kwargs: Any) -> None:
+        original(app, *args, **kwargs)
+        with guard.contained("adding Beacon's aiohttp middleware"):
+            instrument_app(app, request_hook=request_hook)
+
+    init._beacon_otel = True  # type: ignore[attr-defined]
+    web_app.Application.__init__ = init  # type: ignore[method-assign,assignment]

@@ -1,0 +1,118 @@
+"""What Django's instrumentation misses in the API frameworks built on Django: Ninja and REST framework.
+
+- **Django Ninja** declares ``/items/{item_id}`` and registers it with Django as
+  ``items/<item_id>``; the instrumentation reports Django's form. A Ninja view's route is given
+  back in the form it was written in, mount prefix included: ``/api/items/{item_id}``.
+- **Validation errors**: Ninja answers a request that fails validation with a 422 and REST
+  framework a serializer failure with a 400, both inside the view, so the span only sees the
+  status. What they answered with is recorded on the request as the contract's
+  ``validation_errors``: Ninja's ``loc`` joined like FastAPI's (``body.item.price``), REST
+  framework's field path (``items.0.price``, ``non_field_errors``) with its error code as type.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from beacon_otel.common import guard
+from beacon_otel.frameworks.fastapi import validation_items
+from beacon_otel.request.registry import current_request
+
+_NINJA_VIEWS = "ninja.operation"
+_install_lock = threading.Lock()
+installed = False
+"""Whether the first request installed the observers (read on every Django request)."""
+
+
+def ninja_route(request: Any) -> str | None:
+    """The route of a request a Django Ninja view served, in Ninja's notation; else ``None``."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or getattr(match.func, "__module__", None) != _NINJA_VIEWS:
+        return None
+    # Ninja turned each {name} into <name> (and {int:name} into <int:name>): turned back.
+    return "/" + str(match.route).replace("<", "{").replace(">", "}")
+
+
+def capture_validation_errors() -> None:
+    """Record Ninja's and REST framework's validation failures on the request, once per process.
+
+    Called by the first request, not when the hooks are made: both read Django's settings when
+    imported, which are not configured yet when instrumentation starts.
+    """
+    global installed
+    with _install_lock:
+        if installed:
+            return
+        installed = True  # tried once: a failure is logged, not retried on every request
+        if importlib.util.find_spec("ninja") is not None:
+            with guard.contained("observing Django Ninja's validation errors"):
+                _observe_ninja()
+        if importlib.util.find_spec("rest_framework") is not None:
+            with guard.contained("observing REST framework's validation errors"):
+                _observe_rest_framework()
+
+
+def _observe_ninja() -> None:
+    from ninja import NinjaAPI
+    from ninja.errors import ValidationError
+
+    original = NinjaAPI.on_exception
+
+    # Every exception a Ninja operation raises passes here, before its handler answers it.
+    @functools.wraps(original)
+    def on_exception(api: Any, request: Any, exc: Any) -> Any:
+        if isinstance(exc, ValidationError):
+            with guard.contained("recording Django Ninja validation errors"):
+                _record(validation_items(exc.errors))
+        return original(api, request, exc)
+
+    NinjaAPI.on_exception = on_exception  # type: ignore[method-assign,assignment]
+
+
+def _observe_rest_framework() -> None:
+    from rest_framework.exceptions import ValidationError  # type: ignore[import-untyped]
+    from rest_framework.views import APIView  # type: ignore[import-untyped]
+
+    original = APIView.handle_exception
+
+    # The exception a REST framework view raised, before the exception handler answers it
+    # (a ValidationError made and caught inside a serializer never gets here).
+    @functools.wraps(original)
+    def handle_exception(view: Any, exc: Any) -> Any:
+        if isinstance(exc, ValidationError):
+            with guard.contained("recording REST framework validation errors"):
+                _record(list(rest_framework_items(exc.detail)))
+        return original(view, exc)
+
+    APIView.handle_exception = handle_exception
+
+
+def _record(items: list[dict[str, str]]) -> None:
+    context = current_request()
+    if context is not None and items:
+        context.validation_errors = items
+
+
+def rest_framework_items(detail: Any, field: str = "") -> Iterator[dict[str, str]]:
+    """REST framework's error detail (nested dicts and lists of ``ErrorDetail``) as the contract's items."""
+    if isinstance(detail, Mapping):
+        for key, value in detail.items():
+            yield from rest_framework_items(value, f"{field}.{key}" if field else str(key))
+    elif isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            for message in detail:
+                yield _item(field, message)
+        else:  # a nested serializer with many=True: one entry per item, empty when it passed
+            for index, item in enumerate(detail):
+                yield from rest_framework_items(item, f"{field}.{index}" if field else str(index))
+    elif isinstance(detail, str):
+        yield _item(field, detail)
+
+
+def _item(field: str, message: str) -> dict[str, str]:
+    # ErrorDetail is a str carrying the error's code ("required", "blank", "invalid").
+    return {"field": field, "message": str(message), "type": str(getattr(message, "code", "") or "")}

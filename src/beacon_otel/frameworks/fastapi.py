@@ -1,0 +1,220 @@
+"""FastAPI: its request validation errors, and the spans of its own (native) telemetry.
+
+FastAPI 0.142+ opens its own SERVER span (``FastAPI(telemetry={...})``) and keeps, for
+synchronous processors, what the request went through: ``fastapi.telemetry.get_telemetry_data()``
+gives the request and the validation errors while the span ends. Its span records no
+``exception`` event, so the exception text comes from the same per-request record.
+
+Under the contrib FastAPI instrumentation FastAPI's telemetry steps aside and nothing records
+the validation errors: Beacon then observes the construction of ``RequestValidationError``
+(the 422 response stays FastAPI's own, custom handlers keep working), once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from types import FrameType
+from typing import Any
+
+from beacon_otel.common import guard
+from beacon_otel.mapping.span_to_event import span_attributes
+from beacon_otel.request.context import RequestContext, exception_text
+from beacon_otel.request.registry import current_request
+
+NATIVE_SCOPE = "fastapi"
+_EXCLUDED_URLS = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
+_ANY_EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
+"""The instrumentation scope name of FastAPI's own spans."""
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+def capture_validation_errors() -> None:
+    """Record FastAPI's request validation errors on the request being served, once per process."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        try:
+            from fastapi.exceptions import RequestValidationError
+        except ImportError:
+            return
+        original_init = RequestValidationError.__init__
+
+        @functools.wraps(original_init)
+        def observed_init(self: Any, errors: Any, *args: Any, **kwargs: Any) -> None:
+            original_init(self, errors, *args, **kwargs)
+            with guard.contained("recording FastAPI validation errors"):
+                context = current_request()
+                if context is not None:
+                    context.validation_errors = validation_items(errors)
+
+        RequestValidationError.__init__ = observed_init  # type: ignore[method-assign]
+        _installed = True
+
+
+def validation_items(errors: Iterable[Any]) -> list[dict[str, str]]:
+    """Pydantic's errors as the contract's items: dotted field path, message, type."""
+    return [
+        {
+            "field": ".".join(str(part) for part in error.get("loc", ())),
+            "message": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        for error in errors
+        if isinstance(error, Mapping)
+    ]
+
+
+def is_native_span(span: Any) -> bool:
+    """Whether FastAPI's own telemetry opened this span."""
+    # The SDK span's field where there is one: the property is a call, on every request.
+    scope = getattr(span, "_instrumentation_scope", None) or span.instrumentation_scope
+    return scope is not None and (getattr(scope, "_name", None) or scope.name) == NATIVE_SCOPE
+
+
+def absorb_native_telemetry(context: RequestContext) -> None:
+    """What FastAPI recorded for the request whose native span is ending, onto its context.
+
+    Runs inside ``span.end()``, where FastAPI's per-request record is still current.
+    """
+    try:
+        from fastapi.telemetry import get_telemetry_data
+    except ImportError:  # pragma: no cover - a native span means FastAPI has telemetry
+        return
+    data = get_telemetry_data()
+    if data is not None:
+        if context.scope is None:
+            request = data.request if data.request is not None else data.websocket
+            scope = getattr(request, "scope", None)
+            if scope is not None:
+                context.scope = scope
+        if data.errors and context.validation_errors is None:
+            context.validation_errors = validation_items(data.errors)
+    if context.error is None:
+        context.error = _native_exception_text()
+    if context.scope is None:
+        context.scope = _native_scope()
+
+
+@functools.cache
+def _user_excluded_urls() -> Any:
+    """The contrib FastAPI instrumentation's exclusion list, read once; None when unset."""
+    if not (os.environ.get(_EXCLUDED_URLS) or os.environ.get(_ANY_EXCLUDED_URLS)):
+        return None
+    from opentelemetry.util.http import get_excluded_urls
+
+    return get_excluded_urls("FASTAPI")
+
+
+def excluded_by_user(context: RequestContext) -> bool:
+    """A request the user excluded from FastAPI's instrumentation (a health check, say).
+
+    ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` (or ``OTEL_PYTHON_EXCLUDED_URLS``) is the contrib
+    instrumentation's setting: it makes no span for those URLs, so Beacon makes no event. When
+    FastAPI's own telemetry serves Beacon instead, Beacon honours the same setting, matched
+    against the same URL the contrib middleware builds.
+    """
+    scope = context.scope
+    excluded = _user_excluded_urls()
+    if scope is None or excluded is None:
+        return False
+    from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
+
+    _, _, url = get_host_port_url_tuple(scope)  # type: ignore[no-untyped-call]
+    return bool(excluded.url_disabled(url))
+
+
+_ASGI_LAYERS = frozenset(f"opentelemetry.instrumentation.{name}" for name in ("asgi", "fastapi", "starlette"))
+
+
+def is_inner_layer(span: Any) -> bool:
+    """An INTERNAL span of an instrumented mounted app inside the request's SERVER span.
+
+    The contrib ASGI middleware opens one (not a SERVER span: its parent is local) with the
+    request's HTTP attributes; its ``http send``/``http receive`` spans carry none of them.
+    """
+    # Attributes first: nearly every span asked about (http send/receive) fails there, cheaply.
+    attributes = span_attributes(span)
+    if "http.request.method" not in attributes and "http.method" not in attributes:
+        return False
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name in _ASGI_LAYERS
+
+
+def absorb_inner_span(context: RequestContext, span: Any) -> None:
+    """An inner SERVER span of the request ended: keep what it knows that the outer may not."""
+    if is_native_span(span):
+        absorb_native_telemetry(context)
+    if context.error is None:
+        context.error = exception_text(span.events)
+
+
+def _native_exception_text() -> str | None:
+    # FastAPI keeps the request's unhandled exceptions on its private per-request record;
+    # the public TelemetryData has none. Read defensively: absent in other versions.
+    try:
+        from fastapi.telemetry._api import _get_request_telemetry
+    except ImportError:  # pragma: no cover - another FastAPI layout: "HTTP 500" then
+        return None
+    record = _get_request_telemetry()
+    exceptions = getattr(record, "_exceptions", None) or ()
+    for exc in reversed(list(exceptions)):
+        if isinstance(exc, Exception):
+            text = str(exc)
+            return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return None
+
+
+def _native_scope() -> Mapping[str, Any] | None:
+    # A request no route handler saw (a 404, a 405) leaves TelemetryData.request empty, yet
+    # its consumer and path are in the ASGI scope that FastAPI's telemetry is running with.
+    # The span ends inside that call, so its frame is on this thread's stack.
+    try:
+        from fastapi.telemetry._asgi import NativeTelemetry
+    except ImportError:  # pragma: no cover
+        return None
+    code = NativeTelemetry.__call__.__code__
+    import sys
+
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(40):
+        if frame is None:
+            return None
+        if frame.f_code is code:
+            scope = frame.f_locals.get("scope")
+            return scope if isinstance(scope, Mapping) else None
+        frame = frame.f_back
+    return None
+
+
+@guard.guarded("switching off FastAPI's unexported operation spans", default=None)
+def quiet_operation_spans() -> None:
+    """FastAPI apps made from now on open no INTERNAL operation spans unless asked to.
+
+    With FastAPI's own telemetry serving Beacon and no trace exporter, its ``fastapi.endpoint``,
+    ``fastapi.dependencies`` and ``fastapi.serialization`` spans reach nobody (Beacon reads the
+    SERVER span and the request's telemetry data, which FastAPI records either way), yet each
+    costs a span's start and end on every request. An app given ``operation_spans`` in its
+    ``telemetry`` settings keeps that choice.
+    """
+    import fastapi
+
+    original = fastapi.FastAPI.__init__
+    if getattr(original, "_beacon_quiet", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        chosen = kwargs.get("telemetry") or {}
+        config = getattr(self, "_telemetry", None)  # the settings FastAPI reads per request
+        if "operation_spans" not in chosen and isinstance(config, dict):
+            config["operation_spans"] = False
+
+    __init__._beacon_quiet = True  # type: ignore[attr-defined]
+    fastapi.FastAPI.__init__ = __init__  # type: ignore[method-assign]

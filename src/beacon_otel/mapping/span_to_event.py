@@ -1,0 +1,202 @@
+"""A finished HTTP server span becomes one Beacon event (both semantic-convention generations)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from beacon_otel.contract.event import (
+    MAX_ERROR,
+    MAX_PATH,
+    MAX_ROUTE,
+    STANDARD_METHODS,
+    RequestEvent,
+    clean_method,
+    clean_text,
+    clean_url_text,
+    clean_validation_errors,
+)
+from beacon_otel.request.context import NO_FACTS, RequestFacts, exception_text
+from beacon_otel.request.routes import regex_route_template
+
+# Stable (new) names first, then the old ones: with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup
+# a span carries both and they agree.
+_METHOD = ("http.request.method", "http.method")
+_STATUS = ("http.response.status_code", "http.status_code")
+
+
+class Unmappable(Exception):
+    """The span cannot become a contract-valid event; ``reason`` names the drop counter."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> RequestEvent:
+    """Map a finished SERVER span, with what its request said (:class:`RequestFacts`).
+
+    The request's path and method win over the span's lossy attributes; its route over
+    ``http.route`` (mounted sub-apps, ``Host`` routes); the exception text of the span's
+    ``exception`` event over the request's, which covers spans that record none (FastAPI's
+    own telemetry). The method is the request's only when the span has none of its own.
+    """
+    attributes = span_attributes(span)
+    # Each field has a quick path for what nearly every request carries (a standard method, an
+    # int status, a plain ASCII path): no call, no copy. Anything else takes the general one.
+    method = attributes.get(_METHOD[0]) or attributes.get(_METHOD[1])
+    if type(method) is not str or method not in STANDARD_METHODS:
+        method = _method(attributes, request.method)
+    path = request.path
+    # What _path would return unchanged: absolute, printable ASCII, no "?" to re-encode.
+    if not (
+        type(path) is str
+        and path[:1] == "/"
+        and len(path) <= MAX_PATH
+        and path.isascii()
+        and path.isprintable()
+        and "?" not in path
+    ):
+        path = _path(attributes, path)
+    status = attributes.get(_STATUS[0]) or attributes.get(_STATUS[1])
+    if type(status) is not int:
+        status = _int(status)
+    error = None
+    if status is None or status >= 500:
+        # span.events copies a list on every access: only failed requests need it.
+        exception = exception_text(span.events) or request.error
+        if status is None:
+            if exception is None and span.status.status_code is not StatusCode.ERROR:
+                raise Unmappable("no_status")
+            # Starlette and raw ASGI/WSGI send the 500 outside the instrumentation's reach.
+            status = 500
+        error = clean_text(exception, MAX_ERROR) if exception else f"HTTP {status}"
+    elif status < 100:
+        raise Unmappable("invalid_status")
+    if status > 599:
+        raise Unmappable("invalid_status")
+    # The SDK's fields where there are: each property is a call, on every request.
+    start = getattr(span, "_start_time", None) or span.start_time
+    end = getattr(span, "_end_time", None) or span.end_time
+    if start is None or end is None:
+        raise Unmappable("unfinished_span")
+    if request.body_sent_ns is not None and request.body_sent_ns > end:
+        end = request.body_sent_ns  # a streamed body: the span ended before its last byte
+    template = request.route
+    if template is None or (not request.route_matched and status in (404, 405)):
+        template = attributes.get("http.route") if template is None else None
+    route = _clean_routes.get(template) if type(template) is str else None
+    validation_errors = request.validation_errors
+    duration_ms = (end - start) // 1_000_000
+    return _event(
+        (
+            end,
+            method,
+            route if route is not None else _route(template, path),
+            path,
+            status,
+            duration_ms if duration_ms > 0 else 0,
+            request.consumer,
+            error,
+            clean_validation_errors(validation_errors) if validation_errors else None,
+        )
+    )
+
+
+_event: Callable[[tuple[Any, ...]], RequestEvent] = functools.partial(tuple.__new__, RequestEvent)
+"""A ``RequestEvent`` from all its fields in order, made in C (as ``request._facts``)."""
+
+
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes, to read only: the SDK's own dict where there is one."""
+    # span.attributes is a fresh read-only proxy over the SDK's BoundedAttributes, whose
+    # .get() raises and catches KeyError on every miss; the dict behind it answers directly.
+    # Both are read-only here; the fallback keeps other ReadableSpan implementations working.
+    backing = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(backing) is dict:
+        return backing
+    return span.attributes or {}
+
+
+def _method(attributes: Mapping[str, Any], request_method: str | None) -> str:
+    method = attributes.get(_METHOD[0])
+    if method == "_OTHER":
+        # New conventions fold unknown methods into _OTHER and keep the original beside it.
+        method = attributes.get("http.request.method_original") or "_OTHER"
+    elif method is None:
+        method = attributes.get(_METHOD[1])
+    if method is None:
+        raise Unmappable("not_http")
+    if method == "_OTHER":
+        # Old conventions keep no original at all: ask the request.
+        method = request_method or "OTHER"
+    return clean_method(method)
+
+
+def _path(attributes: Mapping[str, Any], request_path: str | None) -> str:
+    path = request_path
+    if not path:
+        path = attributes.get("url.path")
+    if not path:
+        target = attributes.get("http.target")
+        if target is not None:
+            path = str(target).split("?", 1)[0]
+            if not path.startswith("/"):  # absolute-form request line: http://host/path
+                path = _url_path(path) or path
+        else:
+            url = attributes.get("http.url") or attributes.get("url.full")
+            path = _url_path(url) if url else None
+    if not path:
+        raise Unmappable("no_path")
+    # The query was split off above, so a "?" here is a decoded %3F: re-encode it, or the
+    # ingest would take it for a query string and refuse the whole batch.
+    path = str(path).replace("?", "%3F")
+    if not path.startswith("/"):
+        path = "/" + path
+    return clean_url_text(path, MAX_PATH)
+
+
+def _url_path(url: Any) -> str | None:
+    try:
+        return urlsplit(str(url)).path or "/"
+    except ValueError:
+        return None
+
+
+# An app has a fixed set of route templates: each is cleaned once. Bounded all the same.
+_clean_routes: dict[str, str] = {}
+_CLEAN_ROUTES_LIMIT = 10_000
+
+
+def _route(template: Any, path: str) -> str:
+    if not template:
+        return path[:MAX_ROUTE]  # no route matched (404): the contract wants the concrete path
+    if type(template) is str and (cached := _clean_routes.get(template)) is not None:
+        return cached
+    route = str(template)
+    if _looks_like_regex(route):
+        route = regex_route_template(route)  # Django re_path, DRF routers
+    if not route.startswith("/"):
+        route = "/" + route  # Django reports "users/<int:pk>"
+    route = clean_url_text(route, MAX_ROUTE)
+    if type(template) is str and len(_clean_routes) < _CLEAN_ROUTES_LIMIT:
+        _clean_routes[template] = route
+    return route
+
+
+def _looks_like_regex(route: str) -> bool:
+    return route.startswith("^") or route.endswith("$") or "(?P<" in route
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,1 @@
+"""The request being served: what it says that its span must not carry, kept until its span ends."""

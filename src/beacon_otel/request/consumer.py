@@ -1,0 +1,138 @@
+"""Who called: the contract's header rules, Authorization hashing and the user's resolver."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from beacon_otel.common import guard
+from beacon_otel.config.settings import ConsumerResolver
+from beacon_otel.contract.event import MAX_CONSUMER, clean_text
+
+API_KEY_HEADER = "x-api-key"
+AUTHORIZATION_HEADER = "authorization"
+AUTHORIZATION_BYTES = AUTHORIZATION_HEADER.encode("ascii")
+
+
+def hash_authorization(value: bytes) -> str:
+    """``hash_`` + 12 hex chars of SHA-256: stable per credential, useless to an attacker."""
+    return "hash_" + hashlib.sha256(value).hexdigest()[:12]
+
+
+def consumer_from_values(
+    configured: bytes | None, api_key: bytes | None, authorization: bytes | None
+) -> str | None:
+    """Apply the contract's precedence to the three candidate raw header values."""
+    # Raw bytes, so that ASGI and WSGI servers give the same consumer for the same header.
+    if configured:
+        return _header_text(configured)
+    if api_key:
+        return _header_text(api_key)
+    if authorization:
+        return hash_authorization(authorization)
+    return None
+
+
+def _header_text(value: bytes) -> str:
+    # The usual value (short ASCII, no NUL) is its own clean text: skip the general path.
+    # ``0 in value`` (an int) is a memchr; ``b"\x00" in value`` costs ten times as much.
+    if len(value) <= MAX_CONSUMER and value.isascii() and 0 not in value:
+        return value.decode("ascii")
+    return clean_text(value, MAX_CONSUMER)
+
+
+class ConsumerRules:
+    """Identifies the caller of one request from its headers, or from the user's resolver."""
+
+    __slots__ = ("_asgi_names", "_asgi_wanted", "_configured", "_resolver", "_wsgi_keys")
+
+    def __init__(self, header: str | None, resolver: ConsumerResolver | None) -> None:
+        self._configured = header.lower() if header else None
+        self._resolver = resolver
+        names = [self._configured, API_KEY_HEADER, AUTHORIZATION_HEADER]
+        self._asgi_names = tuple(n.encode("latin-1") if n else b"" for n in names)
+        self._asgi_wanted = frozenset(n for n in self._asgi_names if n)
+        self._wsgi_keys = tuple(_wsgi_key(n) if n else "" for n in names)
+
+    @property
+    def has_resolver(self) -> bool:
+        """True when the user's resolver decides, rather than the header rules."""
+        return self._resolver is not None
+
+    def from_asgi(self, scope: Mapping[str, Any]) -> str | None:
+        """The consumer of an ASGI request (``scope`` is what a resolver receives).
+
+        The header rules read the scope's raw ``(name, value)`` byte pairs (names lower case).
+        """
+        if self._resolver is not None:
+            return self.resolve(scope)
+        headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
+        wanted = self._asgi_wanted
+        found: dict[bytes, bytes] | None = None
+        for name, value in headers:  # one pass, one set lookup per header: this runs per request
+            if name in wanted:
+                if found is None:
+                    found = {name: value}
+                elif name not in found:
+                    found[name] = value
+        if found is None:
+            return None
+        if len(found) == 1 and self._configured is None:
+            # One credential header, no configured one: the usual request, in one step.
+            ((name, value),) = found.items()
+            if not value:
+                return None  # an empty header names nobody
+            return _header_text(value) if name != AUTHORIZATION_BYTES else hash_authorization(value)
+        configured_name, key_name, auth_name = self._asgi_names
+        return consumer_from_values(
+            found.get(configured_name) if configured_name else None,
+            found.get(key_name),
+            found.get(auth_name),
+        )
+
+    def from_environ(self, environ: Mapping[str, Any], request: object = None) -> str | None:
+        """The consumer of a WSGI or Django request; ``request`` is what a resolver receives."""
+        if self._resolver is not None:
+            return self.resolve(environ if request is None else request)
+        configured_key, key_key, auth_key = self._wsgi_keys
+        if not configured_key:
+            api_key = environ.get(key_key)
+            if type(api_key) is str and _is_plain_text(api_key):
+                return api_key  # the usual request: an ASCII key is its own consumer, no copy
+        return consumer_from_values(
+            _raw(environ.get(configured_key)) if configured_key else None,
+            _raw(environ.get(key_key)),
+            _raw(environ.get(auth_key)),
+        )
+
+    def resolve(self, request: object) -> str | None:
+        """Ask the user's resolver; one that raises or returns a non-string counts as none."""
+        assert self._resolver is not None
+        value: object = None
+        # The user's code: a failure there is logged at DEBUG (it may raise on every request)
+        # and the request is counted without a consumer.
+        with guard.contained("the consumer_resolver", user_code=True, level=logging.DEBUG):
+            value = self._resolver(request)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            value = str(value)
+        return clean_text(value, MAX_CONSUMER) or None
+
+
+def _is_plain_text(value: str) -> bool:
+    # What _header_text would return unchanged (WSGI strings are latin-1: ASCII is the same).
+    return 0 < len(value) <= MAX_CONSUMER and value.isascii() and "\x00" not in value
+
+
+def _raw(value: object) -> bytes | None:
+    # PEP 3333: WSGI (and Django) header strings are the raw bytes decoded as latin-1.
+    if not isinstance(value, str):
+        return None
+    return value.encode("latin-1", "replace")
+
+
+def _wsgi_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")

@@ -1,0 +1,168 @@
+"""What the request itself says, as opposed to what its span says.
+
+The hooks fill a :class:`RequestContext` while the request runs (the ASGI scope, the WSGI
+environ, the framework's request object, what FastAPI recorded). When the server span ends,
+the context becomes one frozen :class:`RequestFacts`, which is all mapping needs from the
+request side: the span gives timing and status, the facts give what spans must not carry
+(the consumer) or carry lossily (path, method, route of a mounted app, the exception text).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from beacon_otel.request.consumer import ConsumerRules
+from beacon_otel.request.routes import asgi_route
+
+
+class RequestFacts(NamedTuple):
+    """One finished request as its hooks saw it; every field ``None`` when they did not see it.
+
+    A named tuple rather than a frozen dataclass: one is made per request, and a frozen
+    dataclass's ``__init__`` (an ``object.__setattr__`` per field) costs about ten times as much.
+    """
+
+    method: str | None = None
+    """The method as sent (the instrumentations fold unknown ones such as PURGE into ``_OTHER``)."""
+    path: str | None = None
+    """The path as the server received it, without the query: exact where span attributes are not."""
+    route: str | None = None
+    """A template the span does not know (mounted sub-apps, ``Host`` routes, a Flask 405)."""
+    route_matched: bool = True
+    """False when ``route`` is a mount's catch-all that nothing inside matched: a 404 or 405
+    there reports the concrete path, as the contract asks for unmatched requests."""
+    consumer: str | None = None
+    validation_errors: Sequence[Mapping[str, str]] | None = None
+    error: str | None = None
+    """``"ExcType: message"`` of an unhandled exception the span did not record as an event."""
+    body_sent_ns: int | None = None
+    """When the last byte of a streamed body went to the server, if after the span ended."""
+
+
+NO_FACTS = RequestFacts()
+
+_facts: Callable[[tuple[Any, ...]], RequestFacts] = functools.partial(tuple.__new__, RequestFacts)
+"""``RequestFacts`` from all its fields in order, made in C: one per request, where the named
+tuple's own ``__new__`` (Python code, with its defaults) costs about ten times as much."""
+
+
+class RequestContext:
+    """What the hooks learned about one request, until its server span ends."""
+
+    __slots__ = (
+        "body_sent_ns",
+        "consumer",
+        "ended_span",
+        "environ",
+        "error",
+        "inner_open",
+        "path",
+        "request",
+        "resolved",
+        "route",
+        "scope",
+        "validation_errors",
+    )
+
+    def __init__(self) -> None:
+        self.scope: Mapping[str, Any] | None = None
+        """ASGI: the request's scope, read when the span ends (routing has filled it in by then)."""
+        self.environ: Mapping[str, Any] | None = None
+        """WSGI: the request's environ."""
+        self.request: Any = None
+        """The framework's request (Flask, Django), handed to a consumer resolver."""
+        self.path: str | None = None
+        self.route: str | None = None
+        self.consumer: str | None = None
+        self.resolved = False
+        self.validation_errors: list[dict[str, str]] | None = None
+        self.error: str | None = None
+        self.body_sent_ns: int | None = None
+        """Set when a streamed body is done: until then the event waits (see ``ended_span``)."""
+        self.ended_span: Any = None
+        """The request's span, ended before its streamed body was sent or an inner layer
+        (a mounted app's own SERVER span) ended: its event waits for both."""
+        self.inner_open = 0
+        """Inner SERVER spans of this request started and not ended yet."""
+
+    @property
+    def streaming(self) -> bool:
+        """A streamed body is still being sent (a WSGI response iterable not closed yet)."""
+        return self.body_sent_ns == 0
+
+    @property
+    def waiting(self) -> bool:
+        """The event cannot be made yet: a streamed body or an inner layer is not done."""
+        return self.body_sent_ns == 0 or self.inner_open > 0
+
+    def facts(self, rules: ConsumerRules) -> RequestFacts:
+        """The frozen value mapping takes; the consumer is resolved here unless a hook did."""
+        scope = self.scope
+        if scope is not None:
+            if not self.resolved:
+                # Resolved at the end, so a resolver sees what the app's auth layer set.
+                self.consumer = rules.from_asgi(scope)
+            path = scope.get("path")
+            method = scope.get("method")
+            route, matched = asgi_route(scope) if self.route is None else (self.route, True)
+            return _facts(
+                (
+                    method if isinstance(method, str) else None,
+                    path if isinstance(path, str) else None,
+                    route,
+                    matched,
+                    self.consumer,
+                    self.validation_errors,
+                    self.error,
+                    self.body_sent_ns or None,
+                )
+            )
+        environ = self.environ
+        if environ is None:
+            return RequestFacts(consumer=self.consumer, validation_errors=self.validation_errors)
+        if not self.resolved:
+            self.consumer = rules.from_environ(environ, self.request)
+        method = environ.get("REQUEST_METHOD")
+        return _facts(
+            (
+                method if isinstance(method, str) else None,
+                self.path or wsgi_path(environ),
+                self.route,
+                True,
+                self.consumer,
+                self.validation_errors,
+                self.error,
+                self.body_sent_ns or None,
+            )
+        )
+
+
+def wsgi_path(environ: Mapping[str, Any]) -> str | None:
+    """The request's path from a WSGI environ, as the client sent it.
+
+    Exact where span attributes are not: ``url.path`` is percent-decoded (an encoded ``?``
+    looks like a query), WSGI's is latin-1 mojibake of UTF-8 bytes, old-convention
+    ``http.target`` is cut at a decoded ``?``, and new-convention WSGI spans have no path at
+    all when the server gives neither RAW_URI nor REQUEST_URI.
+    """
+    raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not isinstance(raw, str):
+        return None
+    if raw.isascii():
+        return raw or None  # nothing to re-decode
+    # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
+    return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
+
+
+def exception_text(events: Iterable[Any]) -> str | None:
+    """``"ExcType: message"`` of the first ``exception`` span event (the contract's error form)."""
+    for event in events:
+        if event.name == "exception":
+            attributes = event.attributes or {}
+            # exception.type is module-qualified; the contract wants the class name.
+            exc_type = str(attributes.get("exception.type") or "Exception").rsplit(".", 1)[-1]
+            message = attributes.get("exception.message")
+            return f"{exc_type}: {message}" if message else exc_type
+    return None

@@ -1,0 +1,1 @@
+"""Setting Beacon up: ``configure()`` by hand, or ``opentelemetry-instrument``'s entry points."""

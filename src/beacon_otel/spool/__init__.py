@@ -1,0 +1,1 @@
+"""What cannot be delivered yet, on disk: per destination, in files several processes share safely."""
