@@ -372,6 +372,8 @@ def _request_thread(
 
     Returns the event too, for the delivery thread's stages.
     """
+    from beacon_otel.frameworks.settle import scope_route
+
     server = fastapi["spans"][0]
     started = _started_for(fastapi, server)
     scope = fastapi["scope"]
@@ -391,7 +393,7 @@ def _request_thread(
         # A context resolves its consumer once, then keeps it: undo that, so every call pays
         # for it as every request does.
         context.resolved = False
-        return context.facts(rules)
+        return context.facts(rules, scope_route)
 
     def map_request() -> Any:
         context.resolved = False

@@ -103,11 +103,12 @@ def test_installed_framework_without_instrumentation_fails_with_the_pip_command(
     supported framework's instrumentation, so no subprocess could show a missing one.
     """
     from beacon_otel.doctor import diagnose as doctor_module
+    from beacon_otel.frameworks import catalog
 
-    installed = doctor_module._installed
+    installed = catalog.installed
     monkeypatch.setattr(
-        doctor_module,
-        "_installed",
+        catalog,
+        "installed",
         lambda name: {"falcon": "4.0.2", "opentelemetry-instrumentation-falcon": None}.get(
             name, installed(name)
         ),
@@ -173,12 +174,12 @@ def test_autorun_warns_once_per_framework_served_unseen(
 ) -> None:
     """Under auto-run, a framework installed without its instrumentation gets one WARNING naming
     it and the package to install; instrumented ones (and Starlette under FastAPI) get none."""
-    from beacon_otel.doctor import diagnose as doctor_module
+    from beacon_otel.frameworks import catalog
     from beacon_otel.setup import autorun
 
-    installed = doctor_module._installed
+    installed = catalog.installed
     fake = {"falcon": "4.0.2", "opentelemetry-instrumentation-falcon": None}
-    monkeypatch.setattr(doctor_module, "_installed", lambda name: fake.get(name, installed(name)))
+    monkeypatch.setattr(catalog, "installed", lambda name: fake.get(name, installed(name)))
     with caplog.at_level("WARNING", logger="beacon_otel"):
         autorun.warn_unseen_frameworks()
     assert [r.getMessage() for r in caplog.records] == [

@@ -8,8 +8,8 @@ import pytest
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
+from beacon_otel.mapping.facts import RequestFacts
 from beacon_otel.mapping.span_to_event import Unmappable, span_to_event
-from beacon_otel.request.context import RequestFacts
 
 START = 1_780_488_000_000_000_000
 OLD = {"http.method": "GET", "http.target": "/users/7?expand=1", "http.status_code": 200}

@@ -17,17 +17,18 @@ from beacon_otel.contract.event import RequestEvent
 from beacon_otel.delivery.metrics import SelfMetrics
 from beacon_otel.delivery.outbound import Outbound
 from beacon_otel.delivery.stats import DeliveryError, DeliveryStats
-from beacon_otel.frameworks.fastapi import (
+from beacon_otel.frameworks.hooks import Hook, hooks_for
+from beacon_otel.frameworks.settle import (
     absorb_inner_span,
-    absorb_native_telemetry,
-    excluded_by_user,
     is_inner_layer,
     is_native_span,
+    scope_route,
+    settle,
 )
-from beacon_otel.frameworks.hooks import Hook, hooks_for
+from beacon_otel.mapping.facts import NO_FACTS
 from beacon_otel.mapping.span_to_event import Unmappable, span_to_event
 from beacon_otel.request.consumer import ConsumerRules
-from beacon_otel.request.context import NO_FACTS, RequestContext
+from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry
 
 logger = logging.getLogger("beacon_otel")
@@ -52,7 +53,7 @@ class BeaconSpanProcessor(SpanProcessor):
         self.requests = RequestRegistry(
             ConsumerRules(config.consumer_header, config.consumer_resolver), body_sent=self.body_sent
         )
-        self.self_metrics = SelfMetrics(self)
+        self.self_metrics = SelfMetrics(self.stats, queue_size=self.buffered, capacity=config.max_buffer_size)
         self._report = functools.partial(_call_on_error, config.on_error)
         outbound = Outbound.build(
             config, stats=self.stats, report=self._report, timed=self.self_metrics.timed
@@ -115,10 +116,8 @@ class BeaconSpanProcessor(SpanProcessor):
             return
         context = self.requests.pop(span_id)
         if context is not None:
-            if is_native_span(span):
-                absorb_native_telemetry(context)
-                if excluded_by_user(context):
-                    return  # no span from the contrib instrumentation, no event from us
+            if is_native_span(span) and not settle(context):
+                return  # excluded by the user: no span from the contrib instrumentation, no event from us
             if context.waiting:
                 self._waiting.hold(context, span)  # until the body or the inner layer ends
                 return
@@ -142,7 +141,7 @@ class BeaconSpanProcessor(SpanProcessor):
     def event_for(self, span: ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
         """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
         try:
-            facts = context.facts(self.requests.rules) if context is not None else NO_FACTS
+            facts = context.facts(self.requests.rules, scope_route) if context is not None else NO_FACTS
             return span_to_event(span, facts)
         except Unmappable as exc:
             if exc.reason != "not_http":  # a gRPC or other non-HTTP server span is not ours

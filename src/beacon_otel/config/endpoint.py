@@ -5,7 +5,8 @@ a cloud metadata service or an internal host, every batch and the ingest key go 
 address is checked after DNS resolution, at connect time, for every new connection: a name that
 resolves to a private address is refused as surely as the literal address, and a DNS answer
 that changes after startup (rebinding) is caught too. Plain http is allowed only when the
-address actually connected to is loopback: the key never crosses a network in clear.
+address actually connected to is loopback: the key never crosses a network in clear. The
+connections that apply these rules are :mod:`beacon_otel.delivery.transports.guarded`'s.
 
 Through an HTTPS proxy the proxy resolves the ingest host (it may be the only one that can):
 then what can be checked here is checked (an IP literal host, the URL's rules) and the proxy's
@@ -19,12 +20,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
-
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-from beacon_otel.delivery.transports.deadline import RequestDeadline
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -185,85 +180,3 @@ def _ip_literal(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
-
-
-# -- connections -------------------------------------------------------------------------
-
-
-class _GuardedConnectionMixin:
-    """Connects only to an address that passed ``checked_addresses``; watched by a deadline."""
-
-    allow_private = False
-    deadline: RequestDeadline | None = None
-
-    def _new_conn(self) -> socket.socket:
-        tunnel_host: str | None = getattr(self, "_tunnel_host", None)
-        if tunnel_host:
-            # Through an HTTPS proxy: the proxy resolves the ingest host, so only a literal
-            # address can be checked here; the proxy itself is the user's choice.
-            problem = literal_problem(tunnel_host, allow_private=self.allow_private)
-            if problem:
-                raise EndpointRefused(refusal(tunnel_host, tunnel_host, problem))
-            return self._watched(super()._new_conn())  # type: ignore[misc]
-        host: str = self._dns_host  # type: ignore[has-type]
-        port: int = self.port  # type: ignore[attr-defined]
-        infos = checked_addresses(
-            host,
-            port,
-            allow_private=self.allow_private,
-            loopback_only=not isinstance(self, HTTPSConnection),
-        )
-        # Connect to the address just checked, not to a second, possibly different, answer;
-        # TLS still verifies the certificate against the host name.
-        self._dns_host = str(infos[0][4][0])
-        try:
-            return self._watched(super()._new_conn())  # type: ignore[misc]
-        finally:
-            self._dns_host = host
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        # After TLS the socket to watch is the wrapped one (the plain one was detached).
-        self._watched(self.sock)  # type: ignore[attr-defined]
-
-    def _watched(self, sock: socket.socket) -> socket.socket:
-        if self.deadline is not None:
-            self.deadline.watch(sock)
-        return sock
-
-
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections refuse off-limits addresses, proxies included."""
-
-    def __init__(self, *, allow_private: bool, deadline: RequestDeadline | None = None) -> None:
-        self._pool_classes = _guarded_pool_classes(allow_private, deadline)
-        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = self._pool_classes
-        return manager
-
-
-def _guarded_pool_classes(allow_private: bool, deadline: RequestDeadline | None) -> dict[str, type]:
-    # Classes per adapter: the settings are class attributes, read by urllib3-made connections.
-    class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
-        pass
-
-    class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
-        pass
-
-    class GuardedHTTPConnectionPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    for connection in (GuardedHTTPConnection, GuardedHTTPSConnection):
-        connection.allow_private = allow_private
-        connection.deadline = deadline
-    return {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from beacon_otel.common import guard
 from beacon_otel.contract.batch import Batch
@@ -19,16 +18,7 @@ from beacon_otel.delivery.log import DeliveryLog
 from beacon_otel.delivery.outcome import FailureKind, Outcome, Verdict
 from beacon_otel.delivery.spooling import NoSpool, SpoolPolicy
 from beacon_otel.delivery.stats import DeliveryError, DeliveryStats, Fate
-
-
-class Transport(Protocol):
-    """Anything that can take an encoded batch: the HTTP transport or the dry-run sink."""
-
-    def send(self, body: bytes, batch_id: str) -> Outcome: ...
-
-    def reset(self) -> None: ...
-
-    def close(self) -> None: ...
+from beacon_otel.delivery.transports.base import Transport
 
 
 class Delivery:

@@ -1,8 +1,9 @@
 """Beacon's own health as OpenTelemetry metrics, named after the SDK's self-observability conventions.
 
-Every instrument but one is observable: it reads the processor's counters when the app's
-MeterProvider collects, so a request costs nothing more. The one histogram, the duration of
-each ingest request, is recorded on the delivery thread, once per batch. With no MeterProvider
+Every instrument but one is observable: it reads the processor's counters (and, through a
+callback, its queue) when the app's MeterProvider collects, so a request costs nothing more.
+The one histogram, the duration of each ingest request, is recorded on the delivery thread,
+once per batch. With no MeterProvider
 configured the instruments are the API's proxies: collection never happens, and neither does
 any of this.
 
@@ -25,17 +26,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from beacon_otel.delivery.stats import DeliveryStats
 from beacon_otel.version import __version__
 
 if TYPE_CHECKING:
-    from beacon_otel.capture.processor import BeaconSpanProcessor
-    from beacon_otel.delivery.transports.http import Outcome
+    from beacon_otel.delivery.outcome import Outcome
+    from beacon_otel.delivery.transports.base import Transport
 
 PROCESSOR_TYPE = "beacon_span_processor"
 EXPORTER_TYPE = "beacon_ingest_exporter"
@@ -44,20 +46,25 @@ _PROCESSOR_REASONS = ("buffer_full", "internal_error", "unmappable_")
 _numbers = itertools.count()
 
 
-class _Sender(Protocol):
-    def send(self, body: bytes, batch_id: str) -> Outcome: ...
-
-    def reset(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class SelfMetrics:
-    """The processor's instruments, on ``meter_provider`` or the global one (also when set later)."""
+    """The processor's instruments, on ``meter_provider`` or the global one (also when set later).
 
-    def __init__(self, processor: BeaconSpanProcessor, meter_provider: MeterProvider | None = None) -> None:
+    They read ``stats`` and call ``queue_size`` only when a MeterProvider collects; ``capacity``
+    is the queue's bound (``max_buffer_size``).
+    """
+
+    def __init__(
+        self,
+        stats: DeliveryStats,
+        *,
+        queue_size: Callable[[], int],
+        capacity: int,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         number = next(_numbers)
-        self._processor = processor
+        self._stats = stats
+        self._queue_size_now = queue_size
+        self._capacity = capacity
         self._processor_attrs = {
             "otel.component.type": PROCESSOR_TYPE,
             "otel.component.name": f"{PROCESSOR_TYPE}/{number}",
@@ -108,7 +115,7 @@ class SelfMetrics:
             "otel.sdk.exporter.operation.duration", unit="s", description="Duration of one ingest request"
         )
 
-    def timed(self, transport: _Sender) -> _Sender:
+    def timed(self, transport: Transport) -> Transport:
         """``transport`` with each send's duration recorded."""
         return _TimedTransport(transport, self)
 
@@ -123,40 +130,36 @@ class SelfMetrics:
     # -- callbacks, run only when a MeterProvider collects ----------------------------------
 
     def _queue_size(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(self._processor.buffered(), self._processor_attrs)
+        yield Observation(self._queue_size_now(), self._processor_attrs)
 
     def _queue_capacity(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(self._processor.config.max_buffer_size, self._processor_attrs)
+        yield Observation(self._capacity, self._processor_attrs)
 
     def _processed(self, options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = self._processor.stats.snapshot()
+        snapshot = self._stats.snapshot()
         yield Observation(snapshot["queued"], self._processor_attrs)
         for reason, count in snapshot["dropped"].items():
             if reason.startswith(_PROCESSOR_REASONS):
                 yield Observation(count, {**self._processor_attrs, "error.type": reason})
 
     def _exported(self, options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = self._processor.stats.snapshot()
+        snapshot = self._stats.snapshot()
         yield Observation(snapshot["sent"], self._exporter_attrs)
         for reason, count in snapshot["dropped"].items():
             if not reason.startswith(_PROCESSOR_REASONS):
                 yield Observation(count, {**self._exporter_attrs, "error.type": reason})
 
     def _spooled(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(self._processor.stats.snapshot()["spooled"], self._exporter_attrs)
+        yield Observation(self._stats.snapshot()["spooled"], self._exporter_attrs)
 
     def _recovered(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(self._processor.stats.snapshot()["recovered"], self._exporter_attrs)
-
-
-def _component(kind: str, number: int) -> dict[str, str]:
-    return {"otel.component.type": kind, "otel.component.name": f"{kind}/{number}"}
+        yield Observation(self._stats.snapshot()["recovered"], self._exporter_attrs)
 
 
 class _TimedTransport:
     """Times each ingest request for ``otel.sdk.exporter.operation.duration``."""
 
-    def __init__(self, transport: _Sender, metrics: SelfMetrics) -> None:
+    def __init__(self, transport: Transport, metrics: SelfMetrics) -> None:
         self._transport = transport
         self._metrics = metrics
 

@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 
 from beacon_otel.config.endpoint import shown_url
 from beacon_otel.config.settings import BeaconConfig
-from beacon_otel.delivery.attempt import Delivery, Transport
+from beacon_otel.delivery.attempt import Delivery
 from beacon_otel.delivery.log import DeliveryLog, make_visible
 from beacon_otel.delivery.spooling import SpoolPolicy
 from beacon_otel.delivery.stats import DeliveryError, DeliveryStats
+from beacon_otel.delivery.transports.base import Transport
 from beacon_otel.delivery.transports.console import ConsoleEcho
 from beacon_otel.delivery.transports.http import IngestTransport, InMemoryTransport
 from beacon_otel.delivery.worker import DeliveryWorker

@@ -15,23 +15,11 @@ from collections.abc import Mapping
 from beacon_otel.doctor import destination
 from beacon_otel.doctor.destination import PROBE_ROUTE, fingerprint
 from beacon_otel.doctor.report import FAIL, INFO, OK, WARN, Finding, adder, report
+from beacon_otel.frameworks import catalog
+from beacon_otel.frameworks.catalog import FRAMEWORKS, unseen_frameworks
 
 __all__ = ["PROBE_ROUTE", "Finding", "diagnose", "fingerprint", "report", "unseen_frameworks"]
 
-# (framework distribution, its instrumentation, the beacon-otel extra that installs it, if any)
-FRAMEWORKS = (
-    ("fastapi", "opentelemetry-instrumentation-fastapi", "fastapi"),
-    ("starlette", "opentelemetry-instrumentation-starlette", "starlette"),
-    ("flask", "opentelemetry-instrumentation-flask", "flask"),
-    ("django", "opentelemetry-instrumentation-django", "django"),
-    ("falcon", "opentelemetry-instrumentation-falcon", "falcon"),
-    ("pyramid", "opentelemetry-instrumentation-pyramid", "pyramid"),
-    ("tornado", "opentelemetry-instrumentation-tornado", "tornado"),
-    ("aiohttp", "opentelemetry-instrumentation-aiohttp-server", "aiohttp"),
-    # Instrumented by beacon-otel itself (beacon_otel.instrumentation): always present.
-    ("litestar", "beacon-otel", "litestar"),
-    ("bottle", "beacon-otel", "bottle"),
-)
 # Other per-request analytics SDKs: each adds its own middleware and counts every request again.
 OTHER_ANALYTICS = ("apitally", "beaconhq", "peekapi", "moesifasgi", "moesifwsgi", "treblle")
 _OTLP_PACKAGES = {
@@ -54,37 +42,17 @@ def diagnose(environ: Mapping[str, str], *, send_test_event: bool = False) -> li
     return found
 
 
-def _installed(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def unseen_frameworks() -> list[tuple[str, str, str]]:
-    """``(framework, version, instrumentation to install)`` of each framework whose requests no
-    instrumentation would see (Starlette under FastAPI is seen through FastAPI's)."""
-    fastapi_covered = _installed("fastapi") and _installed("opentelemetry-instrumentation-fastapi")
-    unseen = []
-    for framework, instrumentation, _ in FRAMEWORKS:
-        version = _installed(framework)
-        if version is None or _installed(instrumentation) is not None:
-            continue
-        if framework == "starlette" and fastapi_covered:
-            continue
-        unseen.append((framework, version, instrumentation))
-    return unseen
-
-
 def _frameworks(found: list[Finding]) -> None:
     add = adder(found, "Frameworks")
     any_framework = False
-    fastapi_covered = _installed("fastapi") and _installed("opentelemetry-instrumentation-fastapi")
+    fastapi_covered = catalog.installed("fastapi") and catalog.installed(
+        "opentelemetry-instrumentation-fastapi"
+    )
     for framework, instrumentation, extra in FRAMEWORKS:
-        if (version := _installed(framework)) is None:
+        if (version := catalog.installed(framework)) is None:
             continue
         any_framework = True
-        if (instrumented := _installed(instrumentation)) is not None:
+        if (instrumented := catalog.installed(instrumentation)) is not None:
             add(OK, f"{framework} {version}, instrumented by {instrumentation} {instrumented}")
         elif framework == "starlette" and fastapi_covered:
             add(INFO, f"starlette {version} (under FastAPI; a plain Starlette app needs {instrumentation})")
@@ -102,15 +70,16 @@ def _frameworks(found: list[Finding]) -> None:
 def _double_server_spans(environ: Mapping[str, str], found: list[Finding]) -> None:
     add = adder(found, "SERVER spans")
     disabled = {n.strip() for n in environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
-    native = _installed("fastapi") and importlib.util.find_spec("fastapi.telemetry") is not None
-    if native and _installed("opentelemetry-instrumentation-fastapi") and "fastapi" not in disabled:
+    native = catalog.installed("fastapi") and importlib.util.find_spec("fastapi.telemetry") is not None
+    if native and catalog.installed("opentelemetry-instrumentation-fastapi") and "fastapi" not in disabled:
         add(
             WARN,
-            f"FastAPI {_installed('fastapi')} makes its own SERVER span per request (native telemetry) "
+            f"FastAPI {catalog.installed('fastapi')} makes its own SERVER span per request "
+            "(native telemetry) "
             "and opentelemetry-instrumentation-fastapi makes another: Beacon counts the request once, "
             "other exporters get both; FastAPI(telemetry={'tracing': False}) leaves one",
         )
-    others = [name for name in OTHER_ANALYTICS if _installed(name)]
+    others = [name for name in OTHER_ANALYTICS if catalog.installed(name)]
     if others:
         add(WARN, f"other request analytics installed ({', '.join(others)}): each counts requests itself")
     if not native and not others:
@@ -132,7 +101,7 @@ def _exporters(environ: Mapping[str, str], found: list[Finding]) -> None:
     package = _OTLP_PACKAGES.get(protocol)
     if package is None:
         add(FAIL, f"OTLP protocol {protocol!r} is not one the SDK knows (grpc, http/protobuf)")
-    elif (version := _installed(package)) is None:
+    elif (version := catalog.installed(package)) is None:
         add(FAIL, f"OTLP over {protocol} needs {package}, which is not installed: pip install {package}")
     else:
         add(OK, f"OTLP over {protocol}: {package} {version} is installed")

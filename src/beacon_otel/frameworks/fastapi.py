@@ -20,8 +20,9 @@ from types import FrameType
 from typing import Any
 
 from beacon_otel.common import guard
+from beacon_otel.mapping.facts import exception_text
 from beacon_otel.mapping.span_to_event import span_attributes
-from beacon_otel.request.context import RequestContext, exception_text
+from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import current_request
 
 NATIVE_SCOPE = "fastapi"
@@ -68,6 +69,15 @@ def validation_items(errors: Iterable[Any]) -> list[dict[str, str]]:
         for error in errors
         if isinstance(error, Mapping)
     ]
+
+
+def has_native_telemetry() -> bool:
+    """Whether this FastAPI has telemetry of its own (0.142 and later)."""
+    try:
+        import fastapi.telemetry  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def is_native_span(span: Any) -> bool:

@@ -5,7 +5,7 @@ attributes, where every other exporter would ship them. So each request gets a
 :class:`~beacon_otel.request.context.RequestContext` when its SERVER span starts (kept by
 :class:`~beacon_otel.request.registry.RequestRegistry`), the framework hooks keep the request (scope,
 environ, framework request) in it, and the processor turns it into one frozen
-:class:`~beacon_otel.request.context.RequestFacts` when the span ends.
+:class:`~beacon_otel.mapping.facts.RequestFacts` when the span ends.
 
 Frameworks are one table, :data:`FRAMEWORKS`: a name (the instrumentor's entry-point name)
 to a function giving the hook keyword arguments of that framework's instrumentation.
@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from beacon_otel.common import guard
+from beacon_otel.common.compose import compose as compose
 from beacon_otel.frameworks import wsgi as wsgi_support
 from beacon_otel.request.registry import RequestRegistry as RequestRegistry
 from beacon_otel.request.registry import current_request as current_request
@@ -172,25 +173,6 @@ FRAMEWORKS: dict[str, HookTable] = {
     "django": django_hooks,
 }
 """Instrumentor entry-point name -> the hooks of its instrumentation. Add a framework here."""
-
-
-def compose(*hooks: Hook | None) -> Hook | None:
-    """One hook calling each given hook in turn, each contained; ``None`` when none is given."""
-    present = [h for h in hooks if h is not None]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-    # The user's hooks are user code: a failure there is theirs, logged, never re-raised.
-    contained_hooks = [
-        guard.guarded(f"hook {getattr(h, '__name__', h)!s}", default=None, user_code=True)(h) for h in present
-    ]
-
-    def composed(*args: Any, **kwargs: Any) -> None:
-        for each in contained_hooks:
-            each(*args, **kwargs)
-
-    return composed
 
 
 # Litestar, Bottle, Falcon, Tornado, Pyramid, aiohttp: built on the hooks above, in a module of

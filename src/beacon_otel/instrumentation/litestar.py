@@ -24,7 +24,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import get_excluded_urls
 
 from beacon_otel.common import guard
-from beacon_otel.frameworks.hooks import compose
+from beacon_otel.common.compose import compose
 from beacon_otel.instrumentation.new_apps import NewApps
 
 ExceptionHook = Callable[[Any, MutableMapping[str, Any], BaseException], None]

@@ -21,8 +21,8 @@ from beacon_otel.contract.event import (
     clean_url_text,
     clean_validation_errors,
 )
-from beacon_otel.request.context import NO_FACTS, RequestFacts, exception_text
-from beacon_otel.request.routes import regex_route_template
+from beacon_otel.mapping.facts import NO_FACTS, RequestFacts, exception_text
+from beacon_otel.mapping.templates import regex_route_template
 
 # Stable (new) names first, then the old ones: with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup
 # a span carries both and they agree.
@@ -109,7 +109,7 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
 
 
 _event: Callable[[tuple[Any, ...]], RequestEvent] = functools.partial(tuple.__new__, RequestEvent)
-"""A ``RequestEvent`` from all its fields in order, made in C (as ``request._facts``)."""
+"""A ``RequestEvent`` from all its fields in order, made in C (as ``request.context._facts``)."""
 
 
 def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:

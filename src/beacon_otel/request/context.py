@@ -2,46 +2,24 @@
 
 The hooks fill a :class:`RequestContext` while the request runs (the ASGI scope, the WSGI
 environ, the framework's request object, what FastAPI recorded). When the server span ends,
-the context becomes one frozen :class:`RequestFacts`, which is all mapping needs from the
-request side: the span gives timing and status, the facts give what spans must not carry
-(the consumer) or carry lossily (path, method, route of a mounted app, the exception text).
+the context becomes one frozen :class:`~beacon_otel.mapping.facts.RequestFacts`, which is all
+mapping needs from the request side: the span gives timing and status, the facts give what
+spans must not carry (the consumer) or carry lossily (path, method, route of a mounted app, the
+exception text).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from beacon_otel.mapping.facts import RequestFacts
 from beacon_otel.request.consumer import ConsumerRules
-from beacon_otel.request.routes import asgi_route
 
+RouteOf = Callable[[Mapping[str, Any]], tuple[str | None, bool]]
+"""``(template, matched)`` of a routed ASGI request; ``(None, True)`` keeps the span's route."""
 
-class RequestFacts(NamedTuple):
-    """One finished request as its hooks saw it; every field ``None`` when they did not see it.
-
-    A named tuple rather than a frozen dataclass: one is made per request, and a frozen
-    dataclass's ``__init__`` (an ``object.__setattr__`` per field) costs about ten times as much.
-    """
-
-    method: str | None = None
-    """The method as sent (the instrumentations fold unknown ones such as PURGE into ``_OTHER``)."""
-    path: str | None = None
-    """The path as the server received it, without the query: exact where span attributes are not."""
-    route: str | None = None
-    """A template the span does not know (mounted sub-apps, ``Host`` routes, a Flask 405)."""
-    route_matched: bool = True
-    """False when ``route`` is a mount's catch-all that nothing inside matched: a 404 or 405
-    there reports the concrete path, as the contract asks for unmatched requests."""
-    consumer: str | None = None
-    validation_errors: Sequence[Mapping[str, str]] | None = None
-    error: str | None = None
-    """``"ExcType: message"`` of an unhandled exception the span did not record as an event."""
-    body_sent_ns: int | None = None
-    """When the last byte of a streamed body went to the server, if after the span ended."""
-
-
-NO_FACTS = RequestFacts()
 
 _facts: Callable[[tuple[Any, ...]], RequestFacts] = functools.partial(tuple.__new__, RequestFacts)
 """``RequestFacts`` from all its fields in order, made in C: one per request, where the named
@@ -97,8 +75,12 @@ class RequestContext:
         """The event cannot be made yet: a streamed body or an inner layer is not done."""
         return self.body_sent_ns == 0 or self.inner_open > 0
 
-    def facts(self, rules: ConsumerRules) -> RequestFacts:
-        """The frozen value mapping takes; the consumer is resolved here unless a hook did."""
+    def facts(self, rules: ConsumerRules, route_of: RouteOf) -> RequestFacts:
+        """The frozen value mapping takes; the consumer is resolved here unless a hook did.
+
+        ``route_of`` reads an ASGI request's template from its scope after routing (the
+        frameworks package's, so the request side names no framework).
+        """
         scope = self.scope
         if scope is not None:
             if not self.resolved:
@@ -106,7 +88,7 @@ class RequestContext:
                 self.consumer = rules.from_asgi(scope)
             path = scope.get("path")
             method = scope.get("method")
-            route, matched = asgi_route(scope) if self.route is None else (self.route, True)
+            route, matched = route_of(scope) if self.route is None else (self.route, True)
             return _facts(
                 (
                     method if isinstance(method, str) else None,
@@ -154,15 +136,3 @@ def wsgi_path(environ: Mapping[str, Any]) -> str | None:
         return raw or None  # nothing to re-decode
     # PEP 3333 strings are the raw bytes decoded as latin-1; the bytes are UTF-8 URLs.
     return raw.encode("latin-1", "replace").decode("utf-8", "replace") or None
-
-
-def exception_text(events: Iterable[Any]) -> str | None:
-    """``"ExcType: message"`` of the first ``exception`` span event (the contract's error form)."""
-    for event in events:
-        if event.name == "exception":
-            attributes = event.attributes or {}
-            # exception.type is module-qualified; the contract wants the class name.
-            exc_type = str(attributes.get("exception.type") or "Exception").rsplit(".", 1)[-1]
-            message = attributes.get("exception.message")
-            return f"{exc_type}: {message}" if message else exc_type
-    return None

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
 from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in
+from beacon_otel.frameworks.fastapi import has_native_telemetry
 
 logger = logging.getLogger("beacon_otel")
 
@@ -114,9 +115,7 @@ def native_fastapi_telemetry() -> bool:
     """
     if exporter_names("traces"):
         return False
-    try:
-        import fastapi.telemetry  # noqa: F401  (FastAPI 0.142 and later)
-    except ImportError:
+    if not has_native_telemetry():
         return False
     logger.debug("beacon-otel: FastAPI's own telemetry serves Beacon (no trace exporter)")
     return True
@@ -124,7 +123,7 @@ def native_fastapi_telemetry() -> bool:
 
 def warn_unseen_frameworks() -> None:
     """One WARNING per framework installed without an instrumentation: it would be served unseen."""
-    from beacon_otel.doctor.diagnose import unseen_frameworks
+    from beacon_otel.frameworks.catalog import unseen_frameworks
 
     for framework, version, instrumentation in unseen_frameworks():
         logger.warning(

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 from beacon_otel.common import guard
+from beacon_otel.common.compose import compose
 from beacon_otel.frameworks import route_lookup
-from beacon_otel.frameworks.hooks import COMPANIONS, Hook, compose
+from beacon_otel.frameworks.hooks import COMPANIONS, Hook
 from beacon_otel.setup.environment import exporter_names
 
 logger = logging.getLogger("beacon_otel")

@@ -10,20 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from beacon_otel.delivery.transports.http import Outcome
+    from beacon_otel.delivery.outcome import Outcome
+    from beacon_otel.delivery.transports.base import Transport
 
 logger = logging.getLogger("beacon_otel.dry_run")
-
-
-class _Sink(Protocol):
-    def send(self, body: bytes, batch_id: str) -> Outcome: ...
-
-    def reset(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -42,7 +35,7 @@ def event_line(event: dict[str, Any]) -> str:
 class ConsoleEcho:
     """A dry-run sink that also shows every event of every batch it is given."""
 
-    def __init__(self, sink: _Sink) -> None:
+    def __init__(self, sink: Transport) -> None:
         self._sink = sink
 
     def send(self, body: bytes, batch_id: str) -> Outcome:

@@ -20,7 +20,7 @@ from opentelemetry.instrumentation.utils import (
     suppress_instrumentation,
 )
 
-from beacon_otel.config.endpoint import GuardedAdapter, shown_url
+from beacon_otel.config.endpoint import shown_url
 from beacon_otel.delivery.outcome import (
     MAX_RETRY_AFTER,
     FailureKind,
@@ -32,6 +32,7 @@ from beacon_otel.delivery.outcome import (
     verdict_for_status,
 )
 from beacon_otel.delivery.transports.deadline import RequestDeadline
+from beacon_otel.delivery.transports.guarded import GuardedAdapter
 from beacon_otel.version import __version__
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beacon_otel.request.routes import regex_route_template
+from beacon_otel.mapping.templates import regex_route_template
 from tests.mapping.test_span_to_event import NEW, make_span
 
 # The same table is in docs/routes.md.
