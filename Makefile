@@ -25,10 +25,11 @@ test: $(STAMP)
 	fi
 	$(BIN)/python -m pytest --cov=beacon_otel --cov-branch --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
-lint: $(STAMP)  # ruff over everything, mypy strict over src/
+lint: $(STAMP)  # ruff over everything, mypy strict over src/, the package's layers (pyproject)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy --strict src
+	$(BIN)/lint-imports
 
 # Benchmarks against the alternatives: figures in bench/results.json, tables rendered into
 # bench/RESULTS.md (whose commentary section is kept). About 10 minutes on a quiet 2-core machine;
