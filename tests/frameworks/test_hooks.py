@@ -279,9 +279,10 @@ def test_fastapi_mounted_in_starlette_and_host_routes() -> None:
 
 def test_a_framework_added_to_the_table_gets_its_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     """FRAMEWORKS is the one place a framework is added: hooks(name) then returns its hooks."""
-    from beacon_otel.frameworks import hooks
+    from beacon_otel.frameworks import table
+    from beacon_otel.frameworks.asgi import asgi_hooks
 
-    monkeypatch.setitem(hooks.FRAMEWORKS, "tinyframework", hooks.asgi_hooks)
+    monkeypatch.setitem(table.FRAMEWORKS, "tinyframework", asgi_hooks)
     pipeline = make_pipeline()
     try:
         assert set(pipeline.processor.hooks("tinyframework")) == {"server_request_hook"}

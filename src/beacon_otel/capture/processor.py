@@ -17,7 +17,7 @@ from beacon_otel.contract.event import RequestEvent
 from beacon_otel.delivery.metrics import SelfMetrics
 from beacon_otel.delivery.outbound import Outbound
 from beacon_otel.delivery.stats import DeliveryError, DeliveryStats
-from beacon_otel.frameworks.hooks import Hook, hooks_for
+from beacon_otel.frameworks.base import Hook
 from beacon_otel.frameworks.settle import (
     absorb_inner_span,
     is_inner_layer,
@@ -25,6 +25,7 @@ from beacon_otel.frameworks.settle import (
     scope_route,
     settle,
 )
+from beacon_otel.frameworks.table import hooks_for
 from beacon_otel.mapping.facts import NO_FACTS
 from beacon_otel.mapping.span_to_event import Unmappable, span_to_event
 from beacon_otel.request.consumer import ConsumerRules

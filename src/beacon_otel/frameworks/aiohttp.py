@@ -22,6 +22,8 @@ from typing import Any
 from opentelemetry import trace
 
 from beacon_otel.common import guard
+from beacon_otel.frameworks.base import Hook, headers_environ, hook
+from beacon_otel.request.registry import RequestRegistry
 
 RequestHook = Callable[[Any, Any], None]
 """``request_hook(span, request)``: the server span and the ``aiohttp.web.Request``."""
@@ -84,3 +86,29 @@ def patch_application(request_hook: RequestHook) -> None:
 
     init._beacon_otel = True  # type: ignore[attr-defined]
     web_app.Application.__init__ = init  # type: ignore[method-assign,assignment]
+
+
+def aiohttp_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """aiohttp server (beacon-otel's middleware): its request, seen as a WSGI environ would show it."""
+
+    @hook("the aiohttp request hook")
+    def request_hook(span: Any, request: Any) -> None:
+        context = registry.open(span)
+        if context is not None:
+            # Decoded, as an ASGI scope's path is; the environ's strings are latin-1 by PEP 3333.
+            path = str(request.path).encode("utf-8").decode("latin-1")
+            context.environ = headers_environ(request.method, path, request.headers.items())
+            context.request = request
+        # OpenTelemetry's aiohttp-server instrumentation up to 0.64b0 puts the handler's function
+        # name in http.route (its span name has the template): the resource's canonical path is
+        # the route, and an unmatched request (no resource) has none, as later releases say.
+        resource = getattr(getattr(request.match_info, "route", None), "resource", None)
+        canonical = getattr(resource, "canonical", None)
+        span.set_attribute("http.route", canonical if isinstance(canonical, str) else "")
+
+    return {"request_hook": request_hook}
+
+
+def install_middleware(hooks: dict[str, Hook]) -> None:
+    """Under auto-run: Beacon's middleware in every aiohttp application made from now on."""
+    patch_application(hooks["request_hook"])

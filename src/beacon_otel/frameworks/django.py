@@ -19,8 +19,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from beacon_otel.common import guard
-from beacon_otel.frameworks.fastapi import validation_items
-from beacon_otel.request.registry import current_request
+from beacon_otel.frameworks.base import Hook, hook, validation_items
+from beacon_otel.frameworks.wsgi import BodySent, body_closer
+from beacon_otel.request.context import RequestContext
+from beacon_otel.request.registry import RequestRegistry, current_request
 
 _NINJA_VIEWS = "ninja.operation"
 _install_lock = threading.Lock()
@@ -116,3 +118,43 @@ def rest_framework_items(detail: Any, field: str = "") -> Iterator[dict[str, str
 def _item(field: str, message: str) -> dict[str, str]:
     # ErrorDetail is a str carrying the error's code ("required", "blank", "invalid").
     return {"field": field, "message": str(message), "type": str(getattr(message, "code", "") or "")}
+
+
+def django_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """Django: its ``HttpRequest`` (decoded path, ``request.user`` for a resolver); Ninja, REST framework."""
+
+    @hook("the Django request hook")
+    def request_hook(span: Any, request: Any) -> None:
+        context = registry.open(span)
+        if context is not None:
+            context.request = request
+            context.environ = request.META
+            context.path = request.path
+            if not installed:
+                capture_validation_errors()  # Ninja, REST framework
+
+    resolve = registry.rules.has_resolver
+
+    # Always a response hook: a streamed response's event waits for its last byte.
+    @hook("the Django response hook")
+    def response_hook(span: Any, request: Any, response: Any) -> None:
+        context = registry.get(span)
+        if context is None:
+            return
+        context.route = ninja_route(request)  # after routing: the view is known
+        if resolve:
+            # After the middleware chain: request.user and friends are set by now.
+            context.consumer = registry.rules.from_environ(request.META, request)
+            context.resolved = True
+        watch_django_stream(context, response, registry.body_sent)
+
+    return {"request_hook": request_hook, "response_hook": response_hook}
+
+
+def watch_django_stream(context: RequestContext, response: Any, body_sent: BodySent) -> None:
+    """When Django's response is streamed, keep the event until the server closes its body."""
+    if getattr(response, "streaming", False):
+        closers = getattr(response, "_resource_closers", None)
+        # Django calls these from response.close(), which the WSGI server calls at the end.
+        if isinstance(closers, list):
+            closers.append(body_closer(context, body_sent))

@@ -15,15 +15,17 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
 from beacon_otel.common import guard
+from beacon_otel.frameworks.asgi import asgi_hooks
+from beacon_otel.frameworks.base import Hook, validation_items
 from beacon_otel.mapping.facts import exception_text
 from beacon_otel.mapping.span_to_event import span_attributes
 from beacon_otel.request.context import RequestContext
-from beacon_otel.request.registry import current_request
+from beacon_otel.request.registry import RequestRegistry, current_request
 
 NATIVE_SCOPE = "fastapi"
 _EXCLUDED_URLS = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
@@ -56,19 +58,6 @@ def capture_validation_errors() -> None:
 
         RequestValidationError.__init__ = observed_init  # type: ignore[method-assign]
         _installed = True
-
-
-def validation_items(errors: Iterable[Any]) -> list[dict[str, str]]:
-    """Pydantic's errors as the contract's items: dotted field path, message, type."""
-    return [
-        {
-            "field": ".".join(str(part) for part in error.get("loc", ())),
-            "message": str(error.get("msg", "")),
-            "type": str(error.get("type", "")),
-        }
-        for error in errors
-        if isinstance(error, Mapping)
-    ]
 
 
 def has_native_telemetry() -> bool:
@@ -228,3 +217,9 @@ def quiet_operation_spans() -> None:
 
     __init__._beacon_quiet = True  # type: ignore[attr-defined]
     fastapi.FastAPI.__init__ = __init__  # type: ignore[method-assign]
+
+
+def fastapi_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """FastAPI: the ASGI hooks, and its request validation errors recorded on the request."""
+    capture_validation_errors()
+    return asgi_hooks(registry)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from beacon_otel.common import guard
+from beacon_otel.frameworks.base import Hook, hook, record_once
+from beacon_otel.request.registry import RequestRegistry
 
 TWEEN = "beacon_otel.frameworks.pyramid.beacon_tween_factory"
 OTEL_TWEEN = "opentelemetry.instrumentation.pyramid.trace_tween_factory"
@@ -83,3 +85,28 @@ def patch_configurator(request_hook: RequestHook) -> None:
 
     make_wsgi_app._beacon_otel = True  # type: ignore[attr-defined]
     Configurator.make_wsgi_app = make_wsgi_app
+
+
+def pyramid_hooks(registry: RequestRegistry) -> dict[str, Hook]:
+    """Pyramid (beacon-otel's tween): its request, and the exception an exception view answered."""
+
+    @hook("the Pyramid request hook")
+    def request_hook(span: Any, request: Any, response: Any) -> None:
+        context = registry.open(span)
+        if context is None:
+            return
+        context.environ = request.environ
+        context.request = request  # what a consumer resolver receives
+        # An exception view that renders a 500 itself hides the exception from OpenTelemetry's
+        # tween, above it; Pyramid keeps what it handled on the request.
+        exception = getattr(request, "exception", None)
+        status = getattr(response, "status_int", 0)
+        if isinstance(exception, Exception) and status >= 500:
+            record_once(span, exception)
+
+    return {"request_hook": request_hook}
+
+
+def install_tween(hooks: dict[str, Hook]) -> None:
+    """Under auto-run: Beacon's tween in every Pyramid app configured from now on."""
+    patch_configurator(hooks["request_hook"])

@@ -28,7 +28,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from beacon_otel.capture.processor import BeaconSpanProcessor
 from beacon_otel.capture.sampling import BeaconSampler
 from beacon_otel.frameworks import fastapi as fastapi_support
-from beacon_otel.frameworks.hooks import FRAMEWORKS, Hook
+from beacon_otel.frameworks.base import Hook
+from beacon_otel.frameworks.table import FRAMEWORKS
 from beacon_otel.setup import environment, exits, instrumentors
 from beacon_otel.setup.environment import sampler_from_env, warn_unseen_frameworks
 from beacon_otel.setup.instrumentors import active_distros

@@ -17,7 +17,8 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from beacon_otel.common import guard
 from beacon_otel.common.compose import compose
 from beacon_otel.frameworks import route_lookup
-from beacon_otel.frameworks.hooks import COMPANIONS, Hook
+from beacon_otel.frameworks.base import Hook
+from beacon_otel.frameworks.table import COMPANIONS
 from beacon_otel.setup.environment import exporter_names
 
 logger = logging.getLogger("beacon_otel")

@@ -1,0 +1,58 @@
+"""The frameworks Beacon knows, one table: each instrumentor's name to its framework's hooks.
+
+The consumer comes from credentials (X-API-Key, Authorization) that must never become span
+attributes, where every other exporter would ship them. So each request gets a
+:class:`~beacon_otel.request.context.RequestContext` when its SERVER span starts (kept by
+:class:`~beacon_otel.request.registry.RequestRegistry`), the framework hooks keep the request
+(scope, environ, framework request) in it, and the processor turns it into one frozen
+:class:`~beacon_otel.mapping.facts.RequestFacts` when the span ends.
+
+Everything Beacon knows about one framework is in its module of this package; this table is
+the one place a framework is added. OpenTelemetry's Pyramid and aiohttp-server instrumentations
+take no hooks: beacon-otel's own tween and middleware call them (:data:`COMPANIONS` installs
+them under auto-run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from beacon_otel.frameworks import aiohttp, django, falcon, fastapi, flask, litestar, pyramid, tornado
+from beacon_otel.frameworks.asgi import asgi_hooks
+from beacon_otel.frameworks.base import Hook, HookTable
+from beacon_otel.frameworks.wsgi import wsgi_hooks
+from beacon_otel.request.registry import RequestRegistry
+
+FRAMEWORKS: dict[str, HookTable] = {
+    "asgi": asgi_hooks,
+    "fastapi": fastapi.fastapi_hooks,
+    "starlette": asgi_hooks,
+    "wsgi": wsgi_hooks,
+    "flask": flask.flask_hooks,
+    "django": django.django_hooks,
+    "litestar": litestar.litestar_hooks,
+    "bottle": wsgi_hooks,
+    "falcon": falcon.falcon_hooks,
+    "falcon_asgi": asgi_hooks,
+    "tornado": tornado.tornado_hooks,
+    "pyramid": pyramid.pyramid_hooks,
+    "aiohttp-server": aiohttp.aiohttp_hooks,
+}
+"""Instrumentor entry-point name -> the hooks of its instrumentation. Add a framework here."""
+
+COMPANIONS: dict[str, Callable[[dict[str, Hook]], None]] = {
+    "pyramid": pyramid.install_tween,
+    "aiohttp-server": aiohttp.install_middleware,
+}
+"""Instrumentors that take no hooks -> installs beacon-otel's own tween or middleware with them.
+
+Auto-run calls these instead of passing the hooks to the instrumentor, which would ignore them.
+"""
+
+
+def hooks_for(registry: RequestRegistry, framework: str) -> dict[str, Hook]:
+    """Keyword arguments for ``<Framework>Instrumentor().instrument(...)`` or ``instrument_app``."""
+    table = FRAMEWORKS.get(framework)
+    if table is None:
+        raise ValueError(f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    return table(registry)
