@@ -5,7 +5,7 @@ shorter rounds, a 15-second outage (60 s in a full run) and fewer instruction co
 are noisier. ``--memory-seconds`` sets the length of the outage.
 ``BENCH_INSTRUCTIONS=0`` skips the callgrind counts (they need Debian's ``valgrind``).
 
-The instruction counts (``bench.counts``: callgrind, about 50 times slower than native, but
+The instruction counts (``bench.harness.counts``: callgrind, about 50 times slower than native, but
 unaffected by the load) run beside the timed benchmarks from the start, within a time budget
 (``BENCH_COUNT_BUDGET`` seconds in which a count may start: 1500, quick 240); the run waits for the counts started.
 """
@@ -25,7 +25,11 @@ import timeit
 from pathlib import Path
 from typing import Any
 
-from bench import counts, export, instructions, memory, overhead, processor, report, routes, startup
+from bench.harness import counts, instructions
+from bench.report import render as report
+from bench.scenarios import app_size as routes
+from bench.scenarios import export, memory, overhead, startup
+from bench.scenarios import processor_alone as processor
 
 PACKAGES = (
     "beacon-otel",
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _count(settings: Settings, counted: dict[str, Any]) -> None:
-    """Every instruction count within the budget (``bench.counts``), into ``counted``."""
+    """Every instruction count within the budget (``bench.harness.counts``), into ``counted``."""
     budget = float(os.environ.get("BENCH_COUNT_BUDGET", 240 if settings.quick else 1500))
     try:
         # One count at a time: on a 2-core machine the timed benchmarks keep the other core.

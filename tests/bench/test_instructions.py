@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import flatness, instructions, report
+from bench.harness import instructions
+from bench.report import render as report
+from bench.scenarios import flatness
 from tests.bench.test_report import _results
 
 # A profile as callgrind writes it: compressed names ("(2) name" once, then "(2)"), costs by

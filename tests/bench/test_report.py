@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench.report import render as report
 
 
 def _results(beacon_at_1000: float) -> dict[str, Any]:

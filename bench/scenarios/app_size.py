@@ -1,7 +1,7 @@
 """Cost per request as the app grows: 10, 100 and 1,000 routes, the first route and the last.
 
 Each framework (FastAPI, Starlette, Flask, Django) under each way of observing it lives in
-its own worker process (``python -m bench.routes worker FRAMEWORK VARIANT``), which builds
+its own worker process (``python -m bench.scenarios.app_size worker FRAMEWORK VARIANT``), which builds
 the three apps once (instrumentation is process-global, so every app of a worker is
 observed the same way), warms each cell up, then serves ``run ROUTES POSITION N`` commands:
 N requests to the first or last route of the app of ROUTES routes, answering the wall time
@@ -9,8 +9,8 @@ and the process CPU up to the end of a flush (delivery threads included). The dr
 interleaves the workers cell by cell and round by round, and pairs each round with the bare
 app's round of the same cell, so *above bare* is the observer's own cost at that size.
 
-``python -m bench.routes count FRAMEWORK VARIANT N`` is the same worker counting
-instructions instead (run under callgrind by ``bench.instructions``): N requests per cell.
+``python -m bench.scenarios.app_size count FRAMEWORK VARIANT N`` is the same worker counting
+instructions instead (run under callgrind by ``bench.harness.instructions``): N requests per cell.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import apps, instructions, overhead, services
+from bench.harness import apps, instructions, services
+from bench.scenarios import overhead
 
 SIZES = (10, 100, 1_000)
 POSITIONS = ("first", "last")
@@ -190,8 +191,8 @@ def worker(framework: str, variant: str, ingest: str, sink: str, warmup: int) ->
 def count(framework: str, variant: str, ingest: str, sink: str, n: int) -> None:
     """Under callgrind: warm each counted cell up, then count ``n`` requests per cell, in order.
 
-    FastAPI and Flask count the app of ``bench.overhead`` (``/users/{n}``) too, last, as the
-    cell ``users``: the same observer in the same process, so ``bench.overhead`` need not
+    FastAPI and Flask count the app of ``bench.scenarios.overhead`` (``/users/{n}``) too, last, as the
+    cell ``users``: the same observer in the same process, so ``bench.scenarios.overhead`` need not
     start another callgrind run for its bare and beacon-otel rows.
     """
     sizes = tuple(sorted({size for size, _ in COUNTED_CELLS}))
@@ -224,7 +225,7 @@ class _Worker:
     def __init__(self, framework: str, variant: str, ingest: str, sink: str, warmup: int) -> None:
         self.key = f"{framework}/{variant}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.routes", "worker", framework, variant, ingest, sink, str(warmup)],
+            [sys.executable, "-m", "bench.scenarios.app_size", "worker", framework, variant, ingest, sink, str(warmup)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -1,6 +1,6 @@
 """What a misbehaving ingest costs one POST: memory for a huge reply, time for a trickled one.
 
-``python -m bench.replies`` prints one JSON line per scenario. Each POST runs in a fresh child
+``python -m bench.scenarios.replies`` prints one JSON line per scenario. Each POST runs in a fresh child
 process (its peak RSS is its own), against a loopback server in this process:
 
 - ``huge``: a 500 reply of 300 MB, sent as fast as the client reads it;
@@ -10,7 +10,7 @@ process (its peak RSS is its own), against a loopback server in this process:
 The client is ``IngestTransport`` with ``BEACON_TIMEOUT``-style ``timeout=5``; a POST still
 running after ``--cap`` seconds (120 by default) is reported as ``"capped"``. The transport's
 constructor changed (it took a ``BeaconConfig`` before), so either form is used, which lets the
-same command measure an older checkout (``PYTHONPATH=<old>/src python -m bench.replies``).
+same command measure an older checkout (``PYTHONPATH=<old>/src python -m bench.scenarios.replies``).
 """
 
 from __future__ import annotations

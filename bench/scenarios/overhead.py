@@ -1,7 +1,7 @@
 """Per-request overhead in process: the same app, bare and under each way of observing it.
 
 Instrumentation is process-global, so each variant lives in its own worker process
-(``python -m bench.overhead worker VARIANT``), set up once and warmed up, then driven over a
+(``python -m bench.scenarios.overhead worker VARIANT``), set up once and warmed up, then driven over a
 pipe: ``run N`` serves N requests and answers the wall time of the loop and the process CPU
 time (every thread) up to the end of a flush, so that background delivery is paid for too.
 The driver runs the variants round-robin, rotating the order each round, so drift (thermal,
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import apps, instructions, services
+from bench.harness import apps, instructions, services
 
 INGEST_KEY = "bench-ingest-key"
 
@@ -344,7 +344,7 @@ class WorkerProcess:
     def __init__(self, key: str, ingest: str, sink: str) -> None:
         self.key = key
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.overhead", "worker", key, ingest, sink],
+            [sys.executable, "-m", "bench.scenarios.overhead", "worker", key, ingest, sink],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -451,7 +451,7 @@ def measure(keys: list[str], *, rounds: int, requests: int, warmup: int, log=pri
 
 
 def count(key: str, ingest: str, sink: str, n: int, warmup: int = 100) -> None:
-    """Under callgrind (``bench.instructions``): warm up, then count ``n`` requests of ``key``."""
+    """Under callgrind (``bench.harness.instructions``): warm up, then count ``n`` requests of ``key``."""
     variant = VARIANTS[key]
     harness = variant.setup(ingest, sink)
     driver = apps.driver_for(variant.framework, harness.app)
@@ -469,7 +469,7 @@ def count(key: str, ingest: str, sink: str, n: int, warmup: int = 100) -> None:
 
 def count_one(key: str, n: int, ingest: str, sink: str) -> float:
     """Instructions per request on the request thread for the variant ``key``."""
-    totals, answer = instructions.run_module("bench.overhead", ["count", key, ingest, sink, str(n)])
+    totals, answer = instructions.run_module("bench.scenarios.overhead", ["count", key, ingest, sink, str(n)])
     if answer["not_ok"] or len(totals) != 1:
         raise RuntimeError(f"counting {key}: {answer}, {len(totals)} profiles")
     return totals[0] / n

@@ -179,7 +179,7 @@ def _write(data: bytes) -> None:
     pass
 
 
-# -- apps of a given size (bench/routes.py) ------------------------------------------------------
+# -- apps of a given size (bench/scenarios/app_size.py) ------------------------------------------------------
 
 FRAMEWORKS = ("fastapi", "starlette", "flask", "django")
 ASGI_FRAMEWORKS = ("fastapi", "starlette")

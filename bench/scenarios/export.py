@@ -10,7 +10,7 @@ accept-anything sink, which shows what the client alone can do when the receiver
 With and without gzip (``BeaconConfig(compression=True)``).
 
 The events are pre-built ``RequestEvent`` objects, as ``on_end`` hands them to the worker: the
-request thread maps each finished span (``processor.event_for``, timed by ``bench.processor``),
+request thread maps each finished span (``processor.event_for``, timed by ``bench.scenarios.processor_alone``),
 so what is measured here is the delivery thread's whole work.
 """
 
@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from bench import child, services
+from bench.harness import child, services
 
 ROUTES = [
     ("GET", "/users/{user_id}"),
@@ -154,7 +154,7 @@ def _label(receiver: str, compression: bool, batch_size: int) -> str:
 
 def _client_process(url: str, compression: bool, n: int, batch_size: int) -> dict[str, Any]:
     mode = "gzip" if compression else "plain"
-    result: dict[str, Any] = child.run_module("bench.export", ["client", url, mode, str(n), str(batch_size)])
+    result: dict[str, Any] = child.run_module("bench.scenarios.export", ["client", url, mode, str(n), str(batch_size)])
     return result
 
 

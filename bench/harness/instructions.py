@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench import child
+from bench.harness import child
 
 MARKER = "_operator_call"
 """The C function of ``operator.call``: collection is on only inside it."""
@@ -82,7 +82,7 @@ def run_module(
 ) -> tuple[list[int], Any]:
     """Run ``python -m module *args`` under callgrind; instructions per ``measured`` call, and its answer.
 
-    The answer is the child's last stdout line as JSON, as for ``bench.child.run_module``.
+    The answer is the child's last stdout line as JSON, as for ``bench.harness.child.run_module``.
     """
     return _run(module, args, env, timeout, _dumped)
 

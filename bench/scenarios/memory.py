@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench import apps, child
+from bench.harness import apps, child
 
 SETUPS = {
     "buffer only (no spool)": {"BEACON_MAX_STORAGE_BYTES": "0"},
@@ -111,7 +111,7 @@ def run(*, seconds: float, rate: int, log=print) -> dict[str, dict[str, Any]]:
             **overrides,
         }
         processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "bench.memory", "worker", str(seconds), str(rate)],
+            [sys.executable, "-m", "bench.scenarios.memory", "worker", str(seconds), str(rate)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -1,9 +1,9 @@
 """Is an observer's cost flat in the app's size? Both ways of counting it, bare and observed in one run.
 
-``python -m bench.flatness [FRAMEWORK] [VARIANT] [N]`` (defaults: fastapi, beacon, 20) counts the
-last route of the 10- and 1,000-route apps as ``bench.routes count`` does, for the bare app and
+``python -m bench.scenarios.flatness [FRAMEWORK] [VARIANT] [N]`` (defaults: fastapi, beacon, 20) counts the
+last route of the 10- and 1,000-route apps as ``bench.scenarios.app_size count`` does, for the bare app and
 for VARIANT side by side (same ``PYTHONHASHSEED``), and prints the overhead at each size and
-its ratio twice: with every instruction, and without the allocator's own (``bench.instructions.
+its ratio twice: with every instruction, and without the allocator's own (``bench.harness.instructions.
 ALLOCATOR_FUNCTIONS``).
 
 Why both: the app's own routing tries each route's regex, and CPython's ``re`` takes at least
@@ -23,7 +23,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from bench import instructions, services
+from bench.harness import instructions, services
 
 CELLS = ("10/last", "1000/last")
 
@@ -37,7 +37,7 @@ def count(
     """
     env = {**os.environ, "PYTHONHASHSEED": hash_seed} if hash_seed is not None else None
     dumps, answer = instructions.run_module_split(
-        "bench.routes", ["count", framework, variant, ingest, sink, str(n)], env=env
+        "bench.scenarios.app_size", ["count", framework, variant, ingest, sink, str(n)], env=env
     )
     return {
         cell: (total / n, allocator / n)

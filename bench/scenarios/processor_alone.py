@@ -13,9 +13,9 @@ which a hook finding its request through Beacon's context variable does not ask)
 The delivery worker is configured never to wake during a timed loop (no batch ever fills),
 so the loops time the request thread alone. ``breakdown`` then times the stages of that
 work, and the delivery thread's work per event before its HTTP request (the wire dict and
-the encoding); the HTTP request itself is measured by ``bench.export``.
+the encoding); the HTTP request itself is measured by ``bench.scenarios.export``.
 
-``count`` (run under callgrind by ``bench.instructions``) counts the instructions of the same
+``count`` (run under callgrind by ``bench.harness.instructions``) counts the instructions of the same
 request-thread work for FastAPI and Flask, and of the delivery thread's work per event.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
 
-from bench import apps, child, instructions
+from bench.harness import apps, child, instructions
 
 SEMCONV = {"old": "", "new": "http"}
 """``OTEL_SEMCONV_STABILITY_OPT_IN`` per mode: the default (old names) and the stable ones."""
@@ -354,7 +354,7 @@ def breakdown(*, n: int, rounds: int) -> dict[str, dict[str, float]]:
     """Where Beacon's work on one FastAPI request (X-API-Key) happens, thread by thread.
 
     The request thread's stages overlap (the hook + ``on_end`` row is its total); the delivery
-    thread's add up to its work per event before the HTTP request, which ``bench.export`` times.
+    thread's add up to its work per event before the HTTP request, which ``bench.scenarios.export`` times.
     """
     fastapi = capture_fastapi()
     processor = _processor()
@@ -512,7 +512,7 @@ def _flask_request(processor: Any, flask_capture: dict[str, Any]) -> Callable[[]
 def count_all(n: int) -> dict[str, float]:
     """Instructions per request (per event for the delivery thread), old semantic conventions."""
     totals, answer = instructions.run_module(
-        "bench.processor", ["count", str(n)], env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+        "bench.scenarios.processor_alone", ["count", str(n)], env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": ""}
     )
     return {
         name: total / per for name, total, per in zip(answer["order"], totals, answer["per"], strict=True)
@@ -540,7 +540,7 @@ def run(*, n: int, rounds: int, log: Callable[[str], None] = print) -> dict[str,
 
 def _subprocess(args: list[str], opt_in: str) -> dict[str, Any]:
     result: dict[str, Any] = child.run_module(
-        "bench.processor", args, env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": opt_in}
+        "bench.scenarios.processor_alone", args, env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": opt_in}
     )
     return result
 

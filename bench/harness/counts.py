@@ -1,12 +1,12 @@
 """Every instruction count of a run, most important first, within a time budget.
 
-Each count is a callgrind run of its own (``bench.instructions``): importing the frameworks
+Each count is a callgrind run of its own (``bench.harness.instructions``): importing the frameworks
 and OpenTelemetry under callgrind costs a minute of CPU or more, so a run cannot count
 everything on a loaded 2-core machine. The jobs run a few at a time (``parallel``) in priority order; a job
 not started when the budget is spent is skipped and its figures show as "n/a" (the
 report's *instruction counts* line lists what was skipped).
 
-``python -m bench.counts [BUDGET_SECONDS]`` counts and prints the figures as JSON.
+``python -m bench.harness.counts [BUDGET_SECONDS]`` counts and prints the figures as JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench import flatness, overhead, processor, services
+from bench.harness import services
+from bench.scenarios import flatness, overhead
+from bench.scenarios import processor_alone as processor
 
 OVERHEAD_REQUESTS_FACTOR = 10
 """The overhead app's counts take this many times the requests of the route cells."""
@@ -95,7 +97,7 @@ def _count(spec: tuple[str, ...], n: int, ingest: str, sink: str) -> Any:
 def _store(counted: dict[str, Any], spec: tuple[str, ...], figures: Any) -> None:
     if spec[0] == "routes":
         key = f"{spec[1]}/{spec[2]}"
-        # (all instructions, the allocator's own) per cell: see bench.flatness for why both
+        # (all instructions, the allocator's own) per cell: see bench.scenarios.flatness for why both
         users = figures.pop("users", None)
         counted["routes"][key] = {cell: total for cell, (total, _) in figures.items()}
         counted["routes_allocator"][key] = {cell: allocator for cell, (_, allocator) in figures.items()}

@@ -3,8 +3,8 @@
 Start-up is reported as wall time and as the server process's CPU time up to the first
 response (from /proc): on a loaded machine the wall time mostly measures the neighbours.
 
-Each variant runs in a fresh server process (``python -m bench.startup serve FRAMEWORK
-VARIANT``) that installs its observer as ``bench.overhead`` does (beacon-otel by
+Each variant runs in a fresh server process (``python -m bench.scenarios.startup serve FRAMEWORK
+VARIANT``) that installs its observer as ``bench.scenarios.overhead`` does (beacon-otel by
 ``opentelemetry-instrument``'s own ``initialize()``), builds the app and serves it on a
 loopback socket: uvicorn for FastAPI, wsgiref for Flask. The driver times from spawning the
 process to the first 200 response to ``GET /users/1`` over that socket. Then the server
@@ -29,7 +29,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from bench import apps, overhead, services
+from bench.harness import apps, services
+from bench.scenarios import overhead
 
 VARIANTS = {
     "bare": "bare app",
@@ -116,7 +117,7 @@ def one_start(framework: str, variant: str, ingest: str, sink: str, load: bool) 
     """Spawn a server, time it to its first response; optionally load it and read its memory."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.startup", "serve", framework, variant, ingest, sink],
+        [sys.executable, "-m", "bench.scenarios.startup", "serve", framework, variant, ingest, sink],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

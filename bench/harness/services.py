@@ -5,7 +5,7 @@ A strict Beacon dev ingest (``python -m beacon_otel.cli dev-ingest``) and a sink
 its CPU is never counted against the process being measured, and neither competes with it
 for the GIL.
 
-``python -m bench.services sink`` runs the sink in the foreground.
+``python -m bench.harness.services sink`` runs the sink in the foreground.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def dev_ingest() -> Service:
 
 def sink() -> Service:
     """The accept-anything sink, in its own process."""
-    return Service(["-m", "bench.services", "sink"])
+    return Service(["-m", "bench.harness.services", "sink"])
 
 
 @contextlib.contextmanager
@@ -176,5 +176,5 @@ def running(*services: Service) -> Iterator[tuple[Service, ...]]:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["sink"]:
-        sys.exit("usage: python -m bench.services sink")
+        sys.exit("usage: python -m bench.harness.services sink")
     serve_sink()

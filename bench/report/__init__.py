@@ -1,0 +1,1 @@
+"""What is shown: ``bench/RESULTS.md`` rendered from ``bench/results.json``."""
