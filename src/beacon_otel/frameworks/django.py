@@ -1,4 +1,8 @@
-"""What Django's instrumentation misses in the API frameworks built on Django: Ninja and REST framework.
+"""Django: its request in the hooks, streamed responses, and what Ninja and REST framework add.
+
+The hooks keep Django's ``HttpRequest`` (its decoded path, ``request.user`` for a resolver) and
+hold a streamed response's event until its last byte (:func:`watch_django_stream`). What
+Django's instrumentation misses in the API frameworks built on Django:
 
 - **Django Ninja** declares ``/items/{item_id}`` and registers it with Django as
   ``items/<item_id>``; the instrumentation reports Django's form. A Ninja view's route is given

@@ -24,7 +24,7 @@ from beacon_otel.common import guard
 from beacon_otel.frameworks.base import Hook, hook, record_once
 from beacon_otel.request.registry import RequestRegistry
 
-TWEEN = "beacon_otel.frameworks.pyramid.beacon_tween_factory"
+TWEEN = "beacon_otel.pyramid_support.beacon_tween_factory"  # a public path: in users' settings
 OTEL_TWEEN = "opentelemetry.instrumentation.pyramid.trace_tween_factory"
 SPAN_KEY = "opentelemetry-pyramid.span_key"
 """Where OpenTelemetry's instrumentation keeps the request's span in the environ."""
