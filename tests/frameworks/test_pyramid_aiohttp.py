@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanKind
 
+from beacon_otel.common import patching
 from beacon_otel.frameworks import aiohttp as aiohttp_support
 from beacon_otel.frameworks import pyramid as pyramid_support
 from beacon_otel.setup.autorun import AutoRun
@@ -197,8 +198,8 @@ def test_autorun_installs_the_tween_and_middleware_once_and_leaves_the_kwargs(
         kwargs = {"skip_dep_check": True}
         assert running.instrumentor_kwargs(name, kwargs) is kwargs
     patched = Configurator.make_wsgi_app
-    assert getattr(patched, "_beacon_otel", False)
-    assert not getattr(patched.__wrapped__, "_beacon_otel", False)  # wrapped once, not twice
+    assert patching.is_patched(Configurator, "make_wsgi_app")
+    assert not getattr(patched.__wrapped__, patching.MARKER, None)  # wrapped once, not twice
     app = web.Application()
     assert sum(isinstance(m, aiohttp_support.BeaconMiddleware) for m in app.middlewares) == 1
 

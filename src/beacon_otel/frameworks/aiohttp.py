@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.base import Hook, headers_environ, hook
 from beacon_otel.request.registry import RequestRegistry
 
@@ -74,18 +74,18 @@ def patch_application(request_hook: RequestHook) -> None:
     """
     from aiohttp import web_app
 
-    original = web_app.Application.__init__
-    if getattr(original, "_beacon_otel", False):
-        return
+    def with_middleware(original: Any) -> Any:
+        @functools.wraps(original)
+        def init(app: Any, *args: Any, **kwargs: Any) -> None:
+            original(app, *args, **kwargs)
+            with guard.contained("adding Beacon's aiohttp middleware"):
+                instrument_app(app, request_hook=request_hook)
 
-    @functools.wraps(original)
-    def init(app: Any, *args: Any, **kwargs: Any) -> None:
-        original(app, *args, **kwargs)
-        with guard.contained("adding Beacon's aiohttp middleware"):
-            instrument_app(app, request_hook=request_hook)
+        return init
 
-    init._beacon_otel = True  # type: ignore[attr-defined]
-    web_app.Application.__init__ = init  # type: ignore[method-assign,assignment]
+    patching.patch(
+        web_app.Application, "__init__", with_middleware, name="aiohttp: Beacon's middleware in every app"
+    )
 
 
 def aiohttp_hooks(registry: RequestRegistry) -> dict[str, Hook]:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.base import Hook, hook, validation_items
 from beacon_otel.frameworks.wsgi import BodySent, body_closer
 from beacon_otel.request.context import RequestContext
@@ -66,35 +66,37 @@ def _observe_ninja() -> None:
     from ninja import NinjaAPI
     from ninja.errors import ValidationError
 
-    original = NinjaAPI.on_exception
-
     # Every exception a Ninja operation raises passes here, before its handler answers it.
-    @functools.wraps(original)
-    def on_exception(api: Any, request: Any, exc: Any) -> Any:
-        if isinstance(exc, ValidationError):
-            with guard.contained("recording Django Ninja validation errors"):
-                _record(validation_items(exc.errors))
-        return original(api, request, exc)
+    def observed(original: Any) -> Any:
+        @functools.wraps(original)
+        def on_exception(api: Any, request: Any, exc: Any) -> Any:
+            if isinstance(exc, ValidationError):
+                with guard.contained("recording Django Ninja validation errors"):
+                    _record(validation_items(exc.errors))
+            return original(api, request, exc)
 
-    NinjaAPI.on_exception = on_exception  # type: ignore[method-assign,assignment]
+        return on_exception
+
+    patching.patch(NinjaAPI, "on_exception", observed, name="django ninja: validation errors recorded")
 
 
 def _observe_rest_framework() -> None:
     from rest_framework.exceptions import ValidationError  # type: ignore[import-untyped]
     from rest_framework.views import APIView  # type: ignore[import-untyped]
 
-    original = APIView.handle_exception
-
     # The exception a REST framework view raised, before the exception handler answers it
     # (a ValidationError made and caught inside a serializer never gets here).
-    @functools.wraps(original)
-    def handle_exception(view: Any, exc: Any) -> Any:
-        if isinstance(exc, ValidationError):
-            with guard.contained("recording REST framework validation errors"):
-                _record(list(rest_framework_items(exc.detail)))
-        return original(view, exc)
+    def observed(original: Any) -> Any:
+        @functools.wraps(original)
+        def handle_exception(view: Any, exc: Any) -> Any:
+            if isinstance(exc, ValidationError):
+                with guard.contained("recording REST framework validation errors"):
+                    _record(list(rest_framework_items(exc.detail)))
+            return original(view, exc)
 
-    APIView.handle_exception = handle_exception
+        return handle_exception
+
+    patching.patch(APIView, "handle_exception", observed, name="rest framework: validation errors recorded")
 
 
 def _record(items: list[dict[str, str]]) -> None:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.asgi import asgi_hooks
 from beacon_otel.frameworks.base import Hook, validation_items
 from beacon_otel.mapping.facts import exception_text
@@ -32,32 +31,29 @@ _EXCLUDED_URLS = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
 _ANY_EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
 """The instrumentation scope name of FastAPI's own spans."""
 
-_install_lock = threading.Lock()
-_installed = False
+VALIDATION_PATCH = "fastapi: request validation errors recorded"
+QUIET_PATCH = "fastapi: no operation spans unless asked"
 
 
 def capture_validation_errors() -> None:
     """Record FastAPI's request validation errors on the request being served, once per process."""
-    global _installed
-    with _install_lock:
-        if _installed:
-            return
-        try:
-            from fastapi.exceptions import RequestValidationError
-        except ImportError:
-            return
-        original_init = RequestValidationError.__init__
+    try:
+        from fastapi.exceptions import RequestValidationError
+    except ImportError:
+        return
+    patching.patch(RequestValidationError, "__init__", _observed_init, name=VALIDATION_PATCH)
 
-        @functools.wraps(original_init)
-        def observed_init(self: Any, errors: Any, *args: Any, **kwargs: Any) -> None:
-            original_init(self, errors, *args, **kwargs)
-            with guard.contained("recording FastAPI validation errors"):
-                context = current_request()
-                if context is not None:
-                    context.validation_errors = validation_items(errors)
 
-        RequestValidationError.__init__ = observed_init  # type: ignore[method-assign]
-        _installed = True
+def _observed_init(original_init: Any) -> Any:
+    @functools.wraps(original_init)
+    def observed_init(self: Any, errors: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, errors, *args, **kwargs)
+        with guard.contained("recording FastAPI validation errors"):
+            context = current_request()
+            if context is not None:
+                context.validation_errors = validation_items(errors)
+
+    return observed_init
 
 
 def has_native_telemetry() -> bool:
@@ -203,10 +199,10 @@ def quiet_operation_spans() -> None:
     """
     import fastapi
 
-    original = fastapi.FastAPI.__init__
-    if getattr(original, "_beacon_quiet", False):
-        return
+    patching.patch(fastapi.FastAPI, "__init__", _quiet_init, name=QUIET_PATCH)
 
+
+def _quiet_init(original: Any) -> Any:
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
@@ -215,8 +211,7 @@ def quiet_operation_spans() -> None:
         if "operation_spans" not in chosen and isinstance(config, dict):
             config["operation_spans"] = False
 
-    __init__._beacon_quiet = True  # type: ignore[attr-defined]
-    fastapi.FastAPI.__init__ = __init__  # type: ignore[method-assign]
+    return __init__
 
 
 def fastapi_hooks(registry: RequestRegistry) -> dict[str, Hook]:

@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.base import Hook, hook, record_once
 from beacon_otel.request.registry import RequestRegistry
 
@@ -73,18 +73,16 @@ def patch_configurator(request_hook: RequestHook) -> None:
     """
     from pyramid.config import Configurator  # type: ignore[import-untyped]
 
-    original = Configurator.make_wsgi_app
-    if getattr(original, "_beacon_otel", False):
-        return
+    def with_tween(original: Any) -> Any:
+        @functools.wraps(original)
+        def make_wsgi_app(config: Any) -> Any:
+            with guard.contained("adding Beacon's Pyramid tween"):
+                instrument_config(config, request_hook=request_hook)
+            return original(config)
 
-    @functools.wraps(original)
-    def make_wsgi_app(config: Any) -> Any:
-        with guard.contained("adding Beacon's Pyramid tween"):
-            instrument_config(config, request_hook=request_hook)
-        return original(config)
+        return make_wsgi_app
 
-    make_wsgi_app._beacon_otel = True  # type: ignore[attr-defined]
-    Configurator.make_wsgi_app = make_wsgi_app
+    patching.patch(Configurator, "make_wsgi_app", with_tween, name="pyramid: Beacon's tween in every app")
 
 
 def pyramid_hooks(registry: RequestRegistry) -> dict[str, Hook]:

@@ -29,12 +29,15 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from beacon_otel.common import patching
 from beacon_otel.common.guard import guarded
 
 _MAX_UNPLACED = 32
 """Routes the index cannot place are walked on every request: past this many, keep the full walk."""
 
 RouteDetails = Callable[[dict[str, Any]], "str | None"]
+STARLETTE_PATCH = "starlette instrumentation: route lookup narrowed"
+DJANGO_PATCH = "django instrumentation: its resolution serves Django's"
 
 
 def install() -> None:
@@ -143,9 +146,8 @@ def install_starlette() -> None:
         importlib.import_module("starlette._utils")
     except ImportError:
         return
-    original = getattr(module, "_get_route_details", None)
-    if callable(original) and not hasattr(original, "__wrapped__"):
-        setattr(module, "_get_route_details", narrowed(original))  # noqa: B010
+    if callable(getattr(module, "_get_route_details", None)):
+        patching.patch(module, "_get_route_details", narrowed, name=STARLETTE_PATCH)
 
 
 # -- Django ------------------------------------------------------------------------------------
@@ -184,4 +186,4 @@ def install_django() -> None:
     except ImportError:
         return
     if getattr(module, "resolve", None) is not None:
-        setattr(module, "resolve", remembered_resolve)  # noqa: B010
+        patching.patch(module, "resolve", lambda _: remembered_resolve, name=DJANGO_PATCH)

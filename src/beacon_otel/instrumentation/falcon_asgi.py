@@ -26,7 +26,9 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.util.http import get_excluded_urls
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
+
+PATCH = "falcon: falcon.asgi.App opens a server span"
 
 _HTTP_ROUTE = "http.route"
 
@@ -39,24 +41,18 @@ class FalconAsgiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ASGI middleware does.
     """
 
-    _original_app: Any = None
-
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("falcon >= 3.1",)
 
     def _instrument(self, **kwargs: Any) -> None:
         import falcon.asgi
 
-        original = falcon.asgi.App
-        FalconAsgiInstrumentor._original_app = original
-        falcon.asgi.App = instrumented_app_class(original, kwargs)  # type: ignore[misc]
+        patching.patch(
+            falcon.asgi, "App", lambda original: instrumented_app_class(original, kwargs), name=PATCH
+        )
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import falcon.asgi
-
-        if FalconAsgiInstrumentor._original_app is not None:
-            falcon.asgi.App = FalconAsgiInstrumentor._original_app  # type: ignore[misc]
-            FalconAsgiInstrumentor._original_app = None
+        patching.undo(PATCH)
 
 
 def instrumented_app_class(base: Any, options: dict[str, Any]) -> Any:

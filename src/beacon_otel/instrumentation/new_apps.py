@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 
 
 class NewApps:
@@ -14,26 +14,24 @@ class NewApps:
 
     def __init__(self, framework: str) -> None:
         self._action = f"instrumenting a {framework} app"
-        self._cls: Any = None
-        self._original: Any = None
+        self.patch_name = f"{framework.lower()}: every new app instrumented"
 
     def start(self, cls: Any, instrument_app: Callable[..., None], kwargs: dict[str, Any]) -> None:
         """From now on, ``instrument_app(app, **kwargs)`` right after each ``cls()`` is made."""
-        original = cls.__init__
         action = self._action
 
-        @functools.wraps(original)
-        def init(app: Any, *args: Any, **init_kwargs: Any) -> None:
-            original(app, *args, **init_kwargs)
-            # The app is made whatever happens here: a failure only leaves it uninstrumented.
-            with guard.contained(action):
-                instrument_app(app, **kwargs)
+        def instrumenting(original: Any) -> Any:
+            @functools.wraps(original)
+            def init(app: Any, *args: Any, **init_kwargs: Any) -> None:
+                original(app, *args, **init_kwargs)
+                # The app is made whatever happens here: a failure only leaves it uninstrumented.
+                with guard.contained(action):
+                    instrument_app(app, **kwargs)
 
-        self._cls, self._original = cls, original
-        cls.__init__ = init
+            return init
+
+        patching.patch(cls, "__init__", instrumenting, name=self.patch_name)
 
     def stop(self) -> None:
         """Put the class's own ``__init__`` back; apps already made stay instrumented."""
-        if self._original is not None:
-            self._cls.__init__ = self._original
-            self._cls = self._original = None
+        patching.undo(self.patch_name)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from beacon_otel.common import cooperative
+from beacon_otel.common import cooperative, patching
 from beacon_otel.common.guard import contained
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("beacon_otel")
 
-_HOOKED = "_beacon_otel_flushes_after"
+SERVER_PATCH = "uvicorn: Beacon delivers at the end of Server.shutdown"
 _Registered = tuple["weakref.ref[BeaconSpanProcessor]", "weakref.ref[TracerProvider] | None"]
 _registered: list[_Registered] = []
 _registered_lock = threading.Lock()
@@ -193,17 +193,15 @@ def hook_servers() -> None:
     """Deliver at the end of a uvicorn server's shutdown, before it re-raises a signal."""
     module = sys.modules.get("uvicorn.server")
     server = getattr(module, "Server", None)
-    if server is None or getattr(server, _HOOKED, False):
+    if server is None or patching.is_patched(server, "shutdown"):
         return
-    original = getattr(server, "shutdown", None)
-    if original is None:
+    if getattr(server, "shutdown", None) is None:
         logger.warning(
             "beacon-otel: this uvicorn version ends its processes in a way Beacon cannot follow; "
             "see docs/servers.md for the one line that delivers the last events at SIGTERM"
         )
         return
-    server.shutdown = _after(original)
-    setattr(server, _HOOKED, True)
+    patching.patch(server, "shutdown", _after, name=SERVER_PATCH)
 
 
 def _after(original: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Any]:

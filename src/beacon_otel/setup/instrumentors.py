@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 from beacon_otel.common.compose import compose
 from beacon_otel.frameworks import route_lookup
 from beacon_otel.frameworks.base import Hook
@@ -25,7 +25,7 @@ logger = logging.getLogger("beacon_otel")
 
 DISTRO_MARKER = "_beacon_otel_distro"
 """Class attribute of Beacon's own distro: its ``load_instrumentor`` already adds the hooks."""
-_WRAPPED_MARKER = "_beacon_otel_hooks_routed"
+ROUTED_PATCH = "opentelemetry distro: its instrumentors get Beacon's hooks"
 
 
 class HookSource(Protocol):
@@ -50,18 +50,17 @@ def route_hooks_through_foreign(distros: list[BaseDistro], source: HookSource) -
 
 def route_hooks_through(distro: BaseDistro, source: HookSource) -> None:
     """Wrap one distro instance's ``load_instrumentor`` so it passes Beacon's hooks."""
-    if getattr(distro, _WRAPPED_MARKER, False):
-        return
-    original = distro.load_instrumentor
 
-    def load_instrumentor(entry_point: Any, **kwargs: Any) -> Any:
-        if source.native_telemetry_instead(entry_point.name):
-            return None
-        return original(entry_point, **source.instrumentor_kwargs(entry_point.name, kwargs))
+    def routed(original: Any) -> Any:
+        def load_instrumentor(entry_point: Any, **kwargs: Any) -> Any:
+            if source.native_telemetry_instead(entry_point.name):
+                return None
+            return original(entry_point, **source.instrumentor_kwargs(entry_point.name, kwargs))
+
+        return load_instrumentor
 
     # An instance attribute shadows the class's method for this one distro only.
-    distro.load_instrumentor = load_instrumentor
-    setattr(distro, _WRAPPED_MARKER, True)
+    patching.patch(distro, "load_instrumentor", routed, name=ROUTED_PATCH)
 
 
 def install_companion(name: str, ours: dict[str, Hook]) -> bool:

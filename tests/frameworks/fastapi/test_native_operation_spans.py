@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from beacon_otel.common import patching
 from beacon_otel.frameworks import fastapi as fastapi_support
 from tests.conftest import asgi_request, make_pipeline, requires
 from tests.frameworks.test_hooks import CASES, MOUNTED_ERROR, check_cases, fastapi_apps
@@ -22,7 +23,7 @@ def pristine(monkeypatch: pytest.MonkeyPatch) -> None:
     import fastapi
 
     init = fastapi.FastAPI.__init__
-    while getattr(init, "_beacon_quiet", False):
+    while getattr(init, patching.MARKER, None):
         init = init.__wrapped__
     monkeypatch.setattr(fastapi.FastAPI, "__init__", init)
 
@@ -88,9 +89,10 @@ def test_autorun_switches_them_off_only_when_no_trace_exporter(
     try:
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
         assert not running.native_telemetry_instead("fastapi")
-        assert not getattr(fastapi.FastAPI.__init__, "_beacon_quiet", False)
+        assert not patching.is_patched(fastapi.FastAPI, "__init__")
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
         assert running.native_telemetry_instead("fastapi")
-        assert getattr(fastapi.FastAPI.__init__, "_beacon_quiet", False)
+        assert fastapi_support.QUIET_PATCH in patching.patched()
+        assert patching.is_patched(fastapi.FastAPI, "__init__")
     finally:
         running.processor.shutdown()
