@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router, WebSocketRoute
 
-from beacon_otel.frameworks import route_lookup
+from beacon_otel.frameworks import django as django_lookup
+from beacon_otel.frameworks import starlette as starlette_lookup
 from beacon_otel.setup.autorun import AutoRun
 from tests.conftest import Pipeline, asgi_request, configure_django, make_pipeline
 
@@ -126,7 +127,7 @@ def scope_of(
 def test_narrowed_lookup_answers_as_the_full_walk() -> None:
     """For every kind of route and request, the narrowed lookup gives the instrumentation's answer."""
     original = stock_lookup()
-    narrowed = route_lookup.narrowed(original)
+    narrowed = starlette_lookup.narrowed(original)
     app = Starlette(routes=varied_routes())
     checked = 0
     for path in PATHS:
@@ -155,13 +156,13 @@ def test_narrowed_lookup_matches_only_the_routes_that_could_match(monkeypatch: p
     assert original(dict(scope)) == "/r999/items/{item_id}"
     assert len(tried) == 1_000
     tried.clear()
-    assert route_lookup.narrowed(original)(dict(scope)) == "/r999/items/{item_id}"
+    assert starlette_lookup.narrowed(original)(dict(scope)) == "/r999/items/{item_id}"
     assert tried == ["/r999/items/{item_id}"]
 
 
 def test_index_follows_routes_added_later() -> None:
     """A route added after the first request is found (the index is rebuilt for the longer list)."""
-    lookup = route_lookup.narrowed(stock_lookup())
+    lookup = starlette_lookup.narrowed(stock_lookup())
     app = Starlette(routes=[Route("/a/{x}", ok)])
     assert lookup(scope_of(app, "/b/1")) is None
     app.router.routes.append(Route("/b/{x}", ok))
@@ -171,12 +172,12 @@ def test_index_follows_routes_added_later() -> None:
 def test_index_failure_falls_back_to_the_full_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     """If indexing fails, Beacon's error is contained and the instrumentation's own walk answers."""
     monkeypatch.delenv("BEACON_RAISE_INTERNAL_ERRORS", raising=False)
-    lookup = route_lookup.narrowed(stock_lookup())
+    lookup = starlette_lookup.narrowed(stock_lookup())
 
     def broken(routes: Any) -> Any:
         raise RuntimeError("index bug")
 
-    monkeypatch.setattr(route_lookup, "RouteIndex", broken)
+    monkeypatch.setattr(starlette_lookup, "RouteIndex", broken)
     app = Starlette(routes=[Route("/a/{x}", ok)])
     assert lookup(scope_of(app, "/a/1")) == "/a/{x}"
 
@@ -223,7 +224,7 @@ def test_starlette_spans_are_the_same_with_the_narrowed_lookup(monkeypatch: pyte
     """Same span names, attributes and count exported, and the same Beacon routes (mounts too)."""
     module = stock_starlette(monkeypatch)
     stock_spans, stock_events = serve_starlette(STARLETTE_REQUESTS)
-    route_lookup.install_starlette()
+    starlette_lookup.install_route_lookup()
     assert hasattr(module._get_route_details, "__wrapped__")
     spans, events = serve_starlette(STARLETTE_REQUESTS)
     assert len(spans) == len(stock_spans) >= len(STARLETTE_REQUESTS)
@@ -245,7 +246,7 @@ def test_autorun_narrows_the_starlette_and_django_lookups(monkeypatch: pytest.Mo
     running.instrumentor_kwargs("starlette", {})
     assert hasattr(starlette_module._get_route_details, "__wrapped__")
     running.instrumentor_kwargs("django", {})
-    assert django_module.resolve is route_lookup.remembered_resolve
+    assert django_module.resolve is django_lookup.remembered_resolve
     running.processor.shutdown()
 
 
@@ -262,7 +263,7 @@ def django_served() -> Iterator[Any]:
     from opentelemetry.instrumentation.django import DjangoInstrumentor
 
     pipelines: list[Pipeline] = []
-    route_lookup._resolved.set(None)  # nothing remembered from an earlier test's requests
+    django_lookup._resolved.set(None)  # nothing remembered from an earlier test's requests
 
     def serve() -> tuple[list[Any], list[dict[str, Any]]]:
         pipeline = make_pipeline()
@@ -289,7 +290,7 @@ def test_django_spans_are_the_same_when_resolved_once(
     """Same span names, attributes and count exported, and the same Beacon events' routes."""
     stock_django(monkeypatch)
     stock_spans, stock_events = django_served()
-    route_lookup.install_django()
+    django_lookup.install_route_lookup()
     spans, events = django_served()
     assert len(spans) == len(stock_spans) == len(DJANGO_REQUESTS)
     assert spans == stock_spans
@@ -318,7 +319,7 @@ def test_django_resolves_the_url_once_per_request(
     django_served()
     assert resolved.count("/users/12") == 4  # twice per request without Beacon's change
     resolved.clear()
-    route_lookup.install_django()
+    django_lookup.install_route_lookup()
     django_served()
     assert resolved.count("/users/12") == 2
     assert resolved.count("/missing") == 2  # a 404 is resolved again, as before

@@ -16,9 +16,12 @@ Django's instrumentation misses in the API frameworks built on Django:
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import importlib
 import importlib.util
 import threading
+import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -164,3 +167,44 @@ def watch_django_stream(context: RequestContext, response: Any, body_sent: BodyS
         # Django calls these from response.close(), which the WSGI server calls at the end.
         if isinstance(closers, list):
             closers.append(body_closer(context, body_sent))
+
+
+# -- the contrib Django instrumentation's resolution (beacon_otel.frameworks.route_lookup) --------
+
+ROUTE_LOOKUP_PATCH = "django instrumentation: its resolution serves Django's"
+
+_resolved: contextvars.ContextVar[tuple[Any, str, Any] | None] = contextvars.ContextVar(
+    "beacon_otel_resolved", default=None
+)
+"""The instrumentation's last resolution in this context: (resolver, path, match)."""
+
+
+def remembered_resolve(path: str, urlconf: str | None = None) -> Any:
+    """``django.urls.resolve``, remembering the match for Django's own resolution of ``path``."""
+    from django.urls import get_resolver, get_urlconf  # type: ignore[import-untyped,unused-ignore]
+
+    resolver = get_resolver(get_urlconf() if urlconf is None else urlconf)
+    match = type(resolver).resolve(resolver, path)
+    if "resolve" not in vars(resolver):
+        # On this resolver only: the nested resolvers of include() never pay for the check.
+        resolver.resolve = types.MethodType(_resolve_once, resolver)
+    _resolved.set((resolver, path, match))
+    return match
+
+
+def _resolve_once(resolver: Any, path: str) -> Any:
+    remembered = _resolved.get()
+    if remembered is not None and remembered[0] is resolver and remembered[1] == path:
+        _resolved.set(None)
+        return remembered[2]
+    return type(resolver).resolve(resolver, path)
+
+
+def install_route_lookup() -> None:
+    """Let the Django instrumentation's resolution of the path serve Django's own."""
+    try:
+        module = importlib.import_module("opentelemetry.instrumentation.django.middleware.otel_middleware")
+    except ImportError:
+        return
+    if getattr(module, "resolve", None) is not None:
+        patching.patch(module, "resolve", lambda _: remembered_resolve, name=ROUTE_LOOKUP_PATCH)

@@ -15,8 +15,14 @@ Django regular-expression routes are normalised by :mod:`beacon_otel.mapping.tem
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import importlib
+import re
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from beacon_otel.common import patching
+from beacon_otel.common.guard import guarded
 
 _MAX_DEPTH = 16  # mounts nest a few levels at most; never loop on a cyclic tree
 
@@ -126,3 +132,113 @@ def _template_of(route: Any) -> str:
 
 
 # -- regular-expression routes (Django re_path, Django REST framework routers) ------------------
+
+
+# -- the contrib Starlette instrumentation's route lookup (beacon_otel.frameworks.route_lookup) ---
+
+_MAX_UNPLACED = 32
+"""Routes the index cannot place are walked on every request: past this many, keep the full walk."""
+
+RouteDetails = Callable[[dict[str, Any]], "str | None"]
+ROUTE_LOOKUP_PATCH = "starlette instrumentation: route lookup narrowed"
+
+
+class _RouteTable:
+    """What the instrumentation's lookup reads of ``scope["app"]``: the routes to walk."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: list[Any]) -> None:
+        self.routes = routes
+
+
+class RouteIndex:
+    """An app's routes by the literal first segment of their template; the rest walked always."""
+
+    def __init__(self, routes: Sequence[Any]) -> None:
+        self.source, self.size = routes, len(routes)
+        keys = [_first_segment(route) for route in routes]
+        unplaced = [route for route, key in zip(routes, keys, strict=True) if key is None]
+        self.usable = len(unplaced) <= _MAX_UNPLACED
+        self.unplaced = _RouteTable(unplaced)
+        by_segment: dict[str, list[Any]] = {}
+        for key in {key for key in keys if key is not None}:
+            # In the app's order: the first full match wins, as in the full walk.
+            by_segment[key] = [route for route, k in zip(routes, keys, strict=True) if k in (key, None)]
+        self.tables = {key: _RouteTable(table) for key, table in by_segment.items()}
+
+    def fits(self, routes: Sequence[Any]) -> bool:
+        """Still the routes indexed (routes added since make the list longer)."""
+        return routes is self.source and len(routes) == self.size
+
+    def table_for(self, route_path: str) -> _RouteTable | None:
+        """The routes that could match ``route_path``; None to walk them all."""
+        # Starlette's patterns end in "$", which also matches before a trailing newline.
+        if not self.usable or not route_path.startswith("/") or "\n" in route_path:
+            return None
+        segment = route_path[1:].split("/", 1)[0]
+        return self.tables.get(segment, self.unplaced)
+
+
+def _first_segment(route: Any) -> str | None:
+    """The first path segment every path ``route`` matches starts with; None when not fixed."""
+    from starlette.routing import Mount, Route, WebSocketRoute
+
+    kind = type(route)
+    if kind is Mount:
+        template = str(route.path) + "/{path:path}"
+    elif kind is Route or kind is WebSocketRoute:
+        template = str(route.path)
+    else:
+        return None
+    literal = template.split("{", 1)[0]
+    pattern = getattr(getattr(route, "path_regex", None), "pattern", "")
+    if not literal.startswith("/") or not pattern.startswith("^" + re.escape(literal)):
+        return None  # a pattern that is not the template's: the index cannot tell
+    segment, slash, _ = literal[1:].partition("/")
+    if not slash and "{" in template:
+        return None  # a parameter inside the first segment (/v{version})
+    return segment
+
+
+_indexes: weakref.WeakKeyDictionary[Any, RouteIndex] = weakref.WeakKeyDictionary()
+_WALK_ALL: _RouteTable | None = None
+
+
+@guarded("indexing the app's routes for the Starlette instrumentation", default=_WALK_ALL)
+def route_table(scope: dict[str, Any]) -> _RouteTable | None:
+    """The routes the instrumentation need walk for this request; None to walk all of them."""
+    from starlette._utils import get_route_path
+
+    app = scope.get("app")
+    routes = getattr(app, "routes", None)
+    if app is None or type(app) is _RouteTable or not isinstance(routes, list):
+        return None  # not an app, or a lookup narrowed already
+    index = _indexes.get(app)
+    if index is None or not index.fits(routes):
+        index = _indexes[app] = RouteIndex(routes)
+    return index.table_for(get_route_path(scope))
+
+
+def narrowed(original: RouteDetails) -> RouteDetails:
+    """``original`` (the instrumentation's route lookup) over the routes that could match only."""
+
+    def route_details(scope: dict[str, Any]) -> str | None:
+        table = route_table(scope)
+        if table is None:
+            return original(scope)
+        return original({**scope, "app": table})
+
+    route_details.__wrapped__ = original  # type: ignore[attr-defined]
+    return route_details
+
+
+def install_route_lookup() -> None:
+    """Narrow the Starlette instrumentation's lookup (it reads its module's function per request)."""
+    try:
+        module = importlib.import_module("opentelemetry.instrumentation.starlette")
+        importlib.import_module("starlette._utils")
+    except ImportError:
+        return
+    if callable(getattr(module, "_get_route_details", None)):
+        patching.patch(module, "_get_route_details", narrowed, name=ROUTE_LOOKUP_PATCH)
