@@ -21,6 +21,11 @@ async def get_pet(pet_id: int) -> dict[str, int]:
     return {"id": pet_id}
 
 
+@get("/pets")
+async def list_pets(page_size: int = 10) -> list[dict[str, int]]:
+    return [{"id": n} for n in range(page_size)]
+
+
 @post("/pets")
 async def create_pet(data: Pet) -> dict[str, str]:
     return {"name": data.name}
@@ -32,8 +37,9 @@ async def boom() -> None:
 
 
 def build_app(**options: Any) -> Litestar:
-    """A fresh app: ``/zoo/pets/{pet_id:int}`` (router prefix), ``POST /zoo/pets``, ``/boom``."""
-    zoo = Router(path="/zoo", route_handlers=[get_pet, create_pet])
+    """A fresh app: ``/zoo/pets/{pet_id:int}`` (router prefix), ``/zoo/pets?page_size=``,
+    ``POST /zoo/pets``, ``/boom``."""
+    zoo = Router(path="/zoo", route_handlers=[get_pet, list_pets, create_pet])
     with warnings.catch_warnings():
         # Litestar 2.19+ prefers FromPath[int], which older 2.x lack; the inferred style works in all.
         warnings.simplefilter("ignore", DeprecationWarning)

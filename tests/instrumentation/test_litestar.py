@@ -63,19 +63,31 @@ def test_unhandled_exception_is_recorded(pipeline: Pipeline) -> None:
     assert (event["status"], event["error"]) == (500, "RuntimeError: kaboom")
 
 
-def test_validation_errors(pipeline: Pipeline) -> None:
-    """A refused body gives Litestar's 400 untouched and the event its validation errors."""
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (b'{"name": "a"}', "body.age", "Object missing required field `age`"),
+        (b'{"name": "a", "age": "x"}', "body.age", "Expected `int`, got `str`"),
+    ],
+)
+def test_validation_errors(pipeline: Pipeline, body: bytes, field: str, message: str) -> None:
+    """A refused body gives Litestar's 400 untouched and the event the failing field as body.<name>."""
     app = served(pipeline)
-    status, body = asgi_request(
-        app, "POST", "/zoo/pets", {"Content-Type": "application/json"}, b'{"name": "a"}'
-    )
-    assert status == 400 and b"age" in body
+    status, answer = asgi_request(app, "POST", "/zoo/pets", {"Content-Type": "application/json"}, body)
+    assert status == 400 and b"age" in answer
     (event,) = pipeline.events()
     assert event["route"] == "/zoo/pets"
     assert event["error"] is None
-    assert event["validation_errors"] == [
-        {"field": "body.data", "message": "Object missing required field `age`"}
-    ]
+    assert event["validation_errors"] == [{"field": field, "message": message}]
+
+
+def test_query_validation_error_names_the_parameter(pipeline: Pipeline) -> None:
+    """A refused query parameter is query.<name>, not the repr of Litestar's ParamType member."""
+    app = served(pipeline)
+    assert asgi_request(app, "GET", "/zoo/pets?page_size=many")[0] == 400
+    (event,) = pipeline.events()
+    expected = {"field": "query.page_size", "message": "Expected `int`, got `str`"}
+    assert event["validation_errors"] == [expected]
 
 
 @pytest.mark.parametrize(

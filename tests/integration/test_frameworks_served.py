@@ -76,7 +76,7 @@ LITESTAR_CALLS = calls_for(
         route="/zoo/pets",
         status=400,
         consumer=API_KEY,
-        validation_fields=("body.data",),
+        validation_fields=("body.age",),
     ),
 )
 BOTTLE_CALLS = calls_for("book", "/books/<book_id:int>")

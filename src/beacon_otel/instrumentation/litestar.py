@@ -14,6 +14,7 @@ An app that uses Litestar's own ``OpenTelemetryPlugin`` keeps its single span; i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
@@ -193,7 +194,7 @@ def validation_errors(exception: BaseException) -> list[dict[str, str]] | None:
     """A ``ValidationException``'s details as Beacon's ``validation_errors``; else ``None``.
 
     Litestar lists each failure as ``{"message", "key", "source"}``; the field is
-    ``source.key`` (``body.data``, ``path.pet_id``, ``query.limit``), like FastAPI's ``loc``.
+    ``source.key`` (``body.age``, ``path.pet_id``, ``query.page_size``), like FastAPI's ``loc``.
     """
     from litestar.exceptions import ValidationException
 
@@ -203,6 +204,27 @@ def validation_errors(exception: BaseException) -> list[dict[str, str]] | None:
     items = []
     for error in extra:
         if isinstance(error, dict):
-            field = ".".join(str(part) for part in (error.get("source"), error.get("key")) if part)
-            items.append({"field": field, "message": str(error.get("message", ""))})
+            message = str(error.get("message", ""))
+            field = _field(error.get("source"), error.get("key"), message)
+            items.append({"field": field, "message": message})
     return items or [{"field": "", "message": str(exception.detail)}]
+
+
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def _field(source: object, key: object, message: str) -> str:
+    """``source.key`` as FastAPI would name it: ``query.page_size``, ``body.age``.
+
+    The source of a parameter is a ``ParamType`` member, whose ``str()`` is its repr
+    (``ParamType.QUERY``): its value is the name. A body failure's key is the object that
+    failed, ``data`` for the body itself: a missing field names itself only in the message.
+    """
+    source = getattr(source, "value", source)
+    parts = [str(part) for part in (source, key) if part]
+    if source == "body":
+        if key == "data":
+            parts.pop()
+        if (missing := _MISSING.search(message)) is not None:
+            parts.append(missing.group(1))
+    return ".".join(parts)
