@@ -72,10 +72,10 @@ def test_mapping_failure_costs_only_its_own_event(
 
     real = beacon_otel.capture.processor.span_to_event
 
-    def broken_for_y(span: Any, facts: Any) -> Any:
+    def broken_for_y(span: Any, facts: Any, *options: Any) -> Any:
         if span.attributes["url.path"] == "/y":
             raise RuntimeError("bug")
-        return real(span, facts)
+        return real(span, facts, *options)
 
     monkeypatch.setattr("beacon_otel.capture.processor.span_to_event", broken_for_y)
     tracer = pipeline.provider.get_tracer("t")

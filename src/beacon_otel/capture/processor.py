@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from beacon_otel.config.settings import BeaconConfig
 from beacon_otel.contract.event import RequestEvent
 from beacon_otel.delivery.metrics import SelfMetrics
 from beacon_otel.delivery.outbound import Outbound
-from beacon_otel.delivery.stats import DeliveryError, DeliveryStats
+from beacon_otel.delivery.stats import DeliveryError, DeliveryStats, Fate
 from beacon_otel.frameworks.base import Hook
 from beacon_otel.frameworks.settle import (
     absorb_inner_span,
@@ -45,6 +46,27 @@ def _call_on_error(callback: Callable[[DeliveryError], object] | None, error: De
             callback(error)
 
 
+def kept_events(
+    patterns: tuple[str, ...], stats: DeliveryStats
+) -> Callable[[RequestEvent], RequestEvent | None] | None:
+    """``event``, or ``None`` (counted as excluded) when ``exclude_paths`` matches its path.
+
+    ``None`` when there are no patterns: nothing to call per request. One search over all the
+    patterns joined, as one regular expression, costs about as much as a search over one.
+    """
+    if not patterns:
+        return None
+    search = re.compile("|".join(f"(?:{pattern})" for pattern in patterns)).search
+
+    def kept(event: RequestEvent) -> RequestEvent | None:
+        if search(event.path) is None:
+            return event
+        stats.record(Fate.EXCLUDED)  # not traffic, by the user's choice: counted, not a loss
+        return None
+
+    return kept
+
+
 class BeaconSpanProcessor(SpanProcessor):
     """Turns each finished HTTP SERVER span into one Beacon event; other spans pass untouched."""
 
@@ -63,6 +85,7 @@ class BeaconSpanProcessor(SpanProcessor):
         self._waiting = WaitingEvents(self.requests, self._submit)
         self._enabled = config.enabled
         self._shut_down = False
+        self._error_detail, self._kept = config.error_detail, kept_events(config.exclude_paths, self.stats)
 
     # -- SpanProcessor ---------------------------------------------------------------------
 
@@ -143,11 +166,12 @@ class BeaconSpanProcessor(SpanProcessor):
         """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
         try:
             facts = context.facts(self.requests.rules, scope_route) if context is not None else NO_FACTS
-            return span_to_event(span, facts)
+            event = span_to_event(span, facts, self._error_detail)
         except Unmappable as exc:
             if exc.reason != "not_http":  # a gRPC or other non-HTTP server span is not ours
                 self.stats.drop(f"unmappable_{exc.reason}")
-        return None
+            return None
+        return event if self._kept is None else self._kept(event)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver what is buffered; True when everything went within the timeout."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import importlib
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,16 @@ class Kind(enum.Enum):
     CALLABLE = "callable"  # a callable, or None; ``package.module:function`` in the environment
     PATH = "path"  # a directory, or None
     MAPPING = "mapping"  # not read from the environment
+    CHOICE = "choice"  # one of the field's ``choices``
+    PATTERNS = "patterns"  # regular expressions; comma-separated in the environment
 
 
-def setting(kind: Kind, variable: str | None) -> dict[str, Any]:
-    """A field's metadata: it holds a ``kind`` of value, set by ``variable`` from the environment."""
-    return {"kind": kind, "variable": variable}
+def setting(kind: Kind, variable: str | None, choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A field's metadata: it holds a ``kind`` of value, set by ``variable`` from the environment.
+
+    A ``Kind.CHOICE`` field takes one of ``choices``.
+    """
+    return {"kind": kind, "variable": variable, "choices": choices}
 
 
 class Unsuitable(ValueError):
@@ -74,10 +80,17 @@ def parse(kind: Kind, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise Unsuitable("be a number", raw) from None
+    if kind is Kind.CHOICE:
+        return raw.lower()
+    if kind is Kind.PATTERNS:
+        # "none" is the way to say "no patterns" in the environment, where empty means unset.
+        if raw.lower() == "none":
+            return ()
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 
 
-def checked(kind: Kind, value: Any) -> Any:
+def checked(kind: Kind, value: Any, choices: tuple[str, ...] = ()) -> Any:
     """``value`` if it suits ``kind`` (a path made a ``Path``); else :class:`Unsuitable`."""
     if kind is Kind.BOOL and not isinstance(value, bool):
         raise Unsuitable("be a bool", value)
@@ -95,7 +108,28 @@ def checked(kind: Kind, value: Any) -> Any:
         raise Unsuitable("be callable", value)
     if kind is Kind.PATH and value is not None:
         return Path(value)
+    if kind is Kind.CHOICE and value not in choices:
+        raise Unsuitable("be one of " + ", ".join(choices), value)
+    if kind is Kind.PATTERNS:
+        return checked_patterns(value)
     return value
+
+
+def checked_patterns(value: Any) -> tuple[str, ...]:
+    """A tuple of regular expressions that compile; a lone string is one pattern."""
+    patterns = (value,) if isinstance(value, str) else value
+    try:
+        patterns = tuple(patterns)
+    except TypeError:
+        raise Unsuitable("be a sequence of regular expressions", value) from None
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise Unsuitable("be a sequence of regular expressions", value)
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise Unsuitable(f"be regular expressions ({pattern!r}: {exc})", value) from None
+    return patterns
 
 
 def is_header_name(value: object) -> bool:

@@ -21,6 +21,14 @@ from beacon_otel.config.kinds import Kind, setting
 
 DEFAULT_INGEST_URL = "https://ingest.beacon.skyware.dev/v1/ingest"
 
+DEFAULT_EXCLUDE_PATHS: tuple[str, ...] = (
+    r"/_?(health|healthz|healthcheck|health[-_]check|livez|readyz|ping)/?$",
+    r"^/favicon\.ico$",
+    r"^/robots\.txt$",
+    r"^/apple-touch-icon[\w-]*\.png$",
+)
+"""Requests that are not API traffic, kept out of events unless ``exclude_paths`` says otherwise."""
+
 ConsumerResolver = Callable[[Any], "str | None"]
 ErrorCallback = Callable[[BaseException], None]
 
@@ -100,6 +108,20 @@ class BeaconConfig:
     )
     """Allow an ingest on a private network address (https only; link-local and metadata
     addresses stay refused). ``BEACON_ALLOW_PRIVATE_ENDPOINTS``."""
+    error_detail: str = field(
+        default="first_line",
+        metadata=setting(Kind.CHOICE, "BEACON_ERROR_DETAIL", ("type", "first_line", "full")),
+    )
+    """How much of an unhandled exception's message an event's ``error`` carries: ``type``
+    (``RuntimeError``), ``first_line`` (``RuntimeError: the message's first line``) or ``full``.
+    Database drivers put the statement's parameters on later lines. ``BEACON_ERROR_DETAIL``."""
+    exclude_paths: tuple[str, ...] = field(
+        default=DEFAULT_EXCLUDE_PATHS, metadata=setting(Kind.PATTERNS, "BEACON_EXCLUDE_PATHS")
+    )
+    """Regular expressions searched in each request's path: a request that matches makes no
+    event (its spans are untouched). Replaces the default list (health checks, favicons,
+    robots.txt); ``()`` keeps every request. ``BEACON_EXCLUDE_PATHS``, comma-separated, ``none``
+    for none."""
     extra_headers: Mapping[str, str] = field(default_factory=dict, metadata=setting(Kind.MAPPING, None))
     """Additional HTTP headers for the ingest requests (not read from the environment)."""
 
@@ -196,7 +218,7 @@ def _parse(f: Field[Any], raw: str) -> Any:
 def _checked(f: Field[Any], value: Any) -> Any:
     """``value`` if it suits the field's kind (a path made a ``Path``); else a named error."""
     try:
-        return kinds.checked(f.metadata["kind"], value)
+        return kinds.checked(f.metadata["kind"], value, f.metadata["choices"])
     except kinds.Unsuitable as exc:
         raise _error(f.name, exc.expected, value) from None
 

@@ -33,7 +33,8 @@ class Fate(enum.Enum):
     """What happened to events: each event is queued once, then sent, spooled or dropped.
 
     ``retried`` counts attempts that failed and will be repeated; ``recovered`` counts spooled
-    events that were sent later (they were counted as ``spooled`` first).
+    events that were sent later (they were counted as ``spooled`` first). ``excluded`` counts
+    requests that made no event because ``exclude_paths`` matched their path (never queued).
     """
 
     QUEUED = "queued"
@@ -42,6 +43,7 @@ class Fate(enum.Enum):
     SPOOLED = "spooled"
     RECOVERED = "recovered"
     DROPPED = "dropped"
+    EXCLUDED = "excluded"
 
     # Members are singletons: hash them by identity, in C. Enum's own __hash__ is Python code,
     # and the counters hash a fate twice for every event queued.

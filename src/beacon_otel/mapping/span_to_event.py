@@ -38,13 +38,16 @@ class Unmappable(Exception):
         self.reason = reason
 
 
-def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> RequestEvent:
+def span_to_event(
+    span: ReadableSpan, request: RequestFacts = NO_FACTS, error_detail: str = "first_line"
+) -> RequestEvent:
     """Map a finished SERVER span, with what its request said (:class:`RequestFacts`).
 
     The request's path and method win over the span's lossy attributes; its route over
     ``http.route`` (mounted sub-apps, ``Host`` routes); the exception text of the span's
     ``exception`` event over the request's, which covers spans that record none (FastAPI's
     own telemetry). The method is the request's only when the span has none of its own.
+    ``error_detail`` says how much of the exception text the event keeps (:func:`error_text`).
     """
     attributes = span_attributes(span)
     # Each field has a quick path for what nearly every request carries (a standard method, an
@@ -75,7 +78,7 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
                 raise Unmappable("no_status")
             # Starlette and raw ASGI/WSGI send the 500 outside the instrumentation's reach.
             status = 500
-        error = clean_text(exception, MAX_ERROR) if exception else f"HTTP {status}"
+        error = clean_text(error_text(exception, error_detail), MAX_ERROR) if exception else f"HTTP {status}"
     elif status < 100:
         raise Unmappable("invalid_status")
     if status > 599:
@@ -110,6 +113,20 @@ def span_to_event(span: ReadableSpan, request: RequestFacts = NO_FACTS) -> Reque
 
 _event: Callable[[tuple[Any, ...]], RequestEvent] = functools.partial(tuple.__new__, RequestEvent)
 """A ``RequestEvent`` from all its fields in order, made in C (as ``request.context._facts``)."""
+
+
+def error_text(exception: str, detail: str) -> str:
+    """``"ExcType: message"`` cut to ``detail``: ``type``, ``first_line`` or ``full``.
+
+    The first line is the default because drivers put data on the lines after it: SQLAlchemy's
+    ``[SQL: ...]`` and ``[parameters: ('z@example.com',)]``, psycopg's ``DETAIL: Key (email)=...``.
+    """
+    if detail == "first_line":
+        lines = exception.splitlines()
+        return lines[0].rstrip() if lines else exception
+    if detail == "type":
+        return exception.split(":", 1)[0]
+    return exception
 
 
 def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:

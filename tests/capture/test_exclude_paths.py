@@ -1,0 +1,100 @@
+"""Requests kept out of Beacon's events: ``exclude_paths`` / ``BEACON_EXCLUDE_PATHS``."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from beacon_otel.config.settings import DEFAULT_EXCLUDE_PATHS, BeaconConfig, BeaconConfigError
+from beacon_otel.testing import BeaconCapture
+
+PATHS = [
+    "/users/1",
+    "/healthz",
+    "/api/v1/health",
+    "/favicon.ico",
+    "/robots.txt",
+    "/ping",
+    "/internal/metrics",
+]
+
+
+def flask_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/users/<int:user_id>")
+    def user(user_id: int) -> str:
+        return str(user_id)
+
+    @app.route("/<path:anything>")
+    def anything(anything: str) -> str:
+        return "ok"
+
+    return app
+
+
+def served_paths(**config: object) -> tuple[list[str], list[str], dict[str, object]]:
+    """Paths of the events and of the exported spans, and Beacon's counters, for every path."""
+    capture = BeaconCapture(**config)
+    exporter = InMemorySpanExporter()
+    capture.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        client = capture.instrument(flask_app()).test_client()
+        for path in PATHS:
+            assert client.get(path).status_code == 200
+        events = [event["path"] for event in capture.events]
+        spans = [str(span.attributes.get("http.target")) for span in exporter.get_finished_spans()]
+        return events, spans, capture.processor.stats.snapshot()
+    finally:
+        capture.close()
+
+
+def test_default_list_keeps_health_checks_and_browser_noise_out() -> None:
+    """Health checks (under a prefix too), favicon, robots.txt make no event; the spans stay."""
+    events, spans, stats = served_paths()
+    assert events == ["/users/1", "/internal/metrics"]
+    assert spans == PATHS  # other exporters see every request
+    assert stats["excluded"] == 5 and stats["dropped_total"] == 0
+
+
+def test_own_patterns_replace_the_default_list() -> None:
+    """Given patterns are searched in the path; the default list no longer applies."""
+    events, _, stats = served_paths(exclude_paths=(r"^/internal/", r"\.txt$"))
+    assert events == ["/users/1", "/healthz", "/api/v1/health", "/favicon.ico", "/ping"]
+    assert stats["excluded"] == 2
+
+
+def test_empty_keeps_every_request() -> None:
+    """``exclude_paths=()`` counts every request, health checks included."""
+    events, _, stats = served_paths(exclude_paths=())
+    assert events == PATHS and stats["excluded"] == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (r"^/internal/, \.txt$", (r"^/internal/", r"\.txt$")),
+        ("none", ()),
+        ("NONE", ()),
+    ],
+)
+def test_read_from_the_environment(raw: str, expected: tuple[str, ...]) -> None:
+    """Comma-separated in ``BEACON_EXCLUDE_PATHS``; ``none`` turns the default list off."""
+    config = BeaconConfig.from_env({"BEACON_EXCLUDE_PATHS": raw, "BEACON_DRY_RUN": "true"})
+    assert config.exclude_paths == expected
+
+
+def test_default_when_unset() -> None:
+    """Unset (or empty) means the default list."""
+    config = BeaconConfig.from_env({"BEACON_EXCLUDE_PATHS": " ", "BEACON_DRY_RUN": "true"})
+    assert config.exclude_paths == DEFAULT_EXCLUDE_PATHS
+
+
+def test_a_bad_pattern_names_the_setting() -> None:
+    """A pattern that does not compile fails at startup, naming the variable and the pattern."""
+    with pytest.raises(BeaconConfigError) as caught:
+        BeaconConfig.from_env({"BEACON_EXCLUDE_PATHS": "/ok,/bad(", "BEACON_DRY_RUN": "true"})
+    assert caught.value.variable == "BEACON_EXCLUDE_PATHS"
+    assert "'/bad('" in str(caught.value)
