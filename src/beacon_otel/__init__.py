@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from beacon_otel.version import __version__
 
 if TYPE_CHECKING:
+    from beacon_otel.capture.caller import set_consumer
     from beacon_otel.capture.processor import BeaconSpanProcessor
     from beacon_otel.capture.sampling import BeaconSampler
     from beacon_otel.config.settings import BeaconConfig, BeaconConfigError
@@ -25,6 +26,7 @@ _HOMES = {
     "BeaconSpanProcessor": "beacon_otel.capture.processor",
     "DeliveryError": "beacon_otel.delivery.stats",
     "configure": "beacon_otel.setup.distro",
+    "set_consumer": "beacon_otel.capture.caller",
 }
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "DeliveryError",
     "__version__",
     "configure",
+    "set_consumer",
 ]
 
 

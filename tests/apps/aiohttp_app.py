@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
+import beacon_otel
+
+
+@web.middleware
+async def session_user(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if user := request.headers.get("X-User"):
+        beacon_otel.set_consumer(user)
+    return await handler(request)
 
 
 async def user(request: web.Request) -> web.Response:
@@ -17,7 +29,7 @@ async def boom(request: web.Request) -> web.Response:
 
 def build_app() -> web.Application:
     """A fresh app: ``/users/{user_id}`` and ``/boom``."""
-    app = web.Application()
+    app = web.Application(middlewares=[session_user])
     app.router.add_get("/users/{user_id}", user)
     app.router.add_get("/boom", boom)
     return app

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from bottle import Bottle
+from bottle import Bottle, request
+
+import beacon_otel
 
 
 def build_app() -> Bottle:
     """A fresh app: ``/books/<book_id:int>`` and ``/boom``."""
     app = Bottle()
+
+    @app.hook("before_request")
+    def session_user() -> None:
+        if user := request.get_header("X-User"):
+            beacon_otel.set_consumer(user)
 
     @app.get("/books/<book_id:int>")
     def get_book(book_id: int) -> dict[str, int]:

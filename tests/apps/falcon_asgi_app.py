@@ -10,6 +10,16 @@ from typing import Any
 
 import falcon.asgi
 
+import beacon_otel
+
+
+class SessionUser:
+    """Middleware naming the caller of a request with an ``X-User`` header."""
+
+    async def process_request(self, req: Any, resp: Any) -> None:
+        if user := req.get_header("X-User"):
+            beacon_otel.set_consumer(user)
+
 
 class User:
     async def on_get(self, req: Any, resp: Any, user_id: int) -> None:
@@ -23,7 +33,7 @@ class Boom:
 
 def build_app() -> Any:
     """A fresh app: ``/users/{user_id:int}`` and ``/boom``."""
-    app = falcon.asgi.App()
+    app = falcon.asgi.App(middleware=[SessionUser()])
     app.add_route("/users/{user_id:int}", User())
     app.add_route("/boom", Boom())
     return app

@@ -1,13 +1,23 @@
-"""FastAPI app for the auto-run tests: parametrised, failing, validated and mounted routes."""
+"""FastAPI app for the auto-run tests: parametrised, failing, validated and mounted routes, and
+a dependency naming the caller of a request with an ``X-User`` header (``set_consumer``)."""
 
 from __future__ import annotations
 
 import os
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
-app = FastAPI()
+import beacon_otel
+
+
+def session_user(request: Request) -> None:
+    """What a session or JWT auth dependency does once it knows the user: name the caller."""
+    if user := request.headers.get("x-user"):
+        beacon_otel.set_consumer(user)
+
+
+app = FastAPI(dependencies=[Depends(session_user)])
 orders = FastAPI()
 
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Flask
+from flask import Flask, request
+
+import beacon_otel
 
 app = Flask(__name__)
+
+
+@app.before_request
+def session_user() -> None:
+    """What a login extension does once it knows the user: name the caller (``X-User`` here)."""
+    if user := request.headers.get("X-User"):
+        beacon_otel.set_consumer(user)
 
 
 @app.get("/users/<int:user_id>")

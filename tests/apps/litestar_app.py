@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+
+import beacon_otel
 
 
 @dataclass
@@ -36,10 +40,16 @@ async def boom() -> None:
     raise RuntimeError("kaboom")
 
 
+def session_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard, where Litestar apps check who calls: one with an ``X-User`` header is that user."""
+    if user := connection.headers.get("x-user"):
+        beacon_otel.set_consumer(user)
+
+
 def build_app(**options: Any) -> Litestar:
     """A fresh app: ``/zoo/pets/{pet_id:int}`` (router prefix), ``/zoo/pets?page_size=``,
     ``POST /zoo/pets``, ``/boom``."""
-    zoo = Router(path="/zoo", route_handlers=[get_pet, list_pets, create_pet])
+    zoo = Router(path="/zoo", route_handlers=[get_pet, list_pets, create_pet], guards=[session_user])
     with warnings.catch_warnings():
         # Litestar 2.19+ prefers FromPath[int], which older 2.x lack; the inferred style works in all.
         warnings.simplefilter("ignore", DeprecationWarning)

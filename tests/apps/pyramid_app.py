@@ -10,6 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pyramid.config import Configurator
+from pyramid.events import ContextFound
+
+import beacon_otel
 
 
 def user(request: Any) -> dict[str, int]:
@@ -18,6 +21,12 @@ def user(request: Any) -> dict[str, int]:
 
 def boom(request: Any) -> None:
     raise RuntimeError("kaboom")
+
+
+def session_user(event: Any) -> None:
+    """A ContextFound subscriber (routed, its span open) naming the caller: ``X-User`` here."""
+    if user := event.request.headers.get("X-User"):
+        beacon_otel.set_consumer(user)
 
 
 def error_page(exc: Exception, request: Any) -> dict[str, str]:
@@ -30,6 +39,7 @@ def build_app(instrument: Callable[[Any], None] | None = None) -> Any:
     with Configurator() as config:
         if instrument is not None:
             instrument(config)
+        config.add_subscriber(session_user, ContextFound)
         config.add_route("user", "/users/{user_id}")
         config.add_view(user, route_name="user", renderer="json")
         config.add_route("boom", "/boom")

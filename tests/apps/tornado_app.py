@@ -7,8 +7,14 @@ import sys
 
 import tornado.web
 
+import beacon_otel
+
 
 class User(tornado.web.RequestHandler):
+    def prepare(self) -> None:
+        if user := self.request.headers.get("X-User"):
+            beacon_otel.set_consumer(user)
+
     def get(self, user_id: str) -> None:
         self.write({"id": int(user_id)})
 

@@ -28,6 +28,7 @@ TOKEN = "tok-XYZ789-secret"
 AUTH_CONSUMER = "hash_" + hashlib.sha256(f"Bearer {TOKEN}".encode()).hexdigest()[:12]
 WITH_KEY = {"X-API-Key": API_KEY}
 WITH_TOKEN = {"Authorization": f"Bearer {TOKEN}"}
+WITH_USER = {**WITH_KEY, "X-User": "user-3"}  # the app's auth code calls set_consumer("user-3")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Call:
 FASTAPI_CALLS = [
     Call("GET", "/users/1", WITH_KEY, route="/users/{user_id}", consumer=API_KEY),
     Call("GET", "/users/2", WITH_TOKEN, route="/users/{user_id}", consumer=AUTH_CONSUMER),
+    Call("GET", "/users/3", WITH_USER, route="/users/{user_id}", consumer="user-3"),
     Call("GET", "/boom", route="/boom", status=500, error="RuntimeError: kaboom"),
     Call(
         "POST",
@@ -62,12 +64,14 @@ FASTAPI_CALLS = [
 FLASK_CALLS = [
     Call("GET", "/users/1", WITH_KEY, route="/users/<int:user_id>", consumer=API_KEY),
     Call("GET", "/users/2", WITH_TOKEN, route="/users/<int:user_id>", consumer=AUTH_CONSUMER),
+    Call("GET", "/users/3", WITH_USER, route="/users/<int:user_id>", consumer="user-3"),
     Call("GET", "/boom", route="/boom", status=500, error="RuntimeError: kaboom"),
     Call("GET", "/nope", route="/nope", status=404),
 ]
 DJANGO_CALLS = [
     Call("GET", "/users/1", WITH_KEY, route="/users/<int:pk>", consumer=API_KEY),
     Call("GET", "/users/2", WITH_TOKEN, route="/users/<int:pk>", consumer=AUTH_CONSUMER),
+    Call("GET", "/users/3", WITH_USER, route="/users/<int:pk>", consumer="user-3"),
     Call("GET", "/boom", route="/boom", status=500, error="RuntimeError: kaboom"),
     Call("GET", "/nope", route="/nope", status=404),
 ]
@@ -437,7 +441,7 @@ def test_flask_gunicorn_two_workers(
     with DevIngest() as unused:
         env = autorun_env(unused, otlp, tmp_path, BEACON_ENABLED="false")
         baseline = serve(launch, FLASK, env, FLASK_CALLS, unused, otlp)
-    assert len([s for s in server_spans(run) if s.attributes.get("http.route") != "/slow"]) == 4
+    assert len([s for s in server_spans(run) if s.attributes.get("http.route") != "/slow"]) == 5
     assert signatures(run) == signatures(baseline)
 
 

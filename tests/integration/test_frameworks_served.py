@@ -53,11 +53,15 @@ class Call:
 
 
 def calls_for(item: str, template: str, *extra: Call) -> list[Call]:
-    """The checks every framework passes: template with both header rules, a 500 and a 404."""
+    """The checks every framework passes: template with both header rules and set_consumer(),
+    a 500 and a 404."""
     concrete = template.split("{")[0].split("<")[0] + "7"
     other = template.split("{")[0].split("<")[0] + "8"
+    named = template.split("{")[0].split("<")[0] + "9"
     return [
         Call("GET", concrete, WITH_KEY, route=template, consumer=API_KEY),
+        # The app's auth code names the caller with set_consumer(): over the header rules.
+        Call("GET", named, {**WITH_KEY, "X-User": "user-9"}, route=template, consumer="user-9"),
         Call("GET", other, WITH_TOKEN, route=template, consumer=BEARER_HASH),
         Call("GET", "/boom", route="/boom", status=500, error="RuntimeError: kaboom"),
         Call("GET", f"/no/such/{item}", route=f"/no/such/{item}", status=404),

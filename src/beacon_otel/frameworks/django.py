@@ -151,7 +151,7 @@ def django_hooks(registry: RequestRegistry) -> dict[str, Hook]:
         if context is None:
             return
         context.route = ninja_route(request)  # after routing: the view is known
-        if resolve:
+        if resolve and not context.resolved:  # set_consumer() wins
             # After the middleware chain: request.user and friends are set by now.
             context.consumer = registry.rules.from_environ(request.META, request)
             context.resolved = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Mapping
 from types import GeneratorType
 from typing import Any
@@ -24,6 +25,8 @@ def flask_hooks(registry: RequestRegistry) -> dict[str, Hook]:
             if context is None:
                 return
             context.environ = environ
+            if EARLY_CONSUMER in environ:  # set_consumer() in an earlier before_request
+                context.consumer, context.resolved = environ[EARLY_CONSUMER], True
             request = current_flask_request()
             if request is not None:
                 context.request = request
@@ -39,7 +42,7 @@ def flask_hooks(registry: RequestRegistry) -> dict[str, Hook]:
         @hook("the Flask response hook")
         def response_hook(span: Any, *_: Any) -> None:
             context = registry.get(span)
-            if context is None:
+            if context is None or context.resolved:  # set_consumer() wins
                 return
             # Called from start_response, inside the request context: the resolver sees
             # flask.request with whatever the app's auth layer attached to it.
@@ -50,6 +53,26 @@ def flask_hooks(registry: RequestRegistry) -> dict[str, Hook]:
 
         hooks["response_hook"] = response_hook
     return hooks
+
+
+EARLY_CONSUMER = "beacon_otel.consumer"
+"""The environ key of a consumer named before the Flask request's span started."""
+
+
+def keep_early_flask_consumer(consumer: str | None) -> bool:
+    """Keep ``set_consumer()``'s value on the Flask request whose span has not started yet.
+
+    FlaskInstrumentor starts the span in a ``before_request`` function added when the app is
+    instrumented: by hand, after the app's own, which may already know the user. The request
+    hook finds the value in the environ. False outside a Flask request.
+    """
+    if "flask" not in sys.modules:
+        return False
+    request = current_flask_request()
+    if request is None:
+        return False
+    request.environ[EARLY_CONSUMER] = consumer
+    return True
 
 
 def flask_rule_of_405(request: Any) -> str | None:

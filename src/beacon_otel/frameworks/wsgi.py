@@ -39,7 +39,7 @@ def wsgi_hooks(registry: RequestRegistry) -> dict[str, Hook]:
         @hook("the WSGI response hook")
         def response_hook(span: Any, environ: Mapping[str, Any], *_: Any) -> None:
             context = registry.get(span)
-            if context is not None:
+            if context is not None and not context.resolved:  # set_consumer() wins
                 context.consumer = registry.rules.from_environ(environ)
                 context.resolved = True
 

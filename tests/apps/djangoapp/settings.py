@@ -5,6 +5,6 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "djangoapp.urls"
 INSTALLED_APPS: list[str] = []
-MIDDLEWARE: list[str] = []
+MIDDLEWARE = ["djangoapp.middleware.session_user"]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
