@@ -59,9 +59,9 @@ def whoami(request: Request) -> dict[str, str]:
 def record_failure(error: Exception) -> None:
     """An on_error callback named by BEACON_ON_ERROR=fastapi_app:record_failure.
 
-    Appends one line per failure to the file named by BEACON_TEST_FAILURE_LOG.
+    Appends one line per failure to the file named by TEST_FAILURE_LOG.
     """
-    with open(os.environ["BEACON_TEST_FAILURE_LOG"], "a", encoding="utf-8") as log:
+    with open(os.environ["TEST_FAILURE_LOG"], "a", encoding="utf-8") as log:
         log.write(f"{type(error).__name__} {getattr(error, 'reason', '')} {getattr(error, 'status', '')}\n")
 
 

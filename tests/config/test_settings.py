@@ -322,3 +322,27 @@ def test_disabled_in_reads_beacon_enabled_like_from_env(value: str, disabled: bo
 def test_spool_is_on_only_when_sending_for_real_with_room(options: dict[str, object], spooling: bool) -> None:
     """One place decides whether batches may wait on disk."""
     assert BeaconConfig(**options).spool_enabled is spooling  # type: ignore[arg-type]
+
+
+def test_unknown_variables_are_named_with_the_closest_setting() -> None:
+    """Every BEACON_* variable no setting reads, with the setting it likely misspells (if any)."""
+    environ = {
+        "BEACON_INGST_URL": "https://x.example",
+        "BEACON_INGEST_KY": "k",
+        "BEACON_WHATEVER_ELSE": "1",
+        "BEACON_INGEST_KEY": "k",
+        "BEACON_RAISE_INTERNAL_ERRORS": "1",
+        "OTHER_INGST_URL": "x",
+    }
+    from beacon_otel.config.settings import describe_unknown, unknown_variables
+
+    unknown = unknown_variables(environ)
+    assert unknown == [
+        ("BEACON_INGEST_KY", "BEACON_INGEST_KEY"),
+        ("BEACON_INGST_URL", "BEACON_INGEST_URL"),
+        ("BEACON_WHATEVER_ELSE", None),
+    ]
+    assert describe_unknown(unknown) == (
+        "BEACON_INGEST_KY (did you mean BEACON_INGEST_KEY?), BEACON_INGST_URL (did you mean "
+        "BEACON_INGEST_URL?), BEACON_WHATEVER_ELSE"
+    )

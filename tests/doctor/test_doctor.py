@@ -94,6 +94,20 @@ def test_missing_key_and_bad_settings_fail_naming_the_setting(tmp_path: Path) ->
     assert private.returncode == 1 and "BEACON_INGEST_URL" in lines(private, "FAIL")[0]
 
 
+def test_misspelt_setting_is_a_problem_with_the_likely_name(ingest: DevIngest, tmp_path: Path) -> None:
+    """BEACON_INGST_URL would send to the default ingest in silence: doctor fails naming both."""
+    result = doctor(
+        tmp_path,
+        BEACON_INGEST_KEY=KEY,
+        BEACON_INGEST_URL=ingest.base_url,
+        BEACON_INGST_URL="https://x.example",
+    )
+    assert result.returncode == 1
+    assert lines(result, "FAIL") == [
+        "BEACON_INGST_URL is not a Beacon setting and is ignored: did you mean BEACON_INGEST_URL?"
+    ]
+
+
 def test_installed_framework_without_instrumentation_fails_with_the_pip_command(
     ingest: DevIngest, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -328,7 +328,7 @@ def test_on_error_named_in_the_environment(launch: Launch, otlp: OtlpReceiver, t
             otlp,
             tmp_path,
             BEACON_ON_ERROR="fastapi_app:record_failure",
-            BEACON_TEST_FAILURE_LOG=str(failure_log),
+            TEST_FAILURE_LOG=str(failure_log),
         )
         run = serve(launch, UVICORN, env, FASTAPI_CALLS[:2], ingest, otlp)
         assert ingest.stats()["batches_rejected"] == 1
@@ -346,6 +346,21 @@ def test_bad_setting_logs_one_error_and_the_app_runs(
     lines = beacon_lines(run.log)
     assert len(lines) == 1 and "BEACON_INGEST_URL" in lines[0], run.log
     assert len(server_spans(run)) == 1
+
+
+def test_misspelt_settings_named_in_one_warning(
+    launch: Launch, ingest: DevIngest, otlp: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Unknown BEACON_* variables: one WARNING naming each with the setting it likely meant."""
+    env = autorun_env(
+        ingest, otlp, tmp_path, BEACON_INGST_URL="https://elsewhere.example", BEACON_FLUSH_INTERVL="1"
+    )
+    run = serve(launch, UVICORN, env, FASTAPI_CALLS[:1], ingest, otlp)
+    assert_events(run, FASTAPI_CALLS[:1])  # the correctly spelt settings still apply
+    (line,) = beacon_lines(run.log)
+    assert "BEACON_FLUSH_INTERVL (did you mean BEACON_FLUSH_INTERVAL?)" in line
+    assert "BEACON_INGST_URL (did you mean BEACON_INGEST_URL?)" in line
+    assert "elsewhere.example" not in run.log  # names only: a value may be a credential
 
 
 # -- beside opentelemetry-distro ---------------------------------------------------------------

@@ -474,6 +474,23 @@ def test_configure_attaches_to_the_given_provider() -> None:
     assert processor.dry_run_events() == []  # ALWAYS_OFF without BeaconSampler: nothing seen
 
 
+def test_configure_from_the_environment_names_misspelt_settings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """configure() reading BEACON_* warns once about a variable no setting reads."""
+    monkeypatch.setenv("BEACON_DRY_RUN", "true")
+    monkeypatch.setenv("BEACON_BATCH_SIZ", "10")
+    provider = make_provider(ALWAYS_OFF)
+    with caplog.at_level(logging.WARNING, logger="beacon_otel"):
+        processor = distro.configure(tracer_provider=provider)
+    try:
+        (record,) = [r for r in caplog.records if "unknown settings" in r.getMessage()]
+        assert "BEACON_BATCH_SIZ (did you mean BEACON_BATCH_SIZE?)" in record.getMessage()
+        assert processor.config.batch_size == 100
+    finally:
+        provider.shutdown()
+
+
 def test_configure_under_autorun_does_not_count_twice(
     running: AutoRun, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,6 +7,7 @@ holds; parsing the environment and validating values both follow from that
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -172,6 +173,42 @@ ENVIRONMENT: dict[str, str] = {
     f.name: f.metadata["variable"] for f in fields(BeaconConfig) if f.metadata["variable"]
 }
 """Each field read from the environment, and its variable."""
+
+
+OTHER_VARIABLES = frozenset({"BEACON_RAISE_INTERNAL_ERRORS"})
+"""``BEACON_*`` variables read elsewhere: not settings, not unknown either."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Each ``BEACON_*`` variable no setting reads, with the known one it most likely misspells.
+
+    ``BEACON_INGST_URL`` would otherwise be ignored in silence, and events go to the default
+    ingest; ``BEACON_INGEST_KY`` would only say that the key is missing.
+    """
+    known = set(ENVIRONMENT.values()) | OTHER_VARIABLES
+    # Compared without the prefix they all share, which would make any two look alike.
+    suffixes = sorted(name.removeprefix("BEACON_") for name in known)
+    unknown = []
+    for name in sorted(environ):
+        if name.startswith("BEACON_") and name not in known:
+            guess = _closest(name.removeprefix("BEACON_"), suffixes)
+            unknown.append((name, f"BEACON_{guess}" if guess else None))
+    return unknown
+
+
+def _closest(suffix: str, suffixes: list[str]) -> str | None:
+    """The setting a misspelt or shortened name means: BEACON_INGST_URL, BEACON_KEY."""
+    closest = difflib.get_close_matches(suffix, suffixes, n=1, cutoff=0.7)
+    if closest:
+        return closest[0]
+    words = set(suffix.split("_"))
+    containing = [known for known in suffixes if words <= set(known.split("_"))]
+    return containing[0] if len(containing) == 1 else None
+
+
+def describe_unknown(unknown: list[tuple[str, str | None]]) -> str:
+    """``BEACON_INGST_URL (did you mean BEACON_INGEST_URL?), BEACON_X``: names only, no values."""
+    return ", ".join(f"{name} (did you mean {guess}?)" if guess else name for name, guess in unknown)
 
 
 def parse_bool(variable: str, raw: str) -> bool:

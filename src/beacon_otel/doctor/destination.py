@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import requests.utils
 
 from beacon_otel.config.endpoint import address_problem, is_loopback_address, is_loopback_host, shown_url
-from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in
+from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in, unknown_variables
 from beacon_otel.delivery.outbound import ingest_transport
 from beacon_otel.doctor.report import FAIL, INFO, OK, WARN, Finding, adder
 from beacon_otel.spool.files import legacy_batches
@@ -42,6 +42,9 @@ def fingerprint(key: str) -> str:
 def settings(environ: Mapping[str, str], found: list[Finding]) -> BeaconConfig | None:
     """Each setting and where it came from; the configuration, or None when Beacon is off."""
     add = adder(found, "Settings")
+    for name, guess in unknown_variables(environ):
+        hint = f": did you mean {guess}?" if guess else ""
+        add(FAIL, f"{name} is not a Beacon setting and is ignored{hint}")
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         add(FAIL, "OTEL_SDK_DISABLED=true: OpenTelemetry, and so Beacon, is off")
         return None

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from beacon_otel.capture.processor import BeaconSpanProcessor
 from beacon_otel.config.settings import BeaconConfig
-from beacon_otel.setup import autorun, exits
+from beacon_otel.setup import autorun, environment, exits
 
 logger = logging.getLogger("beacon_otel")
 
@@ -42,7 +42,9 @@ def configure(
     spooled) on SIGTERM too, and under uvicorn, which ends without exit handlers: no lifespan
     code needed (``beacon_otel.setup.exits``).
     """
-    config = BeaconConfig.from_env() if config is None else config
+    if config is None:
+        environment.warn_unknown_variables(os.environ)
+        config = BeaconConfig.from_env()
     provider = tracer_provider if tracer_provider is not None else _global_sdk_provider()
     running = autorun.AUTORUN.processor_on(provider)
     if running is not None:

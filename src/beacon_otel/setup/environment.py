@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
-from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in
+from beacon_otel.config.settings import (
+    BeaconConfig,
+    BeaconConfigError,
+    describe_unknown,
+    disabled_in,
+    unknown_variables,
+)
 from beacon_otel.frameworks.fastapi import has_native_telemetry
 
 logger = logging.getLogger("beacon_otel")
@@ -26,8 +32,19 @@ CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "cook
 """Headers whose values the instrumentations must redact if told to capture them."""
 
 
+def warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    """One WARNING naming every ``BEACON_*`` variable no setting reads, with the likely intended one."""
+    unknown = unknown_variables(environ)
+    if unknown:
+        logger.warning(
+            "beacon-otel: unknown settings ignored: %s; beacon-otel doctor lists the settings in use",
+            describe_unknown(unknown),
+        )
+
+
 def config_from(environ: Mapping[str, str]) -> BeaconConfig | None:
     """The settings auto-run runs with, or None when Beacon is off (said once, at its level)."""
+    warn_unknown_variables(environ)
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         logger.debug("beacon-otel: OTEL_SDK_DISABLED=true, Beacon is off")
         return None
