@@ -134,6 +134,10 @@ class Reception:
                 self._changed.notify_all()
         except _Refused as exc:
             answer = {"error": exc.message, **({"problems": exc.problems} if exc.problems else {})}
+            if headers.get(PROBE_HEADER):
+                # `beacon-otel doctor`'s probe: answered as the contract says, but not a batch.
+                self._emit(f"probe from beacon-otel doctor answered {exc.status}")
+                return Reply(exc.status, answer, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {})
             rejection = {"status": exc.status, **answer, "at": _now_iso()}
             with self._lock:
                 self.counters["batches_rejected"] += 1
@@ -164,6 +168,10 @@ class Reception:
                 self._log(line)
         except Exception:  # a failing printer must not cost the client its response
             _logger.exception("DevIngest log callback failed")
+
+
+PROBE_HEADER = "Beacon-Probe"
+"""Marks `beacon-otel doctor`'s empty batch: refused as any, never counted as a rejected batch."""
 
 
 def _now_iso() -> str:

@@ -6,11 +6,13 @@ accepts the key, and what waits in the spool, per destination.
 
 The ingest is asked with an empty batch, ``{"events": []}``: the contract refuses it (400) and
 stores nothing, while a wrong key is refused first (401/403), as HTTP authentication comes
-before the body. ``--send-test-event`` sends one real, stored event instead.
+before the body. Its ``Beacon-Probe`` header keeps the dev ingest from counting it as a
+rejected batch. ``--send-test-event`` sends one real, stored event instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -32,6 +34,8 @@ from beacon_otel.spool.files import legacy_batches
 from beacon_otel.spool.store import destination_fingerprint, destinations
 
 PROBE_ROUTE = "/beacon-otel/doctor"
+PROBE_HEADER = "Beacon-Probe"
+"""Marks the empty batch as a probe (docs/ingest-protocol.md): the dev ingest does not count it."""
 
 
 def fingerprint(key: str) -> str:
@@ -113,6 +117,10 @@ def _proxy_for(url: str) -> str | None:
 def ingest(config: BeaconConfig, found: list[Finding], *, send_test_event: bool) -> None:
     """Ask the ingest through the real transport (endpoint guard, TLS, proxy, key)."""
     add = adder(found, "Ingest")
+    if not send_test_event:
+        # An ingest answers the empty batch as the contract says; the header lets one that keeps
+        # statistics (the dev ingest) tell a probe from a batch refused.
+        config = dataclasses.replace(config, extra_headers={**config.extra_headers, PROBE_HEADER: "doctor"})
     transport = ingest_transport(config)  # exactly the processor's
     body = _test_event() if send_test_event else b'{"events": []}'
     try:
@@ -122,7 +130,11 @@ def ingest(config: BeaconConfig, found: list[Finding], *, send_test_event: bool)
     where = shown_url(config.ingest_url)
     if outcome.status is None:
         local = is_loopback_host(urlsplit(config.ingest_url).hostname or "")
-        hint = "; for a local dev ingest, start it with: beacon-otel dev-ingest" if local else ""
+        hint = (
+            f"; for a local dev ingest, start it with: {dev_ingest_command(config.ingest_url)}"
+            if local
+            else ""
+        )
         add(FAIL, f"{where} did not answer: {outcome.detail}{hint}")
     elif 200 <= outcome.status < 300:
         what = "stored the test event" if send_test_event else "accepted an empty batch (stores nothing)"
@@ -133,6 +145,12 @@ def ingest(config: BeaconConfig, found: list[Finding], *, send_test_event: bool)
         add(FAIL, f"{where} refused the key {fingerprint(config.ingest_key)}: {outcome.detail}")
     else:
         add(FAIL, f"{where}: {outcome.detail}")
+
+
+def dev_ingest_command(url: str) -> str:
+    """The command that starts a dev ingest where ``url`` points, on its port."""
+    parts = urlsplit(url)
+    return f"beacon-otel dev-ingest --port {parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def _test_event() -> bytes:

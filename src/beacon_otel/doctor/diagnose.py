@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from beacon_otel.doctor import destination
 from beacon_otel.doctor.destination import PROBE_ROUTE, fingerprint
@@ -28,8 +30,14 @@ _OTLP_PACKAGES = {
 }
 
 
-def diagnose(environ: Mapping[str, str], *, send_test_event: bool = False) -> list[Finding]:
-    """Every finding about the environment ``environ``, in report order."""
+def diagnose(
+    environ: Mapping[str, str], *, send_test_event: bool = False, project: Path | None = None
+) -> list[Finding]:
+    """Every finding about the environment ``environ``, in report order.
+
+    ``project`` is the app's directory (the current one by default), where a Django project's
+    ``manage.py`` names its settings.
+    """
     found: list[Finding] = []
     config = destination.settings(environ, found)
     if config is not None and config.enabled:
@@ -37,6 +45,7 @@ def diagnose(environ: Mapping[str, str], *, send_test_event: bool = False) -> li
             destination.ingest(config, found, send_test_event=send_test_event)
         destination.spool(config, found)
     _frameworks(found)
+    _django_settings(environ, Path.cwd() if project is None else project, found)
     _double_server_spans(environ, found)
     _exporters(environ, found)
     return found
@@ -67,17 +76,42 @@ def _frameworks(found: list[Finding]) -> None:
         add(WARN, "no FastAPI, Starlette, Flask or Django here: only raw ASGI/WSGI apps are covered")
 
 
+_SETTINGS_DEFAULT = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
+
+
+def _django_settings(environ: Mapping[str, str], project: Path, found: list[Finding]) -> None:
+    """Django without ``DJANGO_SETTINGS_MODULE``: the instrumentation configures empty settings.
+
+    ``manage.py`` and ``wsgi.py`` set the variable themselves, but only once they run: under
+    ``opentelemetry-instrument`` the Django instrumentation reads the settings first, finds none,
+    configures Django's defaults, and every request answers 500.
+    """
+    if catalog.installed("django") is None or environ.get("DJANGO_SETTINGS_MODULE", "").strip():
+        return
+    add = adder(found, "Django")
+    try:
+        found_default = _SETTINGS_DEFAULT.search((project / "manage.py").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        found_default = None
+    needed = "DJANGO_SETTINGS_MODULE is not set: under opentelemetry-instrument Django then runs with empty "
+    needed += "settings and every request answers 500"
+    if found_default is not None:
+        add(FAIL, f"{needed}; set DJANGO_SETTINGS_MODULE={found_default.group(1)} (from manage.py)")
+    else:
+        add(WARN, f"{needed}, if this app is a Django project; set DJANGO_SETTINGS_MODULE=mysite.settings")
+
+
 def _double_server_spans(environ: Mapping[str, str], found: list[Finding]) -> None:
     add = adder(found, "SERVER spans")
-    disabled = {n.strip() for n in environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
     native = catalog.installed("fastapi") and importlib.util.find_spec("fastapi.telemetry") is not None
-    if native and catalog.installed("opentelemetry-instrumentation-fastapi") and "fastapi" not in disabled:
+    if native:
+        # Never two: FastAPI's own telemetry steps aside when the instrumentation's middleware is
+        # in the app, and auto-run keeps that instrumentation out when FastAPI's serves Beacon.
         add(
-            WARN,
-            f"FastAPI {catalog.installed('fastapi')} makes its own SERVER span per request "
-            "(native telemetry) "
-            "and opentelemetry-instrumentation-fastapi makes another: Beacon counts the request once, "
-            "other exporters get both; FastAPI(telemetry={'tracing': False}) leaves one",
+            INFO,
+            f"FastAPI {catalog.installed('fastapi')}: one SERVER span per request, FastAPI's own "
+            "(OTEL_TRACES_EXPORTER unset) or opentelemetry-instrumentation-fastapi's (an exporter "
+            "set); with no exporter, FastAPI(telemetry={'tracing': False}) would leave Beacon none",
         )
     others = [name for name in OTHER_ANALYTICS if catalog.installed(name)]
     if others:
