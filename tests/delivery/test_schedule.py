@@ -12,7 +12,7 @@ from beacon_otel.delivery.attempt import Delivery
 from beacon_otel.delivery.health import DOWN_AFTER
 from beacon_otel.delivery.log import DeliveryLog
 from beacon_otel.delivery.outcome import FailureKind, Outcome, Verdict
-from beacon_otel.delivery.schedule import DeliverySchedule, Wake
+from beacon_otel.delivery.schedule import FIRST_FLUSH, DeliverySchedule, Wake
 from beacon_otel.delivery.spooling import IDLE_RECHECK, SpoolPolicy
 from beacon_otel.delivery.stats import DeliveryStats
 
@@ -60,19 +60,30 @@ def event(n: int) -> RequestEvent:
     return RequestEvent(1_780_488_000_000_000_000, "GET", "/r", f"/r/{n}", 200, n, None, None)
 
 
-def schedule(clock: Clock, *, spool: bool, failures: list[Outcome], events: int) -> DeliverySchedule:
-    """Batches of 3, a 60 s interval, 20 events of memory; ``events`` buffered after ``failures``."""
+def schedule(
+    clock: Clock, *, spool: bool, failures: list[Outcome], events: int, sent_before: bool = True
+) -> DeliverySchedule:
+    """Batches of 3, a 60 s interval, 20 events of memory; ``events`` buffered after ``failures``.
+
+    ``sent_before``: a batch went already (the first partial batch of a process waits less).
+    """
     stats = DeliveryStats()
     log = DeliveryLog(url="https://ingest.test/v1/ingest", host="ingest.test", spool_path="/spool")
     policy = SpoolPolicy(EmptyStore(), stats=stats, log=log, clock=clock) if spool else None
     delivery = Delivery(
         NeverSends(), stats=stats, report=lambda error: None, log=log, spool=policy, clock=clock
     )
-    for outcome in failures:
-        delivery.health.failed(outcome)
     made = DeliverySchedule(
         delivery, cooperative.primitives(), batch_size=3, flush_interval=60.0, max_buffer_size=20, clock=clock
     )
+    if sent_before:
+        for n in range(3):
+            made.buffer.add(event(n))
+        with made.sync.lock:
+            assert made.why_awake() is Wake.SEND
+        made.buffer.take_all(3)
+    for outcome in failures:
+        delivery.health.failed(outcome)
     for n in range(events):
         made.buffer.add(event(n))
     if spool:
@@ -130,6 +141,31 @@ def test_how_long_the_thread_sleeps(spool: bool, failures: list[Outcome], events
     made = schedule(clock, spool=spool, failures=failures, events=events)
     with made.sync.lock:
         assert made.seconds_to_sleep() == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("seconds_later", "expected"), [(FIRST_FLUSH - 0.1, None), (FIRST_FLUSH, Wake.SEND)])
+def test_first_partial_batch_of_a_process_goes_sooner(seconds_later: float, expected: Wake | None) -> None:
+    """A new process's first partial batch waits FIRST_FLUSH (1 s), not the 60 s interval."""
+    clock = Clock()
+    made = schedule(clock, spool=False, failures=[], events=2, sent_before=False)
+    with made.sync.lock:
+        assert made.seconds_to_sleep() == pytest.approx(FIRST_FLUSH)
+        clock.now += seconds_later
+        assert made.why_awake() is expected
+
+
+def test_after_the_first_batch_the_interval_applies() -> None:
+    """Once a batch went, partial batches wait the whole flush_interval again."""
+    clock = Clock()
+    made = schedule(clock, spool=False, failures=[], events=2, sent_before=False)
+    with made.sync.lock:
+        clock.now += FIRST_FLUSH
+        assert made.why_awake() is Wake.SEND
+        made.buffer.take_all(3)
+        made.buffer.add(event(9))
+        assert made.seconds_to_sleep() == pytest.approx(60.0)
+        clock.now += 59.9
+        assert made.why_awake() is None
 
 
 def test_a_batch_to_retry_waits_for_the_backoff_and_no_longer() -> None:

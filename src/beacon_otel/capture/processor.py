@@ -178,7 +178,8 @@ class BeaconSpanProcessor(SpanProcessor):
         return self._worker.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        """Flush within ``shutdown_timeout`` and stop; one summary line if anything was lost."""
+        """Flush within ``shutdown_timeout`` and stop; one line if anything was lost, one if
+        batches wait in the spool."""
         if self._shut_down:
             return
         self._shut_down = True
@@ -190,6 +191,15 @@ class BeaconSpanProcessor(SpanProcessor):
         loss = self.stats.loss_summary()
         if loss is not None:
             logger.warning("beacon-otel: %s", loss)
+        if self.spool is not None and self.stats.snapshot()["spooled"]:
+            with guard.contained("counting the spool at shutdown"):
+                if waiting := self.spool.pending():
+                    logger.info(
+                        "beacon-otel: %d batches wait in the spool at %s; they are sent when the "
+                        "ingest answers, at the next start at the latest",
+                        waiting,
+                        self.spool.directory,
+                    )
 
     # -- for users -------------------------------------------------------------------------
 

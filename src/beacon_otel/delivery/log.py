@@ -122,6 +122,15 @@ class DeliveryLog:
             delayed,
         )
 
+    def replayed(self, events: int, batches: int) -> None:
+        """Spooled batches (of an earlier run, or of this one's outage) were sent: once per backlog."""
+        logger.info(
+            "beacon-otel: sent %d events (%d batches) that waited in the spool at %s",
+            events,
+            batches,
+            self.spool_path,
+        )
+
     def lost(self, message: str, *, kind: str) -> None:
         """Events that will never arrive (refused, or no room left): one line a minute per kind."""
         if self._due(f"lost:{kind}"):

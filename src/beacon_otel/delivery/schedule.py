@@ -15,6 +15,11 @@ from beacon_otel.common.cooperative import Primitives
 from beacon_otel.delivery.attempt import Delivery
 from beacon_otel.delivery.buffer import EventBuffer
 
+FIRST_FLUSH = 1.0
+"""Seconds the first partial batch of a process waits at most, whatever ``flush_interval`` says:
+a newly started service (or a developer's first request) shows in Beacon at once, and the usual
+interval applies from then on."""
+
 
 class Wake(enum.Enum):
     """Why the delivery thread is awake."""
@@ -45,6 +50,8 @@ class DeliverySchedule:
         """The worker's lock (every method here is called with it held) and its two conditions."""
         self.batch_size = batch_size
         self._interval = flush_interval
+        self._partial_wait = min(flush_interval, FIRST_FLUSH)
+        """How long a partial batch waits: ``FIRST_FLUSH`` until the first batch went, then the interval."""
         self.clock = clock
         self._flush_requests = 0  # flushes waiting: a partial batch goes now
         self.busy = False
@@ -93,7 +100,7 @@ class DeliverySchedule:
         if buffer.batches or buffer.events >= self.batch_limit():
             return True
         return buffer.events > 0 and (
-            self._flush_requests > 0 or self.stopping or self.clock() >= buffer.oldest_at + self._interval
+            self._flush_requests > 0 or self.stopping or self.clock() >= buffer.oldest_at + self._partial_wait
         )
 
     def should_offload(self) -> bool:
@@ -113,6 +120,7 @@ class DeliverySchedule:
         if not delivery.health.ready():
             return None
         if self.live_batch_due():
+            self._partial_wait = self._interval
             return Wake.SEND
         if delivery.spool.has_backlog():
             return Wake.REPLAY
@@ -127,7 +135,7 @@ class DeliverySchedule:
         if self.buffer.batches:
             wake_at = now  # a batch to retry: as soon as the backoff allows
         elif self.buffer.events:
-            wake_at = min(wake_at, self.buffer.oldest_at + self._interval)
+            wake_at = min(wake_at, self.buffer.oldest_at + self._partial_wait)
         wake_at = min(wake_at, now + self.delivery.spool.seconds_to_next_look())
         # Nothing goes out during a backoff; offloading to disk is woken by submit().
         wake_at = max(wake_at, now + self.delivery.health.seconds_to_wait())

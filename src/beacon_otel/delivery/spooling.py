@@ -69,6 +69,7 @@ class SpoolPolicy:
         self._clock = clock
         self._next_look = 0.0
         self._disk_retry_at = 0.0
+        self._replayed = (0, 0)  # events and batches sent from the spool since the last line
 
     def ready(self) -> bool:
         """Whether the disk may be tried (it refused a batch less than ``DISK_RETRY`` ago)."""
@@ -116,6 +117,10 @@ class SpoolPolicy:
             lease = self._spool.claim()
         if lease is None:
             self._next_look = self._clock() + IDLE_RECHECK
+            if self._replayed != (0, 0):
+                # The backlog is drained: one line for all of it, never one per batch.
+                self._log.replayed(*self._replayed)
+                self._replayed = (0, 0)
             return None
         return Batch.from_spool(lease)
 
@@ -125,6 +130,7 @@ class SpoolPolicy:
         if delivered:
             # Counted before the file goes: whoever sees the spool empty sees the count.
             self._stats.record(Fate.RECOVERED, len(batch))
+            self._replayed = (self._replayed[0] + len(batch), self._replayed[1] + 1)
         lease: Any = batch.spooled
         batch.spooled = None
         lease.ack()
