@@ -136,6 +136,80 @@ def test_httpx_wsgi_transport(beacon_events):
     assert beacon_events.one(method="POST", path="/things")["status"] == 201
 """
 
+# Apps are module-level in real projects: every test uses the same objects, in any order, some
+# before any test asked for beacon_events, some with Beacon and some without.
+MODULE_LEVEL_APPS = """
+from django.test import Client
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+fastapi_app = FastAPI()
+fastapi_app.get("/users/{user_id}")(lambda user_id: {"id": user_id})
+starlette_app = Starlette(routes=[Route("/orders/{order_id}", lambda request: PlainTextResponse("ok"))])
+flask_app = Flask("sample")
+flask_app.add_url_rule("/users/<int:user_id>", "user", lambda user_id: {"id": user_id})
+"""
+
+MODULE_LEVEL_TESTS = """
+import pytest
+from apps import Client, TestClient, fastapi_app, flask_app, starlette_app
+
+
+def fastapi_served(beacon_events, n):
+    TestClient(beacon_events.instrument(fastapi_app)).get(f"/users/{n}", headers={"X-API-Key": f"k{n}"})
+    assert [(e["route"], e["path"], e["consumer"]) for e in beacon_events.events] == [
+        ("/users/{user_id}", f"/users/{n}", f"k{n}")
+    ]
+
+
+def starlette_served(beacon_events, n):
+    TestClient(beacon_events.instrument(starlette_app)).get(f"/orders/{n}")
+    assert [e["path"] for e in beacon_events.events] == [f"/orders/{n}"]
+
+
+def flask_served(beacon_events, n):
+    beacon_events.instrument(flask_app).test_client().get(f"/users/{n}")
+    expected = [("/users/<int:user_id>", f"/users/{n}")]
+    assert [(e["route"], e["path"]) for e in beacon_events.events] == expected
+
+
+def django_served(beacon_events, n):
+    beacon_events.instrument()
+    Client().get(f"/articles/{n}/")
+    expected = [("/articles/<int:pk>/", f"/articles/{n}/")]
+    assert [(e["route"], e["path"]) for e in beacon_events.events] == expected
+
+
+def without_beacon(n):
+    # The same apps served by tests that do not use the fixture: before, between and after.
+    assert TestClient(fastapi_app).get(f"/users/{n}").status_code == 200
+    assert TestClient(starlette_app).get(f"/orders/{n}").status_code == 200
+    assert flask_app.test_client().get(f"/users/{n}").status_code == 200
+    assert Client().get(f"/articles/{n}/").status_code == 200
+
+
+SERVED = {
+    "fastapi": fastapi_served,
+    "starlette": starlette_served,
+    "flask": flask_served,
+    "django": django_served,
+}
+ORDER = ORDER_PLACEHOLDER
+
+
+@pytest.mark.parametrize("step", range(len(ORDER)))
+def test_step(request, step):
+    kind, n = ORDER[step]
+    if kind == "plain":
+        without_beacon(n)
+    else:
+        SERVED[kind](request.getfixturevalue("beacon_events"), n)
+"""
+
 FAILING_TEST = """
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -176,6 +250,53 @@ def test_fixture_gives_each_framework_its_events(tmp_path: Path) -> None:
     result = run_pytest(tmp_path / "sample", files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed" in result.stdout
+
+
+STEPS = [
+    ("plain", 0),
+    ("fastapi", 1),
+    ("starlette", 1),
+    ("flask", 1),
+    ("django", 1),
+    ("plain", 1),
+    ("fastapi", 2),
+    ("flask", 2),
+    ("starlette", 2),
+    ("django", 2),
+    ("fastapi", 3),
+    ("fastapi", 4),
+    ("flask", 3),
+    ("plain", 2),
+    ("starlette", 3),
+    ("django", 3),
+]
+
+
+def module_level_project(order: list[tuple[str, int]]) -> dict[str, str]:
+    tests = MODULE_LEVEL_TESTS.replace("ORDER_PLACEHOLDER", repr(order))
+    return {
+        "conftest.py": CONFTEST,
+        "django_urls.py": DJANGO_URLS,
+        "apps.py": MODULE_LEVEL_APPS,
+        "test_module_level.py": tests,
+    }
+
+
+def test_module_level_apps_in_every_test_in_any_order(tmp_path: Path) -> None:
+    """The same module-level FastAPI, Starlette, Flask and Django apps give each test its own
+    events, test after test, whatever the order, also after tests that served them without
+    Beacon: the README's two-test example, for every framework."""
+    for name, order in (("forward", STEPS), ("backward", STEPS[::-1])):
+        result = run_pytest(tmp_path / name, module_level_project(order))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{len(order)} passed" in result.stdout
+
+
+def test_module_level_apps_under_xdist(tmp_path: Path) -> None:
+    """Under pytest-xdist each worker instruments the apps for itself: every test passes."""
+    result = run_pytest(tmp_path / "xdist", module_level_project(STEPS), "-p", "xdist", "-n", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(STEPS)} passed" in result.stdout
 
 
 def test_failed_lookup_lists_every_event(tmp_path: Path) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 from flask import Flask
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from beacon_otel.config.settings import DEFAULT_EXCLUDE_PATHS, BeaconConfig, BeaconConfigError
-from beacon_otel.testing import BeaconCapture
+from tests.conftest import make_pipeline
 
 PATHS = [
     "/users/1",
@@ -37,18 +35,22 @@ def flask_app() -> Flask:
 
 def served_paths(**config: object) -> tuple[list[str], list[str], dict[str, object]]:
     """Paths of the events and of the exported spans, and Beacon's counters, for every path."""
-    capture = BeaconCapture(**config)
-    exporter = InMemorySpanExporter()
-    capture.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    pipeline = make_pipeline(**{"exclude_paths": DEFAULT_EXCLUDE_PATHS, **config})
+    app = flask_app()
+    FlaskInstrumentor().instrument_app(
+        app, tracer_provider=pipeline.provider, **pipeline.processor.hooks("flask")
+    )
     try:
-        client = capture.instrument(flask_app()).test_client()
+        client = app.test_client()
         for path in PATHS:
             assert client.get(path).status_code == 200
-        events = [event["path"] for event in capture.events]
-        spans = [str(span.attributes.get("http.target")) for span in exporter.get_finished_spans()]
-        return events, spans, capture.processor.stats.snapshot()
+        events = [event["path"] for event in pipeline.events()]
+        spans = [str(span.attributes.get("http.target")) for span in pipeline.exporter.get_finished_spans()]
+        return events, spans, pipeline.processor.stats.snapshot()
     finally:
-        capture.close()
+        pipeline.provider.shutdown()
 
 
 def test_default_list_keeps_health_checks_and_browser_noise_out() -> None:
