@@ -346,3 +346,17 @@ def test_unknown_variables_are_named_with_the_closest_setting() -> None:
         "BEACON_INGEST_KY (did you mean BEACON_INGEST_KEY?), BEACON_INGST_URL (did you mean "
         "BEACON_INGEST_URL?), BEACON_WHATEVER_ELSE"
     )
+
+
+def test_default_spool_on_aws_lambda_is_under_tmp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On AWS Lambda only /tmp is writable: the default spool lives there."""
+    import tempfile
+    from pathlib import Path
+
+    from beacon_otel.config.settings import default_storage_path
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "api")
+    assert default_storage_path() == Path(tempfile.gettempdir()) / "beacon-otel" / "spool"
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+    monkeypatch.setenv("XDG_STATE_HOME", "/var/state")
+    assert default_storage_path() == Path("/var/state/beacon-otel/spool")

@@ -168,6 +168,18 @@ def test_after_the_first_batch_the_interval_applies() -> None:
         assert made.why_awake() is None
 
 
+@pytest.mark.parametrize("spool", [True, False])
+def test_a_flush_during_a_backoff_goes_to_disk(spool: bool) -> None:
+    """A flush (AWS Lambda's, after every invocation) does not wait out a backoff: memory goes to
+    disk at once. Without a spool it waits, as the events have nowhere else to go."""
+    clock = Clock()
+    made = schedule(clock, spool=spool, failures=[REFUSED], events=2)
+    with made.sync.lock:
+        assert made.why_awake() is None  # backing off: nothing to do yet
+        made._flush_requests += 1  # what flushed_by() does while it waits
+        assert made.why_awake() is (Wake.OFFLOAD if spool else None)
+
+
 def test_a_batch_to_retry_waits_for_the_backoff_and_no_longer() -> None:
     """A batch waiting for its retry wakes the thread when Retry-After ends, not an interval later."""
     clock = Clock()

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
 import signal
 import threading
@@ -535,7 +536,12 @@ def test_an_outage_fills_the_disk_not_the_drop_counter(
     assert [m for m in told if "wait on disk" in m] == [
         "beacon-otel: ingest.test is still failing; events now wait on disk at /spool"
     ]
-    assert "recovered after" in told[-1]
+    assert "recovered after" in told[-2]
+    # Then one line for the whole backlog sent from disk, not one per batch.
+    recovered = stats.snapshot()["recovered"]
+    assert re.fullmatch(
+        rf"beacon-otel: sent {recovered} events \(\d+ batches\) that waited in the spool at /spool", told[-1]
+    )
 
 
 def test_a_full_spool_keeps_batches_in_memory_and_says_so_once(

@@ -21,6 +21,7 @@ from beacon_otel.delivery.stats import DeliveryError, DeliveryStats, Fate
 from beacon_otel.frameworks.base import Hook
 from beacon_otel.frameworks.settle import (
     absorb_inner_span,
+    adopt_app_route,
     is_inner_layer,
     is_native_span,
     scope_route,
@@ -142,6 +143,8 @@ class BeaconSpanProcessor(SpanProcessor):
         if context is not None:
             if is_native_span(span) and not settle(context):
                 return  # excluded by the user: no span from the contrib instrumentation, no event from us
+            if context.inner_route is not None:
+                adopt_app_route(context, span)  # the app inside an AWS Lambda invocation
             if context.waiting:
                 self._waiting.hold(context, span)  # until the body or the inner layer ends
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
@@ -49,7 +50,10 @@ class BeaconConfigError(ValueError):
 
 
 def default_storage_path() -> Path:
-    """A per-user private directory for the disk spool."""
+    """A per-user private directory for the disk spool (on AWS Lambda, under /tmp, its only
+    writable directory, which lives as long as the sandbox)."""
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return Path(tempfile.gettempdir()) / "beacon-otel" / "spool"
     if sys.platform == "win32":  # pragma: no cover - not a supported server platform in CI
         base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
     else:

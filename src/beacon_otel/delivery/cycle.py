@@ -50,15 +50,24 @@ class DeliveryCycle:
         while True:
             with schedule.sync.lock:
                 if not schedule.should_offload():
+                    # A flush waiting on memory may return now, even while the ingest backs off.
+                    schedule.sync.idle.notify_all()
                     return
-                if buffer.batches > 1:
+                if buffer.batches > 1 or (buffer.batches and not buffer.events):
                     batch = buffer.take_newest()
                 else:
                     limit = schedule.batch_limit()
                     batch = buffer.cut(limit, limit)[0]
-            if not self._delivery.keep(batch):
+                schedule.busy = True  # out of memory, not on disk yet: a flush must wait for it
+            kept = False
+            try:
+                kept = self._delivery.keep(batch)
+            finally:
                 with schedule.sync.lock:
-                    buffer.keep(batch)  # the disk said no: it waits in memory after all
+                    schedule.busy = False
+                    if not kept:
+                        buffer.keep(batch)  # the disk said no: it waits in memory after all
+            if not kept:
                 return
 
     def _send_live(self) -> None:

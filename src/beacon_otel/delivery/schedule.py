@@ -104,9 +104,15 @@ class DeliverySchedule:
         )
 
     def should_offload(self) -> bool:
-        """Memory is filling and the disk takes batches (even during a backoff)."""
+        """Memory is filling, or a flush waits out a backoff, and the disk takes batches."""
         delivery = self.delivery
-        return delivery.spool.ready() and self.buffer.should_spill(
+        if not delivery.spool.ready():
+            return False
+        if self._flush_requests > 0 and self.buffer and not delivery.health.ready():
+            # A flush would wait for the backoff and the retries after it: on AWS Lambda that
+            # is every invocation, up to its flush timeout. The disk takes the events at once.
+            return True
+        return self.buffer.should_spill(
             self.batch_limit(), batch_size=self.batch_size, failing=delivery.health.failing
         )
 

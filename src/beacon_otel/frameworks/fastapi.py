@@ -124,21 +124,25 @@ def excluded_by_user(context: RequestContext) -> bool:
     return bool(excluded.url_disabled(url))
 
 
-_ASGI_LAYERS = frozenset(f"opentelemetry.instrumentation.{name}" for name in ("asgi", "fastapi", "starlette"))
+_INNER_LAYERS = frozenset(
+    f"opentelemetry.instrumentation.{name}"
+    for name in ("asgi", "fastapi", "starlette", "wsgi", "flask", "django")
+)
 
 
 def is_inner_layer(span: Any) -> bool:
-    """An INTERNAL span of an instrumented mounted app inside the request's SERVER span.
+    """An INTERNAL span of an instrumented app inside the request's SERVER span.
 
-    The contrib ASGI middleware opens one (not a SERVER span: its parent is local) with the
-    request's HTTP attributes; its ``http send``/``http receive`` spans carry none of them.
+    The contrib ASGI and WSGI instrumentations open one (not a SERVER span: its parent is
+    local) with the request's HTTP attributes, for a mounted app or for the app inside an AWS
+    Lambda invocation's span; ``http send``/``http receive`` spans carry none of them.
     """
     # Attributes first: nearly every span asked about (http send/receive) fails there, cheaply.
     attributes = span_attributes(span)
     if "http.request.method" not in attributes and "http.method" not in attributes:
         return False
     scope = span.instrumentation_scope
-    return scope is not None and scope.name in _ASGI_LAYERS
+    return scope is not None and scope.name in _INNER_LAYERS
 
 
 def absorb_inner_span(context: RequestContext, span: Any) -> None:
@@ -147,6 +151,9 @@ def absorb_inner_span(context: RequestContext, span: Any) -> None:
         absorb_native_telemetry(context)
     if context.error is None:
         context.error = exception_text(span.events)
+    if not context.inner_route:
+        route = span_attributes(span).get("http.route")
+        context.inner_route = route if isinstance(route, str) else ""
 
 
 def _native_exception_text() -> str | None:

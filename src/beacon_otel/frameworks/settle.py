@@ -8,6 +8,7 @@ its scope after routing (Starlette's mounts and ``Host`` routes).
 
 from __future__ import annotations
 
+from beacon_otel.frameworks.aws_lambda import adopt_app_route
 from beacon_otel.frameworks.fastapi import (
     absorb_inner_span,
     absorb_native_telemetry,
@@ -18,7 +19,14 @@ from beacon_otel.frameworks.fastapi import (
 from beacon_otel.frameworks.starlette import asgi_route as scope_route
 from beacon_otel.request.context import RequestContext
 
-__all__ = ["absorb_inner_span", "is_inner_layer", "is_native_span", "scope_route", "settle"]
+__all__ = [
+    "absorb_inner_span",
+    "adopt_app_route",
+    "is_inner_layer",
+    "is_native_span",
+    "scope_route",
+    "settle",
+]
 
 
 def settle(context: RequestContext) -> bool:

@@ -36,6 +36,7 @@ class RequestContext:
         "environ",
         "error",
         "inner_open",
+        "inner_route",
         "path",
         "request",
         "resolved",
@@ -64,6 +65,9 @@ class RequestContext:
         (a mounted app's own SERVER span) ended: its event waits for both."""
         self.inner_open = 0
         """Inner SERVER spans of this request started and not ended yet."""
+        self.inner_route: str | None = None
+        """The route an inner layer matched (``""`` when it matched none); ``None`` without one.
+        The request's route when its outer span only wraps the app (an AWS Lambda invocation)."""
 
     @property
     def streaming(self) -> bool:

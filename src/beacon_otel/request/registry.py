@@ -101,7 +101,14 @@ class RequestRegistry:
         if current is not None and current[0] is span:
             return current[1]  # the usual case: the outermost span of the request served here
         # NonRecordingSpan has no .kind; sampled-out spans never reach on_end, so keep nothing.
-        if getattr(span, "kind", None) is not _SERVER or not span.is_recording():
+        kind = getattr(span, "kind", None)
+        if kind is not _SERVER:
+            # An instrumented app inside another SERVER span (a Lambda invocation, a mount) opens
+            # an INTERNAL span, nested into the outer request when it started.
+            if kind is None or not self._nested:
+                return None
+            return self._nested.get(span.get_span_context().span_id)
+        if not span.is_recording():
             return None
         span_id = span.get_span_context().span_id
         context = self._contexts.get(span_id) or self._nested.get(span_id)
