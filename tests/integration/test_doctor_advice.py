@@ -88,6 +88,36 @@ def test_wrong_key_probe_is_still_refused(ingest: DevIngest, tmp_path: Path) -> 
     assert "refused the key" in findings(lines, "FAIL")[0]
 
 
+def test_misspelt_setting_renamed_as_told(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
+    """BEACON_CONSUMER_HEADR: doctor names the setting meant; renamed so, it takes effect."""
+    env = {"BEACON_INGEST_URL": ingest.base_url, "BEACON_STORAGE_PATH": str(tmp_path / "spool")}
+    status, lines = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_CONSUMER_HEADR="X-Tenant", **env)
+    assert status == 1
+    (failure,) = findings(lines, "FAIL")
+    advice = re.search(r"^(BEACON_\w+) is not a Beacon setting .*did you mean (BEACON_\w+)\?$", failure)
+    assert advice is not None, lines
+    env[advice.group(2)] = "X-Tenant"
+    status, lines = doctor(tmp_path, BEACON_INGEST_KEY=KEY, **env)
+    assert status == 0, lines
+    server = launch(UVICORN, {"BEACON_INGEST_KEY": KEY, "BEACON_FLUSH_INTERVAL": "0.2", **env})
+    assert server.request("GET", "/users/1", {"X-Tenant": "acme", "X-API-Key": "key-1"})[0] == 200
+    assert server.terminate() in (0, -15), server.log()
+    [event] = ingest.wait_for_events(1, timeout=60)
+    assert (event["path"], event["consumer"]) == ("/users/1", "acme")
+
+
+def test_missing_key_set_as_told(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
+    """No BEACON_INGEST_KEY: doctor says to set it; set, doctor passes and the events arrive."""
+    env = {"BEACON_INGEST_URL": ingest.base_url, "BEACON_STORAGE_PATH": str(tmp_path / "spool")}
+    status, lines = doctor(tmp_path, **env)
+    assert status == 1
+    assert findings(lines, "FAIL")[0].startswith("BEACON_INGEST_KEY is not set: Beacon is off (set it")
+    status, lines = doctor(tmp_path, BEACON_INGEST_KEY=KEY, **env)
+    assert status == 0, lines
+    assert served_events(launch, UVICORN, env, ["/users/2"]) == [200]
+    assert [e["path"] for e in ingest.wait_for_events(1, timeout=60)] == ["/users/2"]
+
+
 def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
