@@ -12,7 +12,12 @@ from flask import Flask
 import beacon_otel
 from beacon_otel.testing import BeaconCapture
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+# Starlette's test client: newer releases warn of the httpx they use, older ones (the oldest
+# session) of anyio's BlockingPortal alias.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+    pytest.mark.filterwarnings("ignore:The anyio.abc.BlockingPortal alias is deprecated"),
+]
 
 
 def fastapi_app() -> FastAPI:

@@ -8,8 +8,12 @@ from fastapi import FastAPI
 from beacon_otel.config.settings import BeaconConfig, BeaconConfigError
 from beacon_otel.testing import BeaconCapture
 
-# Starlette's test client, over the httpx it deprecates (its import warns).
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+# Starlette's test client: newer releases warn of the httpx they use, older ones (the oldest
+# session) of anyio's BlockingPortal alias.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+    pytest.mark.filterwarnings("ignore:The anyio.abc.BlockingPortal alias is deprecated"),
+]
 
 # What SQLAlchemy raises for a duplicate row: the statement and its parameters on later lines.
 SQLALCHEMY_TEXT = (
