@@ -11,6 +11,9 @@ connections that apply these rules are :mod:`beacon_otel.delivery.transports.gua
 Through an HTTPS proxy the proxy resolves the ingest host (it may be the only one that can):
 then what can be checked here is checked (an IP literal host, the URL's rules) and the proxy's
 own address is the user's choice.
+
+This module imports nothing but the standard library's address and URL parsing: the settings are
+read at start-up, before gevent or eventlet patch ``ssl`` (see ``guarded``).
 """
 
 from __future__ import annotations

@@ -6,12 +6,16 @@ import enum
 import json
 import re
 import socket
-import ssl
+import sys
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 from beacon_otel.config.endpoint import EndpointRefused
+
+if TYPE_CHECKING:
+    from ssl import SSLError
 
 MAX_RETRY_AFTER = 300.0
 """An ingest asking for more than five minutes is clamped: the spool holds what waits longer."""
@@ -167,8 +171,11 @@ def failure_outcome(exc: BaseException, *, host: str, timeout: float, timed_out:
             return _retry("connection refused", FailureKind.CONNECTION_REFUSED)
     if "ProxyError" in names:
         return _retry(f"proxy: {_proxy_reason(chain)}", FailureKind.PROXY)
+    # ssl is looked up, not imported: imported at start-up it would stay unpatched under gevent
+    # (see beacon_otel.delivery.transports.guarded), and no TLS error exists before the transport imported it.
+    ssl = sys.modules.get("ssl")
     for cause in chain:
-        if isinstance(cause, ssl.SSLError):
+        if ssl is not None and isinstance(cause, ssl.SSLError):
             return _retry(f"TLS: {tls_reason(cause)}", FailureKind.TLS)
     if "NameResolutionError" in names:
         return _retry(f"DNS lookup failed for {host}", FailureKind.DNS)
@@ -180,10 +187,11 @@ def failure_outcome(exc: BaseException, *, host: str, timeout: float, timed_out:
     return _retry(f"connection error: {type(chain[-1]).__name__}", FailureKind.CONNECTION)
 
 
-def tls_reason(error: ssl.SSLError) -> str:
+def tls_reason(error: SSLError) -> str:
     """``certificate verify failed: self-signed certificate`` rather than a tuple of codes."""
-    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
-        return f"certificate verify failed: {error.verify_message}"
+    verify_message = getattr(error, "verify_message", None)  # SSLCertVerificationError's
+    if verify_message:
+        return f"certificate verify failed: {verify_message}"
     if error.reason:
         return str(error.reason).lower().replace("_", " ")
     return str(error) or type(error).__name__

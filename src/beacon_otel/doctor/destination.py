@@ -24,8 +24,6 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-import requests.utils
-
 from beacon_otel.config.endpoint import address_problem, is_loopback_address, is_loopback_host, shown_url
 from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in, unknown_variables
 from beacon_otel.delivery.outbound import ingest_transport
@@ -109,6 +107,9 @@ def endpoint(config: BeaconConfig, found: list[Finding]) -> bool:
 
 
 def _proxy_for(url: str) -> str | None:
+    # Only when the doctor runs, never at start-up (see beacon_otel.delivery.transports.guarded).
+    import requests.utils
+
     proxies = requests.utils.get_environ_proxies(url)
     proxy = proxies.get("https") or proxies.get("all")
     return shown_url(proxy) if proxy else None

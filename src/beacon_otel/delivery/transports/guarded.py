@@ -3,6 +3,12 @@
 The rules themselves (which addresses, which URLs) are :mod:`beacon_otel.config.endpoint`'s; here
 they are checked for every new connection, after DNS resolution and through proxies, and each
 connection is watched by the request's total deadline.
+
+This module imports requests and urllib3, and so ``ssl`` through them: only the delivery thread
+imports it, on its first send. Under gunicorn's gevent worker (or eventlet) the app is loaded
+after the worker patched ``ssl``; an ``ssl`` or ``urllib3.util.ssl_`` imported earlier, while
+``opentelemetry-instrument`` starts the process, keeps the unpatched ``SSLContext``, and every
+HTTPS request of the app then fails with ``RecursionError``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""HTTP to the ingest: one keep-alive session, gzip, a total deadline and a capped reply."""
+"""HTTP to the ingest: one keep-alive session, gzip, a total deadline and a capped reply.
+
+requests (and through it urllib3 and ``ssl``) is imported when the first session is made, on the
+delivery thread: never while ``opentelemetry-instrument`` starts the process, before gevent or
+eventlet patch ``ssl`` (see :mod:`beacon_otel.delivery.transports.guarded`).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,9 @@ import os
 import threading
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-import requests.auth
-import requests.utils
 from opentelemetry.instrumentation.utils import (
     suppress_http_instrumentation,
     suppress_instrumentation,
@@ -32,8 +34,10 @@ from beacon_otel.delivery.outcome import (
     verdict_for_status,
 )
 from beacon_otel.delivery.transports.deadline import RequestDeadline
-from beacon_otel.delivery.transports.guarded import GuardedAdapter
 from beacon_otel.version import __version__
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "MAX_REPLY_BYTES",
@@ -158,6 +162,10 @@ class IngestTransport:
         return parts.netloc.rpartition("@")[2]
 
     def _new_session(self) -> requests.Session:
+        import requests.utils  # here, not at start-up: see the module's docstring
+
+        from beacon_otel.delivery.transports.guarded import GuardedAdapter
+
         session = requests.Session()
         adapter = GuardedAdapter(allow_private=self._allow_private, deadline=self._deadline)
         session.mount("https://", adapter)
@@ -206,8 +214,8 @@ def _capped_reply(response: requests.Response) -> str:
     return head.decode("utf-8", "replace")
 
 
-class _BearerAuth(requests.auth.AuthBase):
-    """``Authorization: Bearer <ingest key>``, kept out of reprs and logs."""
+class _BearerAuth:
+    """``Authorization: Bearer <ingest key>``, kept out of reprs and logs (a requests auth callable)."""
 
     def __init__(self, key: str) -> None:
         self._header = f"Bearer {key}"
