@@ -120,3 +120,27 @@ def test_when_memory_spills_to_disk(loose: int, in_batches: int, failing: bool, 
     for n in range(loose):
         buffer.add(event(100 + n))
     assert buffer.should_spill(3, batch_size=3, failing=failing) is spill
+
+
+def test_an_event_that_cannot_be_encoded_is_counted_and_the_rest_of_its_cut_is_kept() -> None:
+    """A cut never loses what it popped: the unencodable event is counted, its neighbours batched."""
+    lost: list[tuple[str, int]] = []
+    buffer = EventBuffer(max_size=100, clock=Clock(), lost=lambda reason, count: lost.append((reason, count)))
+    buffer.add(event(0))
+    buffer.add(event(1)._replace(end_time_ns=10**30))  # format_ts cannot write year 10**13
+    buffer.add(event(2))
+    batches = buffer.cut(3, 10)
+    assert [numbers(batch) for batch in batches] == [[0, 2]]
+    assert lost == [("unencodable", 1)]
+    assert not buffer
+
+
+def test_a_head_made_only_of_unencodable_events_moves_on_to_the_next() -> None:
+    """``head`` cuts again when a whole cut was unencodable, instead of failing or stopping."""
+    lost: list[tuple[str, int]] = []
+    buffer = EventBuffer(max_size=100, clock=Clock(), lost=lambda reason, count: lost.append((reason, count)))
+    buffer.add(event(0)._replace(end_time_ns=10**30))
+    buffer.add(event(1))
+    head = buffer.head(1)
+    assert head is not None and numbers(head) == [1]
+    assert lost == [("unencodable", 1)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
+from typing import Any
 
 from beacon_otel.contract.batch import Batch
 from beacon_otel.contract.event import RequestEvent
@@ -16,9 +17,16 @@ from beacon_otel.contract.event import RequestEvent
 class EventBuffer:
     """Events in arrival order, then the batches made from them; the head batch is the one sent."""
 
-    def __init__(self, *, max_size: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        clock: Callable[[], float],
+        lost: Callable[[str, int], None] = lambda reason, count: None,
+    ) -> None:
         self._max_size = max_size
         self._clock = clock
+        self._lost = lost
         self._events: collections.deque[RequestEvent] = collections.deque()
         self._batches: collections.deque[Batch] = collections.deque()  # made, not yet settled
         self._batch_events = 0
@@ -76,18 +84,36 @@ class EventBuffer:
         return len(self._events)
 
     def cut(self, count: int, size: int) -> list[Batch]:
-        """Take up to ``count`` events, oldest first, as batches of at most ``size`` (kept by the caller)."""
-        events = [self._events.popleft().as_dict() for _ in range(min(count, len(self._events)))]
+        """Take up to ``count`` events, oldest first, as batches of at most ``size`` (kept by the caller).
+
+        An event that cannot take its wire form is counted lost (``unencodable``), alone: the
+        events popped with it are all in the batches returned, which may be none.
+        """
+        popped = [self._events.popleft() for _ in range(min(count, len(self._events)))]
+        try:
+            events = [event.as_dict() for event in popped]
+        except Exception:
+            events = self._encodable(popped)
         if self._events:
             self.oldest_at = self._clock()  # close enough: the rest arrived after the cut
         return [Batch(events[i : i + size]) for i in range(0, len(events), size)]
 
+    def _encodable(self, popped: list[RequestEvent]) -> list[dict[str, Any]]:
+        events = []
+        for event in popped:
+            try:
+                events.append(event.as_dict())
+            except Exception:
+                self._lost("unencodable", 1)
+        return events
+
     def head(self, size: int) -> Batch | None:
         """The batch to send next: the oldest unsettled one, or a new one of up to ``size`` events."""
-        if not self._batches:
+        while not self._batches:
             if not self._events:
                 return None
-            self.keep(self.cut(size, size)[0])
+            for batch in self.cut(size, size)[:1]:
+                self.keep(batch)
         return self._batches[0]
 
     def settled(self, batch: Batch) -> None:

@@ -57,7 +57,10 @@ class DeliveryCycle:
                     batch = buffer.take_newest()
                 else:
                     limit = schedule.batch_limit()
-                    batch = buffer.cut(limit, limit)[0]
+                    cut = buffer.cut(limit, limit)
+                    if not cut:
+                        continue  # nothing in it could be sent: counted lost by the buffer
+                    batch = cut[0]
                 schedule.busy = True  # out of memory, not on disk yet: a flush must wait for it
             kept = False
             try:

@@ -44,7 +44,7 @@ class DeliverySchedule:
         clock: Callable[[], float],
     ) -> None:
         self.delivery = delivery
-        self.buffer = EventBuffer(max_size=max_buffer_size, clock=clock)
+        self.buffer = EventBuffer(max_size=max_buffer_size, clock=clock, lost=delivery.lost)
         """What waits in memory."""
         self.sync = sync
         """The worker's lock (every method here is called with it held) and its two conditions."""

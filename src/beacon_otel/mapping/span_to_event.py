@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,6 +89,10 @@ def span_to_event(
     end = getattr(span, "_end_time", None) or span.end_time
     if start is None or end is None:
         raise Unmappable("unfinished_span")
+    if not (type(start) is int and type(end) is int and start >= 0 and 0 <= end <= LATEST_TS_NS):
+        # A custom instrumentation may pass floats (time.time() * 1e9) or seconds; a float
+        # duration_ms gets the whole batch refused, and a time past year 9999 cannot be a ts.
+        start, end = _time_ns(start), _time_ns(end)
     if request.body_sent_ns is not None and request.body_sent_ns > end:
         end = request.body_sent_ns  # a streamed body: the span ended before its last byte
     template = request.route
@@ -208,6 +213,22 @@ def _route(template: Any, path: str) -> str:
 
 def _looks_like_regex(route: str) -> bool:
     return route.startswith("^") or route.endswith("$") or "(?P<" in route
+
+
+LATEST_TS_NS = 253_402_300_799_999_999_999
+"""9999-12-31T23:59:59.999+00:00, the last time an ISO 8601 ``ts`` can say, in nanoseconds."""
+
+
+def _time_ns(value: Any) -> int:
+    """A span time as whole nanoseconds since the epoch; ``Unmappable`` when it cannot be one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Unmappable("invalid_time")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Unmappable("invalid_time")
+    time_ns = int(value)
+    if not 0 <= time_ns <= LATEST_TS_NS:
+        raise Unmappable("invalid_time")
+    return time_ns
 
 
 def _int(value: Any) -> int | None:
