@@ -43,7 +43,9 @@ def test_healthy_setup_exits_0_without_storing_anything(ingest: DevIngest, tmp_p
     """A reachable ingest that accepts the key: exit 0; the probe stores nothing; the key is never shown."""
     result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=ingest.base_url)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "127.0.0.1 resolves to 127.0.0.1: allowed" in result.stdout
+    assert (
+        f"127.0.0.1 resolves to 127.0.0.1: allowed; port {ingest.port} accepts connections" in result.stdout
+    )
     assert "answered 400 to an empty batch, as the contract says: the key is accepted" in result.stdout
     assert f"ingest_key = {fingerprint(KEY)}  [BEACON_INGEST_KEY]" in result.stdout
     assert KEY not in result.stdout + result.stderr

@@ -24,7 +24,13 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from beacon_otel.config.endpoint import address_problem, is_loopback_address, is_loopback_host, shown_url
+from beacon_otel.config.endpoint import (
+    IPAddress,
+    address_problem,
+    is_loopback_address,
+    is_loopback_host,
+    shown_url,
+)
 from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in, unknown_variables
 from beacon_otel.delivery.outbound import ingest_transport
 from beacon_otel.doctor.report import FAIL, INFO, OK, WARN, Finding, adder
@@ -90,9 +96,9 @@ def endpoint(config: BeaconConfig, found: list[Finding]) -> bool:
         add(FAIL, f"{host} does not resolve: {exc}")
         return False
     allowed = True
-    for address in sorted(
-        {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}, key=str
-    ):
+    # In the resolver's order, which is the order the transport tries them in.
+    addresses = dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos)
+    for address in addresses:
         problem = address_problem(address, allow_private=config.allow_private_endpoints)
         if parts.scheme == "http" and not is_loopback_address(address):
             allowed = False
@@ -102,8 +108,26 @@ def endpoint(config: BeaconConfig, found: list[Finding]) -> bool:
             hint = "; BEACON_ALLOW_PRIVATE_ENDPOINTS=true allows it" if problem.opt_in_helps else ""
             add(FAIL, f"{host} resolves to {address}, {problem}: refused{hint}")
         else:
-            add(OK, f"{host} resolves to {address}: allowed")
+            refused = _connect_problem(address, port, timeout=min(config.timeout, 3.0))
+            if refused is None:
+                add(OK, f"{host} resolves to {address}: allowed; port {port} accepts connections")
+            else:
+                others = "; the next address is tried" if len(addresses) > 1 else ""
+                add(WARN, f"{host} resolves to {address}: allowed; port {port}: {refused}{others}")
     return allowed
+
+
+def _connect_problem(address: IPAddress, port: int, *, timeout: float) -> str | None:
+    """Why a TCP connection to ``address`` fails, or ``None`` when it connects."""
+    try:
+        socket.create_connection((str(address), port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        return "connection refused"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def _proxy_for(url: str) -> str | None:

@@ -19,13 +19,14 @@ from typing import Any
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from beacon_otel.config.endpoint import EndpointRefused, checked_addresses, literal_problem, refusal
 from beacon_otel.delivery.transports.deadline import RequestDeadline
 
 
 class _GuardedConnectionMixin:
-    """Connects only to an address that passed ``checked_addresses``; watched by a deadline."""
+    """Connects only to addresses that passed ``checked_addresses``, in order; watched by a deadline."""
 
     allow_private = False
     deadline: RequestDeadline | None = None
@@ -47,13 +48,23 @@ class _GuardedConnectionMixin:
             allow_private=self.allow_private,
             loopback_only=not isinstance(self, HTTPSConnection),
         )
-        # Connect to the address just checked, not to a second, possibly different, answer;
-        # TLS still verifies the certificate against the host name.
-        self._dns_host = str(infos[0][4][0])
-        try:
-            return self._watched(super()._new_conn())  # type: ignore[misc]
-        finally:
-            self._dns_host = host
+        # Connect to the addresses just checked, not to a second, possibly different, answer;
+        # TLS still verifies the certificate against the host name. Each in the resolver's
+        # order until one connects, as urllib3 does: "localhost" is ::1 first on Debian while a
+        # local ingest often listens on 127.0.0.1 only, and a container's IPv6 may be unrouted.
+        failure: Exception | None = None
+        for address in dict.fromkeys(str(info[4][0]) for info in infos):
+            self._dns_host = address
+            try:
+                return self._watched(super()._new_conn())  # type: ignore[misc]
+            except (NewConnectionError, ConnectTimeoutError) as exc:
+                failure = exc
+                if self.deadline is not None and self.deadline.expired:
+                    break  # the request's time is up: no address gets a second chance
+            finally:
+                self._dns_host = host
+        assert failure is not None  # getaddrinfo answers at least one address or raises
+        raise failure
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
