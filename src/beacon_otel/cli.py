@@ -103,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"send one real event (route {PROBE_ROUTE}) instead of an empty batch; it is stored",
     )
     doctor.set_defaults(run=_run_doctor)
+
+    spool_deliver = commands.add_parser(
+        "spool-deliver",
+        help="send the batches spooled for BEACON_INGEST_URL and BEACON_INGEST_KEY now",
+        description="Send every batch spooled for the destination the BEACON_* settings name "
+        "(ingest URL and key), with that key, oldest first: after a key rotation or a new ingest URL, "
+        "run it with the earlier key and URL. Exit 0 when the spool is empty, 1 when the ingest "
+        "stopped answering (the rest stays spooled), 2 when the settings are invalid.",
+    )
+    spool_deliver.set_defaults(run=_run_spool_deliver)
     return parser
 
 
@@ -184,6 +194,24 @@ def _run_doctor(args: argparse.Namespace) -> int:
     print(f"beacon-otel doctor ({_version_line()})\n")
     print(text)
     return status
+
+
+def _run_spool_deliver(args: argparse.Namespace) -> int:
+    """Send one destination's spooled batches, saying what happened to them."""
+    from beacon_otel.config.settings import BeaconConfig, BeaconConfigError
+    from beacon_otel.delivery.spool_delivery import deliver_spooled
+
+    try:
+        config = BeaconConfig.from_env(os.environ)
+    except BeaconConfigError as exc:
+        print(f"beacon-otel spool-deliver: {exc}", file=sys.stderr)
+        return 2
+    result = deliver_spooled(config, _print_flushed)
+    print(f"sent {result.sent} events; {result.refused} refused; {result.left} batches left")
+    if result.stopped:
+        print(f"stopped: {result.stopped}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _base_url(url: str) -> str:

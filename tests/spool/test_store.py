@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from beacon_otel.spool import files
 from beacon_otel.spool.store import DestinationState, Spool, destination_fingerprint, destinations
 from tests.support.waiting import wait_until
 
@@ -275,7 +276,7 @@ def test_stale_temporary_files_are_removed(tmp_path: Path, caplog: pytest.LogCap
 
 
 def test_batches_past_retention_are_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Batches older than the retention (by the time in their name) are deleted, counted and logged."""
+    """Batches older than the retention (since written, by this process) are deleted, counted, WARNING."""
     clock = FakeClock()
     spool = make(tmp_path, max_bytes=MB, retention=3600, clock=clock)
     spool.write(body(1), 1)
@@ -286,7 +287,7 @@ def test_batches_past_retention_are_removed(tmp_path: Path, caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="beacon_otel"):
         assert drain(spool) == [2]
     assert spool.stats.expired_removed == 1
-    assert infos_of(caplog) == [
+    assert warnings_of(caplog) == [
         f"beacon-otel: spool removed from {spool.directory}: 1 expired after 1 h ({first})"
     ]
 
@@ -697,10 +698,11 @@ def test_other_destinations_batches_are_removed_only_past_retention_and_logged(
     make(tmp_path, clock=clock).claim()
     assert names(other.directory) == [name]
     clock.now += 2 * 3600
+    caplog.clear()  # the start warning about the other destination's batch, seen above
     with caplog.at_level(logging.INFO, logger="beacon_otel"):
         spool = make(tmp_path, clock=clock)
     assert names(other.directory) == []
-    assert infos_of(caplog) == [
+    assert warnings_of(caplog) == [
         f"beacon-otel: spool removed from {other.directory}: 1 expired after 48 h ({name})"
     ]
     assert spool.stats.expired_removed == 1
@@ -728,7 +730,7 @@ def test_previous_release_batches_are_never_claimed_reported_once_and_expire(
     with caplog.at_level(logging.INFO, logger="beacon_otel"):
         make(tmp_path, clock=clock)
     assert not any(path.exists() for path in files)
-    [line] = infos_of(caplog)
+    [line] = [line for line in warnings_of(caplog) if "spool removed from" in line]
     assert line.startswith(
         f"beacon-otel: spool removed from {tmp_path}: 3 expired after 48 h, from an earlier version"
     )
@@ -751,8 +753,83 @@ def test_destinations_lists_each_destination_read_only(tmp_path: Path) -> None:
     size_a = sum(p.stat().st_size for p in a.directory.iterdir())
     size_b = sum(p.stat().st_size for p in b.directory.iterdir())
     assert destinations(tmp_path) == [
-        DestinationState(DEST, 2, size_a, T0),
-        DestinationState(OTHER, 1, size_b, T0 + 10),
+        DestinationState(DEST, 2, size_a, T0, events=2),
+        DestinationState(OTHER, 1, size_b, T0 + 10, events=1),
     ]
     assert {d: names(tmp_path / d) for d in (DEST, OTHER)} == before
     assert destinations(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "https://INGEST.example/v1/ingest",
+        "https://ingest.example:443/v1/ingest",
+        "https://ingest.example./v1/ingest",
+        "https://ingest.example//v1/ingest/",
+    ],
+)
+def test_one_ingest_spelled_differently_is_one_destination(spelling: str) -> None:
+    """Host case, the default port, a trailing dot and empty path segments do not make a new directory."""
+    assert destination_fingerprint(spelling, "k") == destination_fingerprint(
+        "https://ingest.example/v1/ingest", "k"
+    )
+    assert destination_fingerprint("https://ingest.example:8443/v1/ingest", "k") != destination_fingerprint(
+        "https://ingest.example/v1/ingest", "k"
+    )
+
+
+def test_batches_in_an_earlier_versions_directory_are_adopted(tmp_path: Path) -> None:
+    """Batches under the fingerprint of the URL as spelled (before canonical URLs) move over."""
+    url = "https://INGEST.example/v1/ingest"
+    [earlier] = files.earlier_fingerprints(url, "k")
+    make(tmp_path, destination=earlier).write(body(7), 1)
+    spool = make(tmp_path, destination=destination_fingerprint(url, "k"), earlier=(earlier,))
+    assert drain(spool) == [7]
+    assert names(tmp_path / earlier) == []
+
+
+def test_expired_batches_are_counted_as_lost_events(tmp_path: Path) -> None:
+    """Expiry is a loss: ``lost`` hears ``expired`` with the events the batch held."""
+    clock = FakeClock()
+    lost: list[tuple[str, int]] = []
+    spool = make(tmp_path, retention=3600, clock=clock, lost=lambda reason, n: lost.append((reason, n)))
+    spool.write(json.dumps({"events": [{"n": 1}, {"n": 2}]}).encode(), 2)
+    clock.now += 3601
+    assert spool.claim() is None
+    assert lost == [("expired", 2)]
+
+
+def test_a_batch_another_process_wrote_with_an_old_clock_gets_the_whole_retention(tmp_path: Path) -> None:
+    """A name three days old, first seen now, is kept: age counts from the later of the two."""
+    clock = FakeClock()
+    spool = make(tmp_path, retention=48 * 3600, clock=clock)
+    place(spool.directory, T0 - 3 * 86_400, files.encode(body(3), 1, "old-clock"))
+    batch = spool.claim()
+    assert batch is not None and number(batch.body) == 3
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "not objects", "count mismatch"])
+def test_a_file_that_is_not_a_batch_is_quarantined_counted_and_never_blocks(
+    tmp_path: Path, kind: str
+) -> None:
+    """FIFOs, links and checksum-valid bodies that are not event objects are set aside, not sent."""
+    lost: list[tuple[str, int]] = []
+    spool = make(tmp_path, lost=lambda reason, n: lost.append((reason, n)))
+    name = "beacon-spool-v2-00000000000000000001-1-000000-0000abcd.batch"
+    target = spool.directory / name
+    if kind == "fifo":
+        os.mkfifo(target, 0o600)
+    elif kind == "symlink":
+        (tmp_path / "elsewhere").write_bytes(files.encode(body(1), 1, "linked"))
+        target.symlink_to(tmp_path / "elsewhere")
+    elif kind == "not objects":
+        target.write_bytes(files.encode(b'{"events":[1,2]}', 2, "crafted"))
+    else:
+        target.write_bytes(files.encode(body(1), 5, "crafted"))
+    spool.write(body(9), 1)
+    assert drain(spool) == [9]
+    assert spool.stats.quarantined == 1
+    assert names(spool.directory) == [files.QUARANTINE_PREFIX + name]
+    events = {"not objects": 2, "count mismatch": 5}.get(kind, 0)  # as the header says; unknown: 0
+    assert lost == [("spool_quarantined", events)]

@@ -22,6 +22,7 @@ from beacon_otel.delivery.transports.base import Transport
 from beacon_otel.delivery.transports.console import ConsoleEcho
 from beacon_otel.delivery.transports.http import IngestTransport, InMemoryTransport
 from beacon_otel.delivery.worker import DeliveryWorker
+from beacon_otel.spool.files import earlier_fingerprints
 from beacon_otel.spool.store import Spool, destination_fingerprint
 
 logger = logging.getLogger("beacon_otel")
@@ -77,6 +78,8 @@ class Outbound:
                 config.spool_directory,
                 destination=destination_fingerprint(config.ingest_url, config.ingest_key or ""),
                 max_bytes=config.max_storage_bytes,
+                lost=stats.drop,
+                earlier=tuple(earlier_fingerprints(config.ingest_url, config.ingest_key or "")),
             )
             log.spool_path = str(spool.directory)
             policy = SpoolPolicy(spool, stats=stats, log=log)

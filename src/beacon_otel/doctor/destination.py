@@ -206,15 +206,16 @@ def spool(config: BeaconConfig, found: list[Finding]) -> None:
             if state.oldest
             else ""
         )
-        whose = (
-            "this ingest and key"
-            if state.fingerprint == mine
-            else "another ingest or key, not sent from here"
-        )
-        add(
-            OK if state.fingerprint == mine else INFO,
-            f"{root / state.fingerprint} ({whose}): {state.batches} batches, {state.bytes} bytes{age}",
-        )
+        if state.fingerprint == mine:
+            sizes = f"{state.batches} batches, {state.bytes} bytes{age}"
+            add(OK, f"{root / state.fingerprint} (this ingest and key): {sizes}")
+        else:
+            add(
+                WARN,
+                f"{root / state.fingerprint} (another ingest URL or key, not sent from here): "
+                f"{state.events} events in {state.batches} batches, {state.bytes} bytes{age}; "
+                "'beacon-otel spool-deliver' with that BEACON_INGEST_KEY and BEACON_INGEST_URL sends them",
+            )
     legacy = legacy_batches(root)
     if legacy:
         add(

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,9 @@ class Removals:
             more = len(names) - _SHOWN_NAMES
             shown = ", ".join(names[:_SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
             parts.append(f"{len(names)} {reason} ({shown})")
-        level = logging.WARNING if "corrupt" in self.names else logging.INFO
+        # Corrupt or expired batches are events lost: a WARNING. Unfinished writes never were batches.
+        lossy = any(reason == "corrupt" or reason.startswith("expired") for reason in self.names)
+        level = logging.WARNING if lossy else logging.INFO
         logger.log(level, "beacon-otel: spool removed from %s: %s", where, "; ".join(parts))
 
 
@@ -58,15 +61,60 @@ class Listing:
     expired_removed: int = 0
 
 
+class FirstSeen:
+    """When this process first listed each batch file: with the name's time, what a batch's age is from.
+
+    A batch's name holds the wall-clock time it was written. A clock days behind then (fixed by NTP
+    since) would make a batch look days old the moment it is listed again; so a batch expires only
+    once both its name's time and the first time this process saw it (wrote it, or listed it) are
+    past retention. First sights are kept in memory, one table per process: after a restart every
+    batch gets the whole retention again (the spool's size bound still holds).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def saw(self, key: str, now_ns: int) -> None:
+        """This process wrote the file at ``now_ns``: that is its first sight."""
+        self._seen[key] = now_ns
+
+    def age_ns(self, key: str, written_ns: int, now_ns: int) -> int:
+        seen = self._seen.setdefault(key, now_ns)
+        return now_ns - max(written_ns, seen)
+
+    def keep_only(self, prefix: str, keys: set[str]) -> None:
+        """Forget files under ``prefix`` that are gone: the table never outgrows the directory."""
+        for key in [k for k in self._seen if k.startswith(prefix) and k not in keys]:
+            del self._seen[key]
+
+
+FIRST_SEEN = FirstSeen()
+"""This process's first sights, shared by every spool in it (as the leases it holds are)."""
+
+
 class Retention:
     """Tidies a destination's directory each time it is listed, and the rest of the root now and then."""
 
-    def __init__(self, directory: Path, *, retention: float, lease_timeout: float, held: set[str]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        retention: float,
+        lease_timeout: float,
+        held: set[str],
+        lost: Callable[[str, int], None] = lambda reason, events: None,
+    ) -> None:
         self._directory = directory
         self.retention_ns = int(retention * files.NS)
         self.lease_timeout_ns = int(lease_timeout * files.NS)
         self._held = held  # paths of the leases this process holds: never reclaimed from under it
         self._swept_at = -math.inf
+        self._lost = lost
+        self._first_seen = FIRST_SEEN
+
+    def written(self, name: str, now_ns: int) -> None:
+        """A batch this process just wrote: its age counts from now."""
+        self._first_seen.saw(f"{self._directory}{os.sep}{name}", now_ns)
 
     def list(self, now_ns: int) -> Listing:
         """List the directory once, tidy what is stale, and return the waiting batches oldest first."""
@@ -89,18 +137,32 @@ class Retention:
             return listing
         listing.partial_removed = remove_stale_temps(temps, removals)
         batches += reclaim_leases(directory, leases, now_ns, self.lease_timeout_ns, self._held)
+        prefix = f"{directory}{os.sep}"
         for name in sorted(batches):
             written = files.written_at_ns(name)
-            if written is None or now_ns - written <= self.retention_ns:
+            if (
+                written is None
+                or self._first_seen.age_ns(prefix + name, written, now_ns) <= self.retention_ns
+            ):
                 listing.waiting.append(name)
-            elif unlink(directory / name):
+                continue
+            events = files.header_events(directory / name)
+            if unlink(directory / name):
                 listing.expired_removed += 1
+                self._lost("expired", events)
                 removals.add(f"expired after {self.retention_ns / files.NS / 3600:g} h", name)
+        self._first_seen.keep_only(prefix, {prefix + name for name in listing.waiting})
         removals.log(directory)
         if time.monotonic() - self._swept_at >= ROOT_SWEEP_SECONDS:
             self._swept_at = time.monotonic()
             listing.expired_removed += sweep_root(
-                directory.parent, directory.name, now_ns, self.retention_ns, self.lease_timeout_ns
+                directory.parent,
+                directory.name,
+                now_ns,
+                self.retention_ns,
+                self.lease_timeout_ns,
+                first_seen=self._first_seen,
+                lost=self._lost,
             )
         return listing
 
@@ -155,8 +217,18 @@ def reclaim_leases(
     return restored
 
 
-def sweep_root(root: Path, own: str, now_ns: int, retention_ns: int, lease_timeout_ns: int) -> int:
+def sweep_root(
+    root: Path,
+    own: str,
+    now_ns: int,
+    retention_ns: int,
+    lease_timeout_ns: int,
+    *,
+    first_seen: FirstSeen | None = None,
+    lost: Callable[[str, int], None] = lambda reason, events: None,
+) -> int:
     """Remove other destinations' and the previous release's batches past retention; returns how many."""
+    first_seen = first_seen or FIRST_SEEN
     hours = f"expired after {retention_ns / files.NS / 3600:g} h"
     removed = 0
     legacy = Removals()
@@ -176,25 +248,42 @@ def sweep_root(root: Path, own: str, now_ns: int, retention_ns: int, lease_timeo
     except OSError:
         return removed
     for directory in others:
-        removed += _expire(directory, now_ns, retention_ns, lease_timeout_ns, hours)
+        removed += _expire(directory, now_ns, retention_ns, lease_timeout_ns, hours, first_seen, lost)
     return removed
 
 
-def _expire(directory: Path, now_ns: int, retention_ns: int, lease_timeout_ns: int, reason: str) -> int:
+def _expire(
+    directory: Path,
+    now_ns: int,
+    retention_ns: int,
+    lease_timeout_ns: int,
+    reason: str,
+    first_seen: FirstSeen,
+    lost: Callable[[str, int], None],
+) -> int:
+    """Another destination's batches past retention, removed and counted (they were never ours to send)."""
     removals = Removals()
+    prefix = f"{directory}{os.sep}"
     try:
         with os.scandir(directory) as entries:
             names = sorted(e.name for e in entries if e.is_file(follow_symlinks=False))
     except OSError:
         return 0
+    kept = set()
     for name in names:
         written = files.written_at_ns(name)
-        if written is None or now_ns - written <= retention_ns:
+        if written is None:
+            continue
+        if first_seen.age_ns(prefix + name, written, now_ns) <= retention_ns:
+            kept.add(prefix + name)
             continue
         lease = files.LEASE_NAME.fullmatch(name)
         if lease is not None and now_ns - int(lease[4]) <= lease_timeout_ns and files.alive(int(lease[3])):
             continue  # its holder is sending it right now
+        events = files.header_events(directory / name)
         if unlink(directory / name):
             removals.add(reason, name)
+            lost("expired_other_destination", events)
+    first_seen.keep_only(prefix, kept)
     removals.log(directory)
     return sum(len(n) for n in removals.names.values())

@@ -67,6 +67,7 @@ class SpoolStats:
     write_failures: int = 0
     refused_full: int = 0
     partial_removed: int = 0
+    quarantined: int = 0
 
 
 class SpooledBatch:
@@ -97,13 +98,18 @@ class SpooledBatch:
             self._leases.give_back(self.path, self._name)
 
 
+Lost = Callable[[str, int], None]
+"""Told of events the spool will never send: the reason, and how many (0 when unknown)."""
+
+
 class Leases:
     """Batches of one directory leased by renaming, which only one process can win."""
 
-    def __init__(self, disk: SpoolDirectory, stats: SpoolStats) -> None:
+    def __init__(self, disk: SpoolDirectory, stats: SpoolStats, lost: Lost) -> None:
         self._disk = disk
         self._directory = disk.path
         self._stats = stats
+        self._lost = lost
 
     def take(self, name: str, now_ns: int) -> SpooledBatch | None:
         """Lease and read one batch; None when another process got it first or it was corrupt."""
@@ -116,12 +122,18 @@ class Leases:
             _held.discard(str(lease))
             return None  # leased by another process first
         try:
-            with open(lease, "rb") as file:
-                data = file.read()
+            data = files.read_regular(lease)
+        except files.NotABatch as exc:
+            self.quarantine(lease, name, exc.reason, events=0)
+            return None
         except OSError:
             self.give_back(lease, name)
             return None  # unreadable for now: left for a later claim, or for retention
         decoded = files.decode(data)
+        if decoded is not None and (problem := files.events_problem(decoded[0], decoded[1])):
+            # Its checksum holds, so it was written to look like ours: never sent, never split.
+            self.quarantine(lease, name, problem, events=decoded[1])
+            return None
         if decoded is None:
             self._stats.corrupt_removed += 1
             _held.discard(str(lease))
@@ -132,6 +144,24 @@ class Leases:
             removals.log(self._directory)
             return None
         return SpooledBatch(self, name, lease, decoded, len(data))
+
+    def quarantine(self, lease: Path, name: str, reason: str, *, events: int) -> None:
+        """Set aside a file that is not a batch, under a name no listing takes: counted, logged, kept."""
+        target = self._directory / f"{files.QUARANTINE_PREFIX}{name}"
+        try:
+            os.rename(lease, target)
+        except OSError:
+            unlink(lease)  # it must not be claimed again and again
+        _held.discard(str(lease))
+        self._stats.quarantined += 1
+        self._disk.measure_again()
+        self._lost("spool_quarantined", events)
+        logger.warning(
+            "beacon-otel: spool file %s is not a batch (%s): set aside as %s, never sent",
+            self._directory / name,
+            reason,
+            target.name,
+        )
 
     def delete(self, lease: Path, size: int) -> None:
         """A leased batch is settled: count it recovered, then remove its file."""
@@ -165,15 +195,18 @@ class Spool:
         clock: Callable[[], float] = time.time,
         lease_timeout: float = 300.0,
         retry_after: float = 5.0,
+        lost: Lost = lambda reason, events: None,
+        earlier: tuple[str, ...] = (),
     ) -> None:
+        """``earlier``: directories this destination had under earlier versions, adopted at start."""
         self.root = Path(root)
         self._disk = SpoolDirectory(self.root, destination, retry_after=retry_after, clock=clock)
         self.directory = self._disk.path
         self.stats = SpoolStats()
         self._max_bytes = max_bytes
-        self._leases = Leases(self._disk, self.stats)
+        self._leases = Leases(self._disk, self.stats, lost)
         self._retention = Retention(
-            self.directory, retention=retention, lease_timeout=lease_timeout, held=_held
+            self.directory, retention=retention, lease_timeout=lease_timeout, held=_held, lost=lost
         )
         self._clock = clock
         self._last_ns = 0
@@ -186,7 +219,48 @@ class Spool:
             return
         self._disk.prepare(at_start=True)
         self._disk.report_legacy()
+        self._adopt(earlier)
         self._list(self._now_ns())
+        self._report_others()  # after the first listing's retention: what is left waits
+
+    def _adopt(self, earlier: tuple[str, ...]) -> None:
+        """Move this destination's batches from the directories earlier versions named differently."""
+        for name in earlier:
+            if files.FINGERPRINT.fullmatch(name) is None or name == self.directory.name:
+                continue
+            old = self.root / name
+            try:
+                with os.scandir(old) as entries:
+                    batches = [e.name for e in entries if files.BATCH_NAME.fullmatch(e.name)]
+            except OSError:
+                continue
+            moved = sum(1 for batch in batches if _moved(old / batch, self.directory / batch))
+            if moved:
+                self._disk.measure_again()
+                logger.info("beacon-otel: spool: %d batches of this ingest and key moved from %s", moved, old)
+
+    def _report_others(self) -> None:
+        """One WARNING when other destinations' batches wait here: they are never sent from here."""
+        others = [
+            state
+            for state in destinations(self.root)
+            if state.batches and state.fingerprint != self.directory.name
+        ]
+        if not others:
+            return
+        batches = sum(state.batches for state in others)
+        events = sum(state.events for state in others)
+        logger.warning(
+            "beacon-otel: the spool at %s holds %d events in %d batches for %d other ingest URL or key "
+            "(%s), not sent from here; to send them with the key they were made for, run "
+            "'beacon-otel spool-deliver' with that BEACON_INGEST_KEY and BEACON_INGEST_URL "
+            "(retention removes them 48 h after they were first seen)",
+            self.root,
+            events,
+            batches,
+            len(others),
+            ", ".join(state.fingerprint for state in others),
+        )
 
     @property
     def enabled(self) -> bool:
@@ -219,7 +293,8 @@ class Spool:
             disk.failed(f"spool full ({used} of {self._max_bytes} bytes) at {self.directory}", pause=False)
             return False
         pid = os.getpid()
-        name = f"{files.BATCH_PREFIX}{self._now_ns():020d}-{pid}-{next(_sequence):06d}-{secrets.token_hex(4)}"
+        now_ns = self._now_ns()
+        name = f"{files.BATCH_PREFIX}{now_ns:020d}-{pid}-{next(_sequence):06d}-{secrets.token_hex(4)}"
         try:
             disk.write_atomically(self.directory / f"{name}{files.BATCH_SUFFIX}", record)
         except OSError as exc:
@@ -228,6 +303,7 @@ class Spool:
             disk.failed(_write_problem(self.directory, exc), pause=True)
             return False
         disk.size += len(record)
+        self._retention.written(f"{name}{files.BATCH_SUFFIX}", now_ns)
         self.stats.written += 1
         disk.problem = None
         return True
@@ -270,6 +346,14 @@ class Spool:
             self.stats.expired_removed += listing.expired_removed
             self._disk.measure_again()
         return listing.waiting
+
+
+def _moved(source: Path, target: Path) -> bool:
+    try:
+        os.rename(source, target)
+    except OSError:
+        return False  # claimed by a process of the earlier version meanwhile
+    return True
 
 
 def _write_problem(directory: Path, exc: OSError) -> str:
