@@ -360,3 +360,28 @@ def test_default_spool_on_aws_lambda_is_under_tmp(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
     monkeypatch.setenv("XDG_STATE_HOME", "/var/state")
     assert default_storage_path() == Path("/var/state/beacon-otel/spool")
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("bk_live_\u200bsecret", "15 characters with U+200B at position 9"),
+        ("bk_live_se\ncret", "15 characters with a line break at position 11"),
+        ("bk live", "7 characters with a space at position 3"),
+        ("bk_live_\u00e9", "9 characters with U+00E9 at position 9"),
+        (b"bk_live_bytes_secret", "a bytes value of 20 bytes"),
+    ],
+)
+def test_a_key_that_cannot_go_in_a_header_fails_at_configuration_without_showing_it(
+    key: object, said: str
+) -> None:
+    """Invisible, non-ASCII or bytes keys are refused naming BEACON_INGEST_KEY, never showing the key."""
+    with pytest.raises(BeaconConfigError) as raised:
+        BeaconConfig(ingest_key=key)  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert message == (
+        "Expected ingest_key (BEACON_INGEST_KEY) to be a non-empty string of visible ASCII characters, "
+        f"got {said}"
+    )
+    assert "secret" not in message and "bytes_" not in message
+    assert raised.value.variable == "BEACON_INGEST_KEY"

@@ -486,3 +486,32 @@ def test_django_runserver_beacon_alone(
     assert_events(run, DJANGO_CALLS)
     assert run.spans == []
     assert beacon_lines(run.log) == []
+
+
+def test_a_pasted_key_with_an_invisible_character_turns_beacon_off_at_start(tmp_path: Path) -> None:
+    """Under opentelemetry-instrument, a key with a zero-width space: one error naming
+    BEACON_INGEST_KEY, Beacon off, the program runs; the key's text is never printed."""
+    import subprocess
+
+    from .conftest import VENV_BIN, clean_environ
+
+    env = clean_environ() | {
+        "BEACON_INGEST_KEY": "bk_live_\u200bpasted",
+        "BEACON_STORAGE_PATH": str(tmp_path / "spool"),
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    result = subprocess.run(
+        [str(VENV_BIN / "opentelemetry-instrument"), "python", "-c", "print('app ran')"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "app ran", result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "BEACON_INGEST_KEY" in line]
+    assert "Beacon analytics are off" in line and "U+200B at position 9" in line
+    assert "pasted" not in result.stderr
+    assert "sending to" not in result.stderr

@@ -137,8 +137,15 @@ class BeaconConfig:
                 object.__setattr__(self, f.name, value)
         # A key is needed only to send: dry runs and disabled configs work without one.
         needs_key = self.enabled and not self.dry_run
-        if needs_key and not (isinstance(self.ingest_key, str) and self.ingest_key.strip()):
-            raise _error("ingest_key", "be a non-empty string", self.ingest_key)
+        if needs_key:
+            problem = key_problem(self.ingest_key)
+            if problem is not None:
+                # Never the key's value in the message (a bytes key's repr is the whole key).
+                raise BeaconConfigError(
+                    f"Expected ingest_key (BEACON_INGEST_KEY) to be a non-empty string of visible ASCII "
+                    f"characters, got {problem}",
+                    setting="ingest_key",
+                )
         try:
             url = _normalize_url(self.ingest_url, allow_private=self.allow_private_endpoints)
         except IngestUrlError as exc:
@@ -262,6 +269,28 @@ def _checked(f: Field[Any], value: Any) -> Any:
         return kinds.checked(f.metadata["kind"], value, f.metadata["choices"])
     except kinds.Unsuitable as exc:
         raise _error(f.name, exc.expected, value) from None
+
+
+def key_problem(key: object) -> str | None:
+    """What is wrong with an ingest key, described without its value; ``None`` when it can be sent.
+
+    A key travels in an HTTP header: a zero-width space or a line break from a copy-paste would
+    fail every request ("UnicodeEncodeError") and be retried and spooled forever.
+    """
+    if not isinstance(key, str):
+        size = f" of {len(key)} bytes" if isinstance(key, (bytes, bytearray)) else ""
+        return f"a {type(key).__name__} value{size}"
+    if not key.strip():
+        return "an empty string" if not key else f"{len(key)} blank characters"
+    for position, char in enumerate(key):
+        if not "!" <= char <= "~":
+            return f"{len(key)} characters with {_character_name(char)} at position {position + 1}"
+    return None
+
+
+def _character_name(char: str) -> str:
+    names = {" ": "a space", "\n": "a line break", "\r": "a carriage return", "\t": "a tab"}
+    return names.get(char, f"U+{ord(char):04X}")
 
 
 def _error(name: str, expected: str, value: object) -> BeaconConfigError:
