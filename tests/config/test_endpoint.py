@@ -177,3 +177,17 @@ def test_connects_to_the_checked_address_with_the_original_host(
     transport.close()
     assert outcome.verdict is Verdict.ACCEPTED
     assert server.requests[0][1]["Host"].startswith("beacon.localtest:")
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "65536", "x"])
+def test_an_impossible_port_fails_at_configuration(port: str) -> None:
+    """A port outside 1..65535 is refused when configured, naming BEACON_INGEST_URL."""
+    from beacon_otel.config.settings import BeaconConfig, BeaconConfigError
+
+    with pytest.raises(
+        BeaconConfigError, match=r"BEACON_INGEST_URL\) to be a URL whose port, if any, is 1 to 65535"
+    ):
+        BeaconConfig(ingest_key="k", ingest_url=f"http://localhost:{port}")
+    assert BeaconConfig(ingest_key="k", ingest_url="http://localhost:65535").ingest_url.endswith(
+        ":65535/v1/ingest"
+    )

@@ -46,7 +46,10 @@ def test_healthy_setup_exits_0_without_storing_anything(ingest: DevIngest, tmp_p
     assert (
         f"127.0.0.1 resolves to 127.0.0.1: allowed; port {ingest.port} accepts connections" in result.stdout
     )
-    assert "answered 400 to an empty batch, as the contract says: the key is accepted" in result.stdout
+    assert (
+        "answered 400 to an empty batch, as the contract says, and 401 to a wrong key: the key is accepted"
+        in (result.stdout)
+    )
     assert f"ingest_key = {fingerprint(KEY)}  [BEACON_INGEST_KEY]" in result.stdout
     assert KEY not in result.stdout + result.stderr
     assert "Everything needed is in order." in result.stdout
@@ -206,3 +209,34 @@ def test_autorun_warns_once_per_framework_served_unseen(
         "beacon-otel: falcon 4.0.2 is installed but not instrumented, so requests it serves never "
         "reach Beacon; fix: pip install opentelemetry-instrumentation-falcon"
     ]
+
+
+@pytest.mark.parametrize("status", [400, 200])
+def test_a_server_that_answers_any_key_is_not_called_a_beacon_ingest(tmp_path: Path, status: int) -> None:
+    """A plain HTTP server answering every POST 400 (or 200) is not "the key is accepted"."""
+    import http.server
+    import threading
+
+    class Anything(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Anything)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_INGEST_URL=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "the key is accepted" not in result.stdout
+    if status == 400:
+        [line] = [text for text in lines(result, "warn") if "empty batch" in text]
+        assert "400 with a wrong one: an ingest that checks no key" in line

@@ -230,3 +230,31 @@ def test_flask_405_and_streamed_body(launch: Launch, ingest: DevIngest, tmp_path
     events = check(server, ingest, calls)
     drip = next(e for e in events if e["route"] == "/drip")
     assert drip["duration_ms"] >= 1200
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["uvicorn", "--host", "127.0.0.1", "--port", "{port}", "fastapi_app:app"],
+        ["gunicorn", "--bind", "127.0.0.1:{port}", "--no-control-socket", "flask_app:app"],
+    ],
+    ids=["ASGI uvicorn", "WSGI gunicorn"],
+)
+def test_a_header_sent_twice_names_its_first_value_under_asgi_and_wsgi(
+    argv: list[str], launch: Launch, ingest: DevIngest, tmp_path: Path
+) -> None:
+    """Two X-API-Key headers: the consumer is the first value on both (WSGI servers join them)."""
+    import http.client
+
+    server = launch(argv, beacon_env(ingest, tmp_path, OTEL_TRACES_EXPORTER="none"))
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+    try:
+        connection.putrequest("GET", "/users/12")
+        connection.putheader("X-API-Key", "first-key")
+        connection.putheader("X-API-Key", "second-key")
+        connection.endheaders()
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    [event] = ingest.wait_for_events(1, timeout=60)
+    assert event["consumer"] == "first-key"

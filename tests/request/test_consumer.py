@@ -142,3 +142,25 @@ def test_raising_resolver_counts_as_none() -> None:
         raise RuntimeError("boom")
 
     assert ConsumerRules(None, resolver).from_asgi(asgi(x_api_key="k")) is None
+
+
+def test_a_resolver_answer_whose_text_raises_counts_as_none() -> None:
+    """A lazy object whose ``str()`` raises (Django's SimpleLazyObject, database down) is no consumer."""
+
+    class Lazy:
+        def __str__(self) -> str:
+            raise ConnectionError("database is down")
+
+    rules = ConsumerRules(None, lambda request: Lazy())
+    assert rules.from_asgi(asgi(x_api_key="k")) is None
+    assert rules.from_environ(environ(x_api_key="k")) is None
+
+
+@pytest.mark.parametrize(
+    ("joined", "expected"), [("first,second", "first"), (" ,second", "second"), (",", None)]
+)
+def test_a_wsgi_header_joined_from_repeats_gives_its_first_value(joined: str, expected: str | None) -> None:
+    """WSGI servers join a repeated header with commas: its first non-empty value, as under ASGI."""
+    rules = ConsumerRules(None, None)
+    assert rules.from_environ(environ(x_api_key=joined)) == expected
+    assert rules.from_asgi(asgi(x_api_key=joined)) == expected

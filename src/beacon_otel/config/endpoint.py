@@ -150,6 +150,13 @@ def normalize_ingest_url(url: object, *, allow_private: bool = False) -> str:
     shown = shown_url(url.strip())
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise IngestUrlError("an http(s) URL", shown)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        # urlsplit checks the port only when asked; an invalid one failed every POST later.
+        raise IngestUrlError("a URL whose port, if any, is 1 to 65535", shown_url_with_port(url.strip()))
     if parts.username or parts.password:
         # Credentials in a URL end up in logs and proxies; the key travels in a header instead.
         raise IngestUrlError("a URL carrying no credentials", shown)
@@ -163,6 +170,13 @@ def normalize_ingest_url(url: object, *, allow_private: bool = False) -> str:
     if not path.endswith(INGEST_PATH):
         path += INGEST_PATH
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def shown_url_with_port(url: str) -> str:
+    """``url`` as ``shown_url`` shows it, keeping a port it cannot parse (to say what is wrong)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, "", ""))
 
 
 def shown_url(url: str) -> str:

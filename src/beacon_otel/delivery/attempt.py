@@ -68,9 +68,20 @@ class Delivery:
     def lost(self, reason: str, count: int, outcome: Outcome | None = None) -> None:
         """``count`` events will never arrive: counted, reported, logged once a minute."""
         self._stats.drop(reason, count)
-        error = DeliveryError(reason, count, outcome)
+        error = DeliveryError(
+            reason, count, outcome, what=self._buffer_full() if reason == "buffer_full" else None
+        )
         self._report(error)
         self._log.lost(str(error), kind=reason)
+
+    def _buffer_full(self) -> str:
+        """Why memory had no room, in words that match the spool's state."""
+        if not self.spool.configured:
+            return "dropped: the memory buffer is full and no spool is configured"
+        problem = self.spool.problem()
+        if problem:
+            return f"dropped: the memory buffer is full and the spool cannot take batches ({problem})"
+        return "dropped: the memory buffer and the spool are both full"
 
     # -- sizes and the spool -------------------------------------------------------------------
 

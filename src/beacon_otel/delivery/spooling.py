@@ -71,6 +71,10 @@ class SpoolPolicy:
         self._disk_retry_at = 0.0
         self._replayed = (0, 0)  # events and batches sent from the spool since the last line
 
+    def problem(self) -> str | None:
+        """Why the spool last refused a batch, in words; ``None`` when it did not."""
+        return self._spool.problem
+
     def ready(self) -> bool:
         """Whether the disk may be tried (it refused a batch less than ``DISK_RETRY`` ago)."""
         return self._clock() >= self._disk_retry_at
@@ -152,6 +156,10 @@ class NoSpool:
     """No spool configured: nothing goes to disk, nothing waits there."""
 
     configured = False
+
+    def problem(self) -> str | None:
+        """No spool, no problem of its own."""
+        return None
 
     def ready(self) -> bool:
         """Never: there is no disk to try."""

@@ -13,10 +13,13 @@ from beacon_otel.delivery.outcome import FailureKind, Outcome
 class DeliveryError(Exception):
     """A batch could not be delivered; given to ``on_error``."""
 
-    def __init__(self, reason: str, events: int, outcome: Outcome | None = None) -> None:
+    def __init__(
+        self, reason: str, events: int, outcome: Outcome | None = None, *, what: str | None = None
+    ) -> None:
+        """``what`` replaces the reason's usual words when the situation says more."""
         status = f" (HTTP {outcome.status})" if outcome and outcome.status else ""
         detail = f": {outcome.detail}" if outcome and outcome.detail else ""
-        what = _REASON_TEXT.get(reason, reason)
+        what = what or _REASON_TEXT.get(reason, reason)
         if outcome is not None and outcome.kind is FailureKind.ENDPOINT_GUARD:
             what = "not sent"  # refused here, before anything left: the ingest never saw them
         if detail.startswith(": HTTP "):

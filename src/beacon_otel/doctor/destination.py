@@ -33,6 +33,7 @@ from beacon_otel.config.endpoint import (
 )
 from beacon_otel.config.settings import BeaconConfig, BeaconConfigError, disabled_in, unknown_variables
 from beacon_otel.delivery.outbound import ingest_transport
+from beacon_otel.delivery.outcome import Outcome
 from beacon_otel.doctor.report import FAIL, INFO, OK, WARN, Finding, adder
 from beacon_otel.spool.files import legacy_batches
 from beacon_otel.spool.store import destination_fingerprint, destinations
@@ -146,12 +147,8 @@ def ingest(config: BeaconConfig, found: list[Finding], *, send_test_event: bool)
         # An ingest answers the empty batch as the contract says; the header lets one that keeps
         # statistics (the dev ingest) tell a probe from a batch refused.
         config = dataclasses.replace(config, extra_headers={**config.extra_headers, PROBE_HEADER: "doctor"})
-    transport = ingest_transport(config)  # exactly the processor's
     body = _test_event() if send_test_event else b'{"events": []}'
-    try:
-        outcome = transport.send(body, "beacon-otel-doctor-" + uuid.uuid4().hex)
-    finally:
-        transport.close()
+    outcome = _probe(config, body)
     where = shown_url(config.ingest_url)
     if outcome.status is None:
         local = is_loopback_host(urlsplit(config.ingest_url).hostname or "")
@@ -161,11 +158,24 @@ def ingest(config: BeaconConfig, found: list[Finding], *, send_test_event: bool)
             else ""
         )
         add(FAIL, f"{where} did not answer: {outcome.detail}{hint}")
-    elif 200 <= outcome.status < 300:
-        what = "stored the test event" if send_test_event else "accepted an empty batch (stores nothing)"
-        add(OK, f"{where} answered {outcome.status}: the key is accepted; it {what}")
-    elif outcome.status == 400 and not send_test_event:
-        add(OK, f"{where} answered 400 to an empty batch, as the contract says: the key is accepted")
+    elif 200 <= outcome.status < 300 and send_test_event:
+        add(OK, f"{where} answered {outcome.status}: the key is accepted; it stored the test event")
+    elif 200 <= outcome.status < 300 or outcome.status == 400:
+        # Any server may answer a POST so: only a Beacon ingest that checks keys refuses a wrong one.
+        answer = f"{outcome.status} to an empty batch"
+        if outcome.status == 400:
+            answer += ", as the contract says,"
+        wrong = _probe(dataclasses.replace(config, ingest_key=WRONG_KEY), b'{"events": []}')
+        if wrong.status in (401, 403):
+            add(OK, f"{where} answered {answer} and {wrong.status} to a wrong key: the key is accepted")
+        else:
+            add(
+                WARN,
+                f"{where} answered {outcome.status} to an empty batch with this key and "
+                f"{wrong.status or 'no answer'} with a wrong one: an ingest that checks no key (the dev "
+                "ingest without --key), or not a Beacon ingest; --send-test-event proves it by storing "
+                "one event",
+            )
     elif outcome.status in (401, 403):
         add(FAIL, f"{where} refused the key {fingerprint(config.ingest_key)}: {outcome.detail}")
     else:
@@ -176,6 +186,19 @@ def dev_ingest_command(url: str) -> str:
     """The command that starts a dev ingest where ``url`` points, on its port."""
     parts = urlsplit(url)
     return f"beacon-otel dev-ingest --port {parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+WRONG_KEY = "beacon-otel-doctor-wrong-key"
+"""The key of the second probe: a Beacon ingest refuses it (401/403), whatever else answers 400."""
+
+
+def _probe(config: BeaconConfig, body: bytes) -> Outcome:
+    """One POST through exactly the processor's transport."""
+    transport = ingest_transport(config)
+    try:
+        return transport.send(body, "beacon-otel-doctor-" + uuid.uuid4().hex)
+    finally:
+        transport.close()
 
 
 def _test_event() -> bytes:

@@ -26,21 +26,38 @@ def consumer_from_values(
 ) -> str | None:
     """Apply the contract's precedence to the three candidate raw header values."""
     # Raw bytes, so that ASGI and WSGI servers give the same consumer for the same header.
-    if configured:
-        return _header_text(configured)
-    if api_key:
-        return _header_text(api_key)
+    if configured and (text := _header_text(configured)):
+        return text
+    if api_key and (text := _header_text(api_key)):
+        return text
     if authorization:
         return hash_authorization(authorization)
     return None
 
 
 def _header_text(value: bytes) -> str:
-    # The usual value (short ASCII, no NUL) is its own clean text: skip the general path.
+    # The usual value (short ASCII, no NUL, no comma) is its own clean text: skip the general path.
     # ``0 in value`` (an int) is a memchr; ``b"\x00" in value`` costs ten times as much.
-    if len(value) <= MAX_CONSUMER and value.isascii() and 0 not in value:
+    if len(value) <= MAX_CONSUMER and value.isascii() and 0 not in value and _COMMA not in value:
         return value.decode("ascii")
+    if _COMMA in value:
+        value = first_value(value)
     return clean_text(value, MAX_CONSUMER)
+
+
+_COMMA = ord(",")
+
+
+def first_value(value: bytes) -> bytes:
+    """The first of a header's comma-separated values: the one rule for a header sent twice.
+
+    WSGI servers join repeated headers with commas (``first,second``) while ASGI servers pass
+    each one: both give the first value.
+    """
+    for part in value.split(b","):
+        if part.strip():
+            return part.strip()
+    return b""
 
 
 class ConsumerRules:
@@ -82,9 +99,9 @@ class ConsumerRules:
         if len(found) == 1 and self._configured is None:
             # One credential header, no configured one: the usual request, in one step.
             ((name, value),) = found.items()
-            if not value:
-                return None  # an empty header names nobody
-            return _header_text(value) if name != AUTHORIZATION_BYTES else hash_authorization(value)
+            if name != AUTHORIZATION_BYTES:
+                return _header_text(value) or None  # an empty header names nobody
+            return hash_authorization(value) if value else None
         configured_name, key_name, auth_name = self._asgi_names
         return consumer_from_values(
             found.get(configured_name) if configured_name else None,
@@ -110,21 +127,22 @@ class ConsumerRules:
     def resolve(self, request: object) -> str | None:
         """Ask the user's resolver; one that raises or returns a non-string counts as none."""
         assert self._resolver is not None
-        value: object = None
+        text: str | None = None
         # The user's code: a failure there is logged at DEBUG (it may raise on every request)
-        # and the request is counted without a consumer.
+        # and the request is counted without a consumer. Turning the answer into text is the
+        # user's code too: a Django SimpleLazyObject whose database is down raises in str().
         with guard.contained("the consumer_resolver", user_code=True, level=logging.DEBUG):
             value = self._resolver(request)
-        if value is None:
+            if value is not None:
+                text = value if isinstance(value, str) else str(value)
+        if text is None:
             return None
-        if not isinstance(value, str):
-            value = str(value)
-        return clean_text(value, MAX_CONSUMER) or None
+        return clean_text(text, MAX_CONSUMER) or None
 
 
 def _is_plain_text(value: str) -> bool:
     # What _header_text would return unchanged (WSGI strings are latin-1: ASCII is the same).
-    return 0 < len(value) <= MAX_CONSUMER and value.isascii() and "\x00" not in value
+    return 0 < len(value) <= MAX_CONSUMER and value.isascii() and "\x00" not in value and "," not in value
 
 
 def _raw(value: object) -> bytes | None:

@@ -59,6 +59,7 @@ class SpoolDirectory:
                 if refusal is not None:
                     # Anyone who can write here can plant batches that we would send with our key.
                     self.refused = True
+                    self.problem = f"spool disabled: {refusal}"
                     logger.warning(
                         "beacon-otel: spool disabled, undeliverable batches will be lost: %s", refusal
                     )
