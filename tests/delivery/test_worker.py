@@ -164,9 +164,9 @@ def test_each_batch_and_each_split_half_has_its_own_id(make_worker: Any) -> None
     for n in range(8):
         worker.submit(event(n))
     assert worker.flush(2.0)
-    # 4 (refused), its halves 2 + 2, then the second 4 as 2 + 2: the limit was learnt.
-    assert [len(events) for _, events in transport.attempts] == [4, 2, 2, 2, 2]
-    assert len(set(transport.batch_ids)) == 5
+    # 4 (refused), its halves 2 + 2, then the second 4 whole: accepted halves probe the limit up.
+    assert [len(events) for _, events in transport.attempts] == [4, 2, 2, 4]
+    assert len(set(transport.batch_ids)) == 4
     assert all(len(batch_id) == 32 for batch_id in transport.batch_ids)
 
 
@@ -201,7 +201,9 @@ def test_413_splits_the_batch_and_resends_the_halves(make_worker: Any) -> None:
         worker.submit(event(n))
     assert worker.flush(2.0)
     sizes = [len(events) for _, events in transport.attempts]
-    assert sizes == [8, 4, 2, 2, 2, 2]  # the second half is cut to the learnt limit before it goes
+    # 8 and its first half refused, the quarter halves accepted; each acceptance doubles the
+    # limit again, so the second half of 8 goes whole.
+    assert sizes == [8, 4, 2, 2, 4]
     accepted = [e["duration_ms"] for _, events in transport.attempts[2:] for e in events]
     assert accepted == list(range(8))
     assert stats.snapshot()["sent"] == 8
@@ -598,7 +600,9 @@ def test_a_413_on_a_replayed_batch_splits_it_and_the_limit_is_learnt(make_worker
     _, transport, stats, errors = make_worker(transport, spool=store, batch_size=8)
     wait_until(lambda: stats.snapshot()["sent"] + stats.snapshot()["recovered"] == 16)
     assert sorted(transport.delivered()[-16:]) == list(range(16))
-    assert [len(events) for _, events in transport.attempts] == [8, 4, 2, 2, 2, 2, 2, 2, 2, 2]
+    sizes = [len(events) for _, events in transport.attempts]
+    # Two 413s teach a limit in bytes; what follows is cut under it, or under its probed-up double.
+    assert sizes[:2] == [8, 4] and sum(sizes[2:]) == 16 and len(sizes) <= 10
     assert stats.snapshot()["dropped_total"] == 0 and errors == []
     assert store.pending() == 0
 
@@ -665,3 +669,34 @@ def test_a_spooled_batch_keeps_its_idempotency_key(make_worker: Any, monkeypatch
         worker.submit(event(n))
     wait_until(lambda: stats.snapshot()["recovered"] == 3)
     assert len(set(transport.batch_ids)) == 1 and len(transport.batch_ids) == 7
+
+
+def test_a_413_teaches_a_limit_in_bytes_not_in_events(make_worker: Any) -> None:
+    """After a 413 on two large events, batches of many small ones still go whole."""
+    transport = ScriptedTransport([Outcome(Verdict.SPLIT, 413)])
+    worker, transport, stats, _ = make_worker(transport, batch_size=50)
+    worker.submit(event(0)._replace(path="/" + "x" * 4000))
+    worker.submit(event(1)._replace(path="/" + "y" * 4000))
+    assert worker.flush(2.0)
+    for n in range(2, 102):
+        worker.submit(event(n))
+    assert worker.flush(5.0)
+    sizes = [len(events) for _, events in transport.attempts]
+    assert sizes == [2, 1, 1, 50, 50]  # a limit in events would have sent 100 POSTs of one
+    assert stats.snapshot()["sent"] == 102
+
+
+def test_a_learnt_body_limit_is_probed_again_after_a_while(
+    make_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``BODY_LIMIT_PROBE`` seconds after a 413, a full batch is tried again."""
+    monkeypatch.setattr("beacon_otel.delivery.attempt.BODY_LIMIT_PROBE", 0.0)
+    transport = ScriptedTransport([Outcome(Verdict.SPLIT, 413)])
+    worker, transport, _, _ = make_worker(transport, batch_size=8)
+    for n in range(8):
+        worker.submit(event(n))
+    assert worker.flush(2.0)
+    for n in range(8, 16):
+        worker.submit(event(n))
+    assert worker.flush(2.0)
+    assert [len(events) for _, events in transport.attempts] == [8, 4, 4, 8]

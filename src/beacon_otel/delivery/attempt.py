@@ -20,6 +20,54 @@ from beacon_otel.delivery.spooling import NoSpool, SpoolPolicy
 from beacon_otel.delivery.stats import DeliveryError, DeliveryStats, Fate
 from beacon_otel.delivery.transports.base import Transport
 
+BODY_LIMIT_PROBE = 600.0
+"""Seconds after the last 413 when the body limit is forgotten altogether."""
+FIRST_PROBE_AFTER = 1
+"""Batches accepted under a learnt limit before a body twice as large is allowed."""
+MAX_PROBE_AFTER = 1024
+
+
+class BodySizeLimit:
+    """The largest request body the ingest takes, learnt from its 413s and probed back up.
+
+    In bytes, not events: after a 413 on a batch of two large events, batches of a hundred small
+    ones still go whole. A 413 may be a one-off, or a limit the ingest has since raised: after a
+    few accepted batches the limit doubles, and each time a probe above a limit is refused again
+    the probes come half as often (so a real limit costs a handful of 413s, not one per batch).
+    ``BODY_LIMIT_PROBE`` seconds after the last 413 it is forgotten.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._refused = math.inf  # the smallest body refused, or raised by probing since
+        self._confirmed = math.inf  # the size a 413 last confirmed: a refusal at or above it was a probe
+        self._probe_after = FIRST_PROBE_AFTER
+        self._accepted = 0
+        self._refused_at = 0.0
+
+    def limit(self) -> float:
+        """Bytes a body may have now; infinite when no 413 was seen (or long ago)."""
+        if self._refused != math.inf and self._clock() - self._refused_at >= BODY_LIMIT_PROBE:
+            self.__init__(self._clock)  # type: ignore[misc]  # forget everything
+        return self._refused - 1
+
+    def refused(self, size: int) -> None:
+        """The ingest answered 413 to a body of ``size`` bytes."""
+        if size >= self._confirmed:
+            self._probe_after = min(self._probe_after * 2, MAX_PROBE_AFTER)  # a probe that failed
+        self._refused = self._confirmed = min(self._refused, size)
+        self._accepted = 0
+        self._refused_at = self._clock()
+
+    def accepted(self) -> None:
+        """A batch went through: after enough of them, allow bodies twice as large."""
+        if self._refused == math.inf:
+            return
+        self._accepted += 1
+        if self._accepted >= self._probe_after:
+            self._refused *= 2
+            self._accepted = 0
+
 
 class Delivery:
     """Sends batches through a transport and settles each according to the contract."""
@@ -42,7 +90,7 @@ class Delivery:
         """Where batches that cannot go now wait (:class:`NoSpool` when nowhere)."""
         self._clock = clock
         self.health = IngestHealth(clock=clock)
-        self._size_limit = math.inf  # learnt from 413s: the most events the ingest takes at once
+        self._size = BodySizeLimit(clock)  # learnt from 413s: the largest body the ingest takes
         self._delayed = 0  # events queued while the ingest was failing
 
     def reset(self) -> None:
@@ -86,8 +134,12 @@ class Delivery:
     # -- sizes and the spool -------------------------------------------------------------------
 
     def batch_limit(self, batch_size: int) -> int:
-        """Events per batch: the configured size, or less if the ingest said 413 to more."""
-        return int(min(batch_size, self._size_limit))
+        """Events per batch: the configured size (a 413 limits bytes, checked as each batch goes)."""
+        return batch_size
+
+    def body_limit(self) -> float:
+        """The largest body to send now, in bytes (``BodySizeLimit``); infinite until a 413."""
+        return self._size.limit()
 
     def keep(self, batch: Batch) -> bool:
         """Put ``batch`` on disk; False when there is no spool or it cannot take the batch now."""
@@ -106,10 +158,11 @@ class Delivery:
 
     def attempt(self, batch: Batch, *, stopping: bool) -> tuple[bool, list[Batch]]:
         """Send ``batch`` once; returns whether it is settled and the batches that replace it."""
-        if len(batch.events) > self._size_limit:
+        limit = self.body_limit()
+        if limit != math.inf and len(batch.events) > 1 and len(batch.body()) > limit:
             # Larger than the ingest took before (a spooled batch, or the rest of a split).
             self._settle_spooled(batch)
-            return True, batch.split(int(self._size_limit))
+            return True, _split_under(batch, limit)
         started = self._clock()
         outcome = self._send(batch)
         batch.attempts += 1
@@ -117,13 +170,14 @@ class Delivery:
         self._log.attempt(outcome, len(batch), batch.batch_id, self._clock() - started, replay)
         verdict = outcome.verdict
         if verdict is Verdict.ACCEPTED:
+            self._size.accepted()
             self._accepted(batch)
             return True, []
         if verdict is Verdict.SPLIT and len(batch.events) > 1:
             # Learn the limit rather than halving from the full size for every batch.
-            self._size_limit = min(self._size_limit, len(batch.events) // 2)
+            self._size.refused(len(batch.body()))
             self._settle_spooled(batch)
-            return True, batch.split(int(self._size_limit))
+            return True, _split_under(batch, self._size.limit())
         if verdict is Verdict.RETRY:
             return self._failed(batch, outcome, stopping=stopping), []
         reason = "too_large" if verdict is Verdict.SPLIT else "rejected"
@@ -178,3 +232,13 @@ class Delivery:
     def _settle_spooled(self, batch: Batch) -> None:
         if batch.spooled is not None:
             self.spool.settle(batch, delivered=False)
+
+
+def _split_under(batch: Batch, limit: float) -> list[Batch]:
+    """``batch`` in as many equal parts as its size asks for under ``limit`` bytes (two at least).
+
+    Events differ in size, so a part may still be over the limit: it is split again when it is
+    next up, without a request.
+    """
+    parts = max(2, math.ceil(len(batch.body()) / max(limit, 1)))
+    return batch.split(math.ceil(len(batch.events) / parts))
