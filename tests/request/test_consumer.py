@@ -164,3 +164,23 @@ def test_a_wsgi_header_joined_from_repeats_gives_its_first_value(joined: str, ex
     rules = ConsumerRules(None, None)
     assert rules.from_environ(environ(x_api_key=joined)) == expected
     assert rules.from_asgi(asgi(x_api_key=joined)) == expected
+
+
+def test_an_async_resolver_is_awaited_where_no_event_loop_runs() -> None:
+    """Under WSGI an ``async def`` resolver is run to its answer (not its coroutine's repr)."""
+
+    async def resolver(request: Any) -> str:
+        return "async-consumer"
+
+    assert ConsumerRules(None, resolver).from_environ(environ(x_api_key="k")) == "async-consumer"
+
+
+def test_an_async_resolver_past_its_time_limit_is_no_consumer() -> None:
+    """An awaited resolver is bounded by the resolver timeout."""
+    import asyncio
+
+    async def resolver(request: Any) -> str:
+        await asyncio.sleep(30)
+        return "late"
+
+    assert ConsumerRules(None, resolver, timeout=0.01).from_environ(environ(x_api_key="k")) is None

@@ -12,6 +12,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from beacon_otel.capture.off_loop import OffLoopResolution
 from beacon_otel.common import guard
 from beacon_otel.config.settings import BeaconConfig
 from beacon_otel.contract.event import RequestEvent
@@ -74,9 +75,11 @@ class BeaconSpanProcessor(SpanProcessor):
     def __init__(self, config: BeaconConfig) -> None:
         self.config = config
         self.stats = DeliveryStats()
-        self.requests = RequestRegistry(
-            ConsumerRules(config.consumer_header, config.consumer_resolver), body_sent=self.body_sent
+        rules = ConsumerRules(
+            config.consumer_header, config.consumer_resolver, timeout=config.consumer_resolver_timeout
         )
+        self.requests = RequestRegistry(rules, body_sent=self.body_sent)
+        self._off_loop = OffLoopResolution(rules, self._queue_event) if config.consumer_resolver else None
         self.self_metrics = SelfMetrics(self.stats, queue_size=self.buffered, capacity=config.max_buffer_size)
         self._report = functools.partial(_call_on_error, config.on_error)
         outbound = Outbound.build(
@@ -148,9 +151,27 @@ class BeaconSpanProcessor(SpanProcessor):
             if context.waiting:
                 self._waiting.hold(context, span)  # until the body or the inner layer ends
                 return
+        if self._off_loop is not None and self._resolving_off_loop(span, context):
+            return  # its event is queued when the resolver answers
         event = self.event_for(span, context)  # _submit(), inline: the usual request's path
         if event is not None:
             self._worker.submit(event)
+
+    def _resolving_off_loop(self, span: ReadableSpan, context: RequestContext | None) -> bool:
+        """Under ASGI, the user's resolver runs off the event loop (``capture.off_loop``)."""
+        if context is None or context.scope is None or context.resolved or self._off_loop is None:
+            return False
+        return self._off_loop.start(span, context)
+
+    def _queue_event(self, span: ReadableSpan, context: RequestContext) -> None:
+        """The event of a request whose consumer was resolved off the loop; never raises."""
+        try:
+            event = self.event_for(span, context)
+            if event is not None:
+                self._worker.submit(event)
+        except Exception:
+            self.stats.drop("internal_error")
+            guard.internal_error("queueing a request's event")
 
     def body_sent(self, context: RequestContext) -> None:
         """A streamed body is done: the event of its already ended span can go now."""
@@ -161,6 +182,8 @@ class BeaconSpanProcessor(SpanProcessor):
             guard.internal_error("queueing a streamed request's event")
 
     def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
+        if self._off_loop is not None and self._resolving_off_loop(span, context):
+            return
         event = self.event_for(span, context)
         if event is not None:
             self._worker.submit(event)
@@ -190,6 +213,10 @@ class BeaconSpanProcessor(SpanProcessor):
             # Requests whose streamed body the server never closed (or whose inner layer
             # never ended) by now: their events cannot be made, and are counted lost.
             self.stats.drop("unfinished_request", self._waiting.count)
+        if self._off_loop is not None:
+            # Requests whose resolver had not answered yet: their events cannot be made now.
+            self.stats.drop("unfinished_request", self._off_loop.pending)
+            self._off_loop.close()
         self._worker.shutdown()
         loss = self.stats.loss_summary()
         if loss is not None:

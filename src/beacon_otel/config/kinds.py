@@ -163,13 +163,17 @@ class ImportedCallable:
         self._target: Any = None
 
     def __call__(self, *args: Any) -> Any:
+        return self.target()(*args)
+
+    def target(self) -> Any:
+        """The named function, imported on the first call of this."""
         if self._target is None:
             module_name, _, attribute = self.reference.partition(":")
             target: Any = importlib.import_module(module_name)
             for part in attribute.split("."):
                 target = getattr(target, part)
             self._target = target
-        return self._target(*args)
+        return self._target
 
     def __repr__(self) -> str:
         return f"ImportedCallable({self.reference!r})"

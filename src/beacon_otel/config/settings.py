@@ -97,7 +97,14 @@ class BeaconConfig:
         default=None, metadata=setting(Kind.CALLABLE, "BEACON_CONSUMER_RESOLVER")
     )
     """``resolver(request) -> str | None`` overriding the header rules; a raising resolver
-    counts as no consumer. ``BEACON_CONSUMER_RESOLVER=package.module:function``."""
+    counts as no consumer. ``BEACON_CONSUMER_RESOLVER=package.module:function``. Under ASGI it
+    runs off the event loop (a sync one in a thread, an ``async def`` one as a task), bounded by
+    ``consumer_resolver_timeout``."""
+    consumer_resolver_timeout: float = field(
+        default=1.0, metadata=setting(Kind.SECONDS, "BEACON_CONSUMER_RESOLVER_TIMEOUT")
+    )
+    """Seconds a consumer resolver may take for one request; past it, the request has no
+    consumer. ``BEACON_CONSUMER_RESOLVER_TIMEOUT``."""
     on_error: ErrorCallback | None = field(default=None, metadata=setting(Kind.CALLABLE, "BEACON_ON_ERROR"))
     """Called with every delivery failure (a ``DeliveryError``), on the delivery thread; never
     allowed to break anything. ``BEACON_ON_ERROR=package.module:function``."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -63,11 +65,15 @@ def first_value(value: bytes) -> bytes:
 class ConsumerRules:
     """Identifies the caller of one request from its headers, or from the user's resolver."""
 
-    __slots__ = ("_asgi_names", "_asgi_wanted", "_configured", "_resolver", "_wsgi_keys")
+    __slots__ = ("_asgi_names", "_asgi_wanted", "_configured", "_resolver", "_wsgi_keys", "timeout")
 
-    def __init__(self, header: str | None, resolver: ConsumerResolver | None) -> None:
+    def __init__(
+        self, header: str | None, resolver: ConsumerResolver | None, *, timeout: float = 1.0
+    ) -> None:
         self._configured = header.lower() if header else None
         self._resolver = resolver
+        self.timeout = timeout
+        """Seconds a resolver may take for one request (an awaitable answer is awaited that long)."""
         names = [self._configured, API_KEY_HEADER, AUTHORIZATION_HEADER]
         self._asgi_names = tuple(n.encode("latin-1") if n else b"" for n in names)
         self._asgi_wanted = frozenset(n for n in self._asgi_names if n)
@@ -124,8 +130,17 @@ class ConsumerRules:
             _raw(environ.get(auth_key)),
         )
 
+    @property
+    def resolver(self) -> ConsumerResolver | None:
+        """The user's resolver, if any (run off the event loop under ASGI: ``capture.off_loop``)."""
+        return self._resolver
+
     def resolve(self, request: object) -> str | None:
-        """Ask the user's resolver; one that raises or returns a non-string counts as none."""
+        """Ask the user's resolver; one that raises or returns a non-string counts as none.
+
+        An ``async def`` resolver called here (WSGI, or no event loop) is run to completion on
+        this thread within ``timeout``.
+        """
         assert self._resolver is not None
         text: str | None = None
         # The user's code: a failure there is logged at DEBUG (it may raise on every request)
@@ -133,11 +148,41 @@ class ConsumerRules:
         # user's code too: a Django SimpleLazyObject whose database is down raises in str().
         with guard.contained("the consumer_resolver", user_code=True, level=logging.DEBUG):
             value = self._resolver(request)
-            if value is not None:
-                text = value if isinstance(value, str) else str(value)
-        if text is None:
-            return None
-        return clean_text(text, MAX_CONSUMER) or None
+            if inspect.isawaitable(value):
+                value = _run_awaitable(value, self.timeout)
+            text = answer_text(value)
+        return text
+
+
+def answer_text(value: object) -> str | None:
+    """A resolver's answer as a consumer: cleaned text, or ``None``; ``str()`` may raise (user code)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return clean_text(text, MAX_CONSUMER) or None
+
+
+def is_async_resolver(resolver: object) -> bool:
+    """Whether calling ``resolver`` gives a coroutine (``async def``, or an imported one that is)."""
+    target = resolver.target() if hasattr(resolver, "target") else resolver
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    )
+
+
+def _run_awaitable(value: Any, timeout: float) -> object:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+
+        async def bounded() -> object:
+            return await asyncio.wait_for(value, timeout)
+
+        return asyncio.run(bounded())
+    # On an event loop this thread cannot wait: the processor runs ASGI resolvers off the loop.
+    if inspect.iscoroutine(value):
+        value.close()
+    return None
 
 
 def _is_plain_text(value: str) -> bool:
