@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from beacon_otel.devingest import DevIngest
+from beacon_otel.spool.store import destinations
 
 from .conftest import APPS, VENV_BIN, Server, clean_environ, free_port
 from .tls_support import PlainAnswer, TlsFront, self_signed
@@ -164,3 +166,52 @@ def test_green_server_delivers_over_https_while_the_app_calls_https(
         server.kill()
     assert [status for status, _ in answers] == [200] * REQUESTS, (answers[:2], log[-3000:])
     assert arrived == collections.Counter(paths), log[-3000:]
+
+
+CHECK_INSTRUMENTED = """
+import json
+from requests.sessions import Session
+print(json.dumps(hasattr(Session.send, "__wrapped__")))
+"""
+
+
+def test_a_spool_backlog_at_start_waits_for_the_instrumentations(tmp_path: Path) -> None:
+    """A spool left by an earlier run starts the delivery thread during start-up; its first import
+    of requests waits for the instrumentors, so OpenTelemetry's requests instrumentation (which
+    imports requests too) is never broken by a half-imported module; nothing of the backlog is lost."""
+    with DevIngest(ingest_key="bk_backlog") as ingest:
+        env = clean_environ() | {
+            "BEACON_INGEST_KEY": "bk_backlog",
+            "BEACON_INGEST_URL": ingest.base_url,
+            "BEACON_STORAGE_PATH": str(tmp_path / "spool"),
+            "PYTHONPATH": str(APPS),
+            **QUIET_OTEL,
+        }
+        for run in range(3):
+            writer = [
+                sys.executable,
+                str(APPS / "spool_client.py"),
+                "write",
+                ingest.url,
+                "bk_backlog",
+                "2",
+                "5",
+                "0",
+            ]
+            subprocess.run(writer, env=env, check=True, capture_output=True, timeout=60)
+            result = subprocess.run(
+                [str(VENV_BIN / "opentelemetry-instrument"), "python", "-c", CHECK_INSTRUMENTED],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr
+            assert "Instrumenting of requests failed" not in result.stderr, result.stderr
+            assert "Failed to auto initialize" not in result.stderr, result.stderr
+            assert json.loads(result.stdout.strip().splitlines()[-1]) is True, (run, result.stderr)
+        # Short-lived processes: what one did not replay before exiting waits for the next one.
+        delivered = len(ingest.events())
+    waiting = sum(state.events for state in destinations(tmp_path / "spool"))
+    assert delivered + waiting == 30

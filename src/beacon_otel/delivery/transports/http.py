@@ -2,7 +2,10 @@
 
 requests (and through it urllib3 and ``ssl``) is imported when the first session is made, on the
 delivery thread: never while ``opentelemetry-instrument`` starts the process, before gevent or
-eventlet patch ``ssl`` (see :mod:`beacon_otel.delivery.transports.guarded`).
+eventlet patch ``ssl`` (see :mod:`beacon_otel.delivery.transports.guarded`). Under auto-run that
+first import also waits until ``sitecustomize`` has run: two threads importing one package
+(one ``requests``, the other ``requests.auth``) can each find the other's half-made module,
+and the instrumentation of requests then failed, with all of OpenTelemetry's auto-init.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import collections
 import gzip
 import json
 import os
+import sys
 import threading
+import time
 import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -50,6 +55,27 @@ __all__ = [
     "parse_retry_after",
     "verdict_for_status",
 ]
+
+START_UP_WAIT = 30.0
+"""The most the first session waits for ``opentelemetry-instrument``'s start-up to end."""
+
+
+def wait_for_start_up(limit: float = START_UP_WAIT) -> None:
+    """Return once the process is past ``sitecustomize``, where opentelemetry-instrument starts it.
+
+    While it runs, the instrumentors are being loaded on the main thread, and the requests
+    instrumentation imports requests: importing it here at the same time could leave either side a
+    half-made module. Outside auto-run (or once it is done) nothing waits.
+    """
+    deadline = time.monotonic() + limit
+    while _initializing(sys.modules.get("sitecustomize")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _initializing(module: object) -> bool:
+    # importlib marks a module's spec as initializing while the module's code runs.
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
 
 MAX_REPLY_BYTES = 4096
 """The most of any reply body that is read: enough for an error message, whatever comes."""
@@ -162,6 +188,7 @@ class IngestTransport:
         return parts.netloc.rpartition("@")[2]
 
     def _new_session(self) -> requests.Session:
+        wait_for_start_up()
         import requests.utils  # here, not at start-up: see the module's docstring
 
         from beacon_otel.delivery.transports.guarded import GuardedAdapter
