@@ -10,18 +10,21 @@ time limit) comes, from a callback on the loop. Past the limit the request has n
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
 from beacon_otel.common import guard
 from beacon_otel.request.consumer import ConsumerRules, answer_text, is_async_resolver
 from beacon_otel.request.context import RequestContext
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger("beacon_otel")
 
@@ -43,6 +46,11 @@ class OffLoopResolution:
 
     def start(self, span: ReadableSpan, context: RequestContext) -> bool:
         """Resolve ``context``'s consumer off the running loop; False when no loop runs here."""
+        # Looked up, not imported: asyncio imports ssl, which nothing may import at start-up
+        # (see delivery.transports.guarded); and without asyncio imported no loop can run.
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is None:
+            return False
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

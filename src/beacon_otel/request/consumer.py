@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import logging
@@ -171,6 +170,8 @@ def is_async_resolver(resolver: object) -> bool:
 
 
 def _run_awaitable(value: Any, timeout: float) -> object:
+    import asyncio  # only for an async resolver: asyncio imports ssl (see delivery.transports.guarded)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
