@@ -63,7 +63,8 @@ class _GuardedConnectionMixin:
                     break  # the request's time is up: no address gets a second chance
             finally:
                 self._dns_host = host
-        assert failure is not None  # getaddrinfo answers at least one address or raises
+        if failure is None:  # getaddrinfo answers at least one address or raises: never here
+            raise OSError(f"no address for {host!r}")
         raise failure
 
     def connect(self) -> None:
