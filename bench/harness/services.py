@@ -130,8 +130,10 @@ class Service:
             return json.load(response)
 
     def post(self, path: str) -> Any:
-        """POST an empty body (the dev ingest's /v1/_reset)."""
-        request = urllib.request.Request(self.base_url + path, data=b"", method="POST")
+        """POST an empty JSON object (the dev ingest's /v1/_reset takes JSON only)."""
+        request = urllib.request.Request(
+            self.base_url + path, data=b"{}", headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
 

@@ -55,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         help="SQLite file that keeps events across runs, in the current directory by default; "
         ":memory: keeps nothing after exit (%(default)s)",
     )
-    dev.add_argument("--key", help="accept only this ingest key (default: any non-empty key)")
+    dev.add_argument(
+        "--key",
+        help="accept only this ingest key (default: any non-empty key); required beyond loopback, "
+        "where reads, faults and resets need it too",
+    )
     dev.add_argument("--quiet", action="store_true", help="do not print a line per batch")
     dev.set_defaults(run=_run_dev_ingest)
 
@@ -69,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument(
         "--url", default=default_url, help="the dev ingest's base URL or ingest endpoint (%(default)s)"
     )
+    summary.add_argument("--key", help="the dev ingest's key, when it listens beyond loopback")
     summary.add_argument("--consumer", help="only this consumer's requests ('-' for none)")
     summary.add_argument("--status", choices=("2xx", "3xx", "4xx", "5xx"), help="only this status class")
     summary.set_defaults(run=_run_summary)
@@ -80,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "in colour on a terminal) until interrupted; exit 2 if it cannot be reached.",
     )
     tail.add_argument("--url", default=default_url, help="the dev ingest's base URL (%(default)s)")
+    tail.add_argument("--key", help="the dev ingest's key, when it listens beyond loopback")
     tail.add_argument(
         "-n", "--lines", type=int, default=10, help="start with the last N events (%(default)s)"
     )
@@ -120,7 +126,11 @@ def _run_dev_ingest(args: argparse.Namespace) -> int:
     """Serve in the foreground until SIGINT or SIGTERM."""
     stop = threading.Event()
     log = None if args.quiet else _print_flushed
-    ingest = DevIngest(args.host, args.port, args.db, args.key, log=log)
+    try:
+        ingest = DevIngest(args.host, args.port, args.db, args.key, log=log)
+    except ValueError as exc:
+        print(f"beacon-otel dev-ingest: cannot start: {exc}", file=sys.stderr)
+        return 1
     # Installed before binding, so a signal that comes early still ends us cleanly.
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     try:
@@ -131,7 +141,17 @@ def _run_dev_ingest(args: argparse.Namespace) -> int:
             return 1
         # Scripts and tests parse this line to learn the port, so flush it right away.
         _print_flushed(f"Beacon dev ingest listening on {ingest.url}")
-        _print_flushed(f"Dashboard: {ingest.base_url}/")
+        if ingest.beyond_loopback:
+            _print_flushed(f"Dashboard: {ingest.base_url}/#key=<ingest key>")
+            print(
+                f"beacon-otel dev-ingest: warning: listening on {args.host}, beyond loopback: other "
+                "machines can reach it; every read, fault and reset needs the key (--key), and it "
+                "travels over plain HTTP",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            _print_flushed(f"Dashboard: {ingest.base_url}/")
         if stored := ingest.stats()["events_stored"]:
             _print_flushed(f"({stored} events from earlier runs are in {args.db})")
         stop.wait()
@@ -149,8 +169,8 @@ def _run_summary(args: argparse.Namespace) -> int:
         {k: v for k, v in (("consumer", args.consumer), ("status", args.status)) if v}
     )
     try:
-        summary = _get_json(f"{base_url}/v1/summary?{query}")
-        stats = _get_json(base_url + "/v1/stats")
+        summary = _get_json(f"{base_url}/v1/summary?{query}", args.key)
+        stats = _get_json(base_url + "/v1/stats", args.key)
     except (OSError, ValueError) as exc:  # URLError is an OSError, bad JSON a ValueError
         print(_unreachable("summary", base_url, exc), file=sys.stderr)
         return 2
@@ -171,13 +191,14 @@ def _run_tail(args: argparse.Namespace) -> int:
     base_url = _base_url(args.url)
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     try:
-        seen = max(0, int(_get_json(base_url + "/v1/stats")["events_stored"]) - max(args.lines, 0))
+        seen = max(0, int(_get_json(base_url + "/v1/stats", args.key)["events_stored"]) - max(args.lines, 0))
         print(f"following {base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         while True:
-            stored = int(_get_json(base_url + "/v1/stats")["events_stored"])
+            stored = int(_get_json(base_url + "/v1/stats", args.key)["events_stored"])
             if stored < seen:  # the ingest was reset or restarted with another --db
                 seen = 0
-            for event in _get_json(f"{base_url}/v1/events?offset={seen}") if stored > seen else []:
+            new = _get_json(f"{base_url}/v1/events?offset={seen}", args.key) if stored > seen else []
+            for event in new:
                 _print_flushed(format_event(event, colour=colour))
                 seen += 1
             time.sleep(args.interval)
@@ -234,11 +255,12 @@ def _unreachable(command: str, base_url: str, exc: Exception) -> str:
     return f"beacon-otel {command}: cannot read {base_url}: {reason}"
 
 
-def _get_json(url: str) -> Any:
-    """GET a JSON document over plain HTTP(S)."""
+def _get_json(url: str, key: str | None = None) -> Any:
+    """GET a JSON document over plain HTTP(S), with the dev ingest's key when given."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-    with urllib.request.urlopen(url, timeout=10) as response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
         return json.load(response)
 
 

@@ -603,7 +603,7 @@ def test_faults_and_arrivals_over_http(ingest: DevIngest, session: requests.Sess
     assert post(session, ingest.url, [make_event()]).status_code == 429
     arrivals = session.get(ingest.base_url + "/v1/_arrivals", timeout=10).json()
     assert [(a["outcome"], a["status"]) for a in arrivals] == [("fault", 429)]
-    assert session.post(ingest.base_url + "/v1/_reset", timeout=10).json() == {"reset": True}
+    assert session.post(ingest.base_url + "/v1/_reset", json={}, timeout=10).json() == {"reset": True}
     assert ingest.faults == [] and ingest.arrivals() == []
 
 
@@ -922,6 +922,6 @@ def test_idempotency_keys_survive_a_restart_with_a_file_database(
 def test_reset_forgets_idempotency_keys(ingest: DevIngest, session: requests.Session) -> None:
     """After POST /v1/_reset a key is new again, so tests that reset start from nothing."""
     post(session, ingest.url, [make_event()], keyed("k"))
-    assert session.post(ingest.base_url + "/v1/_reset", data=b"", timeout=10).status_code == 200
+    assert session.post(ingest.base_url + "/v1/_reset", json={}, timeout=10).status_code == 200
     post(session, ingest.url, [make_event()], keyed("k"))
     assert len(ingest.events()) == 1 and ingest.stats()["batches_accepted"] == 1

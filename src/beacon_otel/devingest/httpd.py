@@ -1,16 +1,21 @@
 """The HTTP side of the dev ingest: routes, request bodies, and a server that stops cleanly.
 
 _Server tracks connections so stop() can end idle keep-alive ones without cutting off a
-response it still owes; _Handler routes each request to the DevIngest that owns the server.
+response it still owes, and serves at most MAX_HANDLERS of them at once; _Handler checks each
+request against ``access`` (Host, Origin, content type, key) and routes it to the DevIngest
+that owns the server.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import hashlib
 import importlib.resources
 import io
 import json
+import re
 import socket
 import socketserver
 import threading
@@ -20,6 +25,7 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from beacon_otel.devingest.access import Access, json_content_type
 from beacon_otel.devingest.faults import Fault
 from beacon_otel.devingest.summary import Filters
 from beacon_otel.devingest.validation import MAX_BODY_BYTES, _Refused
@@ -28,6 +34,18 @@ if TYPE_CHECKING:  # only for annotations: server.py imports this module
     from beacon_otel.devingest.server import DevIngest
 
 INGEST_PATH = "/v1/ingest"
+# Connections served at once. Each holds a thread (and up to a 10 MiB body): a burst beyond
+# this is answered 503 with Retry-After, which the client retries, instead of a thread each.
+MAX_HANDLERS = 32
+_BUSY_BODY = b'{"error": "too many open connections"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+# Reads of stored values (consumers as sent, rejected payloads) and the test endpoints: beyond
+# loopback they need the key.
+_TEST_ENDPOINTS = frozenset({"/v1/_faults", "/v1/_reset"})
+_GUARDED = frozenset({"/v1/events", "/v1/summary", "/v1/stats", "/v1/_arrivals", "/v1/_faults", "/v1/_reset"})
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,7 +61,9 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.answering: set[socket.socket] = set()  # connections between request and response
         self.connections_lock = threading.Lock()
+        self.handler_slots = threading.BoundedSemaphore(MAX_HANDLERS)
         super().__init__(address, _Handler)
+        self.access = Access(ingest.host, self.server_port, ingest.ingest_key)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup, which can stall for seconds.
@@ -52,9 +72,25 @@ class _Server(ThreadingHTTPServer):
         self.server_name = str(host)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.handler_slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):  # a client that does not read gets nothing
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
         with self.connections_lock:
             self.connections.add(request)
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.handler_slots.release()  # no thread started: nothing else will
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.handler_slots.release()
 
     def shutdown_request(self, request: Any) -> None:
         with self.connections_lock:
@@ -125,8 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         ingest = self.server.ingest
         path, _, raw_query = self.path.partition("?")
+        if (refusal := self._refusal(path, changes=False)) is not None:
+            return self._send(*refusal)
         if path in ("/", "/index.html"):
-            return self._send_page(_dashboard_page())
+            return self._send_page(*_dashboard())
         query = urllib.parse.parse_qs(raw_query)
         views: dict[str, Callable[[], object]] = {
             "/healthz": lambda: {"ok": True},
@@ -156,6 +194,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> None:
         path = self.path.split("?", 1)[0]
+        if (refusal := self._refusal(path, changes=True)) is not None:
+            self._read_body()  # read before answering: unread input would reset the connection
+            return self._send(*refusal)
         if path == INGEST_PATH:
             reception = self.server.ingest.reception
             arrival = reception.begin_arrival()  # before the body: that is when it arrived
@@ -179,6 +220,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"reset": True})
         return self._send(404, {"error": "not found"})
 
+    def _refusal(self, path: str, *, changes: bool) -> tuple[int, dict[str, str], dict[str, str]] | None:
+        """Why this request may not be answered (status, body, headers), or None: see ``access``."""
+        access, headers = self.server.access, self.headers
+        if problem := access.host_problem(headers.get("Host")):
+            return 421, {"error": problem}, {}
+        origin, fetch_site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
+        if changes and (problem := access.origin_problem(origin, headers.get("Host"), fetch_site)):
+            return 403, {"error": problem}, {}
+        if path in _GUARDED and (problem := access.key_problem(headers.get("Authorization"))):
+            return 401, {"error": problem}, {"WWW-Authenticate": "Bearer"}
+        if path in _TEST_ENDPOINTS and changes and not json_content_type(headers.get("Content-Type")):
+            # text/plain, forms and no body at all are what any page may send to any site.
+            return 415, {"error": "expected Content-Type: application/json"}, {}
+        return None
+
     def _read_body(self) -> bytes | _Refused:
         """Read the whole request body, or say why it cannot be used."""
         # Always read it all before answering: closing with unread input resets the TCP
@@ -195,17 +251,13 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
         return _Refused(413, f"body is over {MAX_BODY_BYTES} bytes")
 
-    def _send_page(self, page: bytes) -> None:
+    def _send_page(self, page: bytes, policy: str) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(page)))
         self.send_header("Cache-Control", "no-store")
-        # The page draws values from requests the app served: it may run its own script only.
-        self.send_header(
-            "Content-Security-Policy",
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-            "connect-src 'self'; img-src data:",
-        )
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", policy)
         self.end_headers()
         self.wfile.write(page)
 
@@ -218,14 +270,33 @@ class _Handler(BaseHTTPRequestHandler):
         if status not in (204, 304):  # these two must not announce a body
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Content-Type-Options", "nosniff")  # never read as a script or page
         self.end_headers()
         self.wfile.write(data)
 
 
 @functools.cache
-def _dashboard_page() -> bytes:
-    """The dashboard, a static page that draws GET /v1/summary and /v1/stats by itself."""
-    return importlib.resources.files("beacon_otel.devingest").joinpath("dashboard.html").read_bytes()
+def _dashboard() -> tuple[bytes, str]:
+    """The dashboard, a static page that draws GET /v1/summary and /v1/stats, and its CSP."""
+    page = importlib.resources.files("beacon_otel.devingest").joinpath("dashboard.html").read_bytes()
+    return page, content_security_policy(page)
+
+
+def content_security_policy(page: bytes) -> str:
+    """The page may run its own inline script and style, named by hash, and read this server only.
+
+    It draws values from requests the app served; they are only ever set as text, and should
+    one ever reach the page as markup, no script or style of theirs would run.
+    """
+
+    def hashes(tag: bytes) -> str:
+        blocks = re.findall(rb"<" + tag + rb">(.*?)</" + tag + rb">", page, re.DOTALL)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in blocks)
+
+    return (
+        f"default-src 'none'; script-src {hashes(b'script')}; style-src {hashes(b'style')}; "
+        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def _int_arg(query: dict[str, list[str]], name: str) -> int:

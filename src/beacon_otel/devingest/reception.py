@@ -11,18 +11,28 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from beacon_otel.devingest.access import json_content_type
 from beacon_otel.devingest.faults import Fault
 from beacon_otel.devingest.store import EventStore, KeyReused
 from beacon_otel.devingest.table import format_rejection
+from beacon_otel.devingest.terminal import printable
 from beacon_otel.devingest.validation import _Refused, parse_batch, parse_idempotency_key
 
 # The package's name, as before the split into modules: one logger for the dev ingest.
 _logger = logging.getLogger("beacon_otel.devingest")
+
+# Kept for the dashboard, `summary` and tests; the counters count every one.
+KEPT_REJECTIONS = 100
+KEPT_ARRIVALS = 10_000
+# Batches decoded and checked at once: each may inflate to 10 MiB and its parse to a few times
+# that, and under the GIL more at once would not finish sooner.
+DECODERS = 2
 
 COUNTERS = (
     "batches_accepted",
@@ -61,8 +71,10 @@ class Reception:
         self._log = log
         self._stopping = stopping
         self._faults: list[Fault] = []
-        self._arrivals: list[dict[str, Any]] = []
-        self._rejections: list[dict[str, Any]] = []
+        self._arrivals: deque[dict[str, Any]] = deque(maxlen=KEPT_ARRIVALS)
+        self._arrived = 0
+        self._rejections: deque[dict[str, Any]] = deque(maxlen=KEPT_REJECTIONS)
+        self._decoders = threading.BoundedSemaphore(DECODERS)
         self.counters = dict.fromkeys(COUNTERS, 0)
         """Accepted, rejected and repeated batches and events, faults served; read under the lock."""
 
@@ -77,14 +89,14 @@ class Reception:
             return list(self._faults)
 
     def arrivals(self) -> list[dict[str, Any]]:
-        """Every ingest POST so far: arrival times (monotonic and wall clock) and outcome."""
+        """The last 10,000 ingest POSTs: arrival times (monotonic and wall clock) and outcome."""
         with self._lock:
             return [dict(a) for a in self._arrivals]
 
     def rejections(self) -> list[dict[str, Any]]:
-        """Every rejection with its problems, as a deep copy."""
+        """The last 100 rejections with their problems, as a deep copy."""
         with self._lock:
-            copied: list[dict[str, Any]] = json.loads(json.dumps(self._rejections))
+            copied: list[dict[str, Any]] = json.loads(json.dumps(list(self._rejections)))
             return copied
 
     def forget(self) -> None:
@@ -92,20 +104,24 @@ class Reception:
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._rejections.clear()
         self._arrivals.clear()
+        self._arrived = 0
         self._faults.clear()
 
     def begin_arrival(self) -> dict[str, Any]:
         """Record an ingest POST as it arrives (before its body is read); give it to answer()."""
         now, wall = time.monotonic(), time.time()
         with self._lock:
-            arrival: dict[str, Any] = {"seq": len(self._arrivals), "monotonic": now, "wall": wall}
+            arrival: dict[str, Any] = {"seq": self._arrived, "monotonic": now, "wall": wall}
+            self._arrived += 1
             arrival |= {"outcome": "pending", "status": None, "events": 0, "finished": None}
             self._arrivals.append(arrival)
             return arrival
 
     def answer(self, arrival: dict[str, Any], headers: Any, body: bytes | _Refused) -> Reply:
         """Answer one ingest POST: the next scripted fault if any, else validate and store."""
-        if (fault := self._next_fault()) is not None:
+        # A body any page may send to any site (text/plain, a form) is only refused: it never
+        # consumes a fault scripted for the client under test.
+        if json_content_type(headers.get("Content-Type")) and (fault := self._next_fault()) is not None:
             self._emit(f"injected fault: {fault}")
             self._stopping.wait(fault.hang)  # stop() cuts a hang short
             if fault.drop:
@@ -122,7 +138,8 @@ class Reception:
     def handle_batch(self, headers: Any, body: bytes | _Refused) -> Reply:
         """Validate one ingest request and store its events once per Idempotency-Key."""
         try:
-            events = parse_batch(headers, body, self._ingest_key)
+            with self._decoders:
+                events = parse_batch(headers, body, self._ingest_key)
             key = parse_idempotency_key(headers)
             with self._changed:
                 try:
@@ -165,7 +182,7 @@ class Reception:
     def _emit(self, line: str) -> None:
         try:
             if self._log is not None:
-                self._log(line)
+                self._log(printable(line))  # a terminal or a log: nothing the sender wrote drives it
         except Exception:  # a failing printer must not cost the client its response
             _logger.exception("DevIngest log callback failed")
 

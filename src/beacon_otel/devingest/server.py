@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from beacon_otel.devingest.access import is_loopback
 from beacon_otel.devingest.faults import Fault
 from beacon_otel.devingest.httpd import INGEST_PATH, _Server
 from beacon_otel.devingest.reception import Reception, Reply
 from beacon_otel.devingest.store import EventStore
-from beacon_otel.devingest.summary import COLUMNS, Filters, summarise
+from beacon_otel.devingest.summaries import Summaries
+from beacon_otel.devingest.summary import Filters
 
 __all__ = ["DevIngest", "IngestTimeout", "Reply"]
 
@@ -37,6 +39,11 @@ class DevIngest:
         *,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        if not is_loopback(host) and not ingest_key:
+            raise ValueError(
+                f"Expected an ingest key (--key) to listen on {host!r}, beyond loopback: anyone who "
+                "can reach it could read stored consumers and reset it"
+            )
         self.host, self.port, self.db_path, self.ingest_key = host, port, db_path, ingest_key
         # One lock guards the database, counters, faults and arrivals; the condition
         # wakes wait_for_events() whenever events are stored.
@@ -50,6 +57,7 @@ class DevIngest:
             self._changed, self._require_store, ingest_key, log=log, stopping=self._stopping
         )
         """Answers each ingest POST for the HTTP layer, and keeps what happened to each."""
+        self._summaries = Summaries(self._require_store, self._lock)
 
     @property
     def base_url(self) -> str:
@@ -57,6 +65,11 @@ class DevIngest:
         if self.port == 0:
             raise RuntimeError("DevIngest has no port yet: call start() first")
         return f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
+
+    @property
+    def beyond_loopback(self) -> bool:
+        """Whether others can reach it: then reads, faults and resets need the ingest key too."""
+        return not is_loopback(self.host)
 
     @property
     def url(self) -> str:
@@ -137,9 +150,7 @@ class DevIngest:
 
     def summary(self, filters: Filters | None = None) -> dict[str, Any]:
         """Per route figures, status mix, latest errors, validation fields and charts' data."""
-        with self._lock:
-            rows = self._require_store().rows(COLUMNS)
-        return summarise(rows, filters or Filters())
+        return self._summaries.summary(filters or Filters())
 
     def wait_for_events(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Block until at least n events are stored and return them all."""

@@ -1,12 +1,15 @@
 """The dev ingest's SQLite store: accepted events, and each batch's Idempotency-Key once.
 
-Not thread-safe on its own: DevIngest serialises every call under its lock.
+Not thread-safe on its own: DevIngest serialises every call under its lock. The file holds
+consumers as sent (often raw API keys): it is created, or narrowed, to 0600.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import sqlite3
 import uuid
 from dataclasses import dataclass
@@ -34,6 +37,9 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
+_GENERATIONS = itertools.count(1)
+
+
 class KeyReused(Exception):
     """An Idempotency-Key already stored for a batch with different events."""
 
@@ -50,12 +56,17 @@ class EventStore:
     """Accepted events in SQLite (a file keeps them across runs, or ``:memory:``)."""
 
     def __init__(self, path: str) -> None:
+        if path not in ("", ":memory:"):
+            _owner_only(path)
         self._db = sqlite3.connect(path, check_same_thread=False)
         try:
             self._db.executescript(_SCHEMA)
+            self._count = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
         except BaseException:
             self._db.close()
             raise
+        self.generation = next(_GENERATIONS)
+        """New for each store and at each clear(): what was read before no longer describes it."""
 
     def close(self) -> None:
         self._db.close()
@@ -83,6 +94,7 @@ class EventStore:
             batch_id = key or uuid.uuid4().hex  # what tells the events of one batch apart
             rows = [(*_columns(e), batch_id, received_at) for e in events]
             self._db.executemany(_INSERT_EVENT, rows)
+        self._count += len(rows)
         return Stored(len(rows), repeat=False)
 
     def events(self, *, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -100,18 +112,44 @@ class EventStore:
             found.append(event)
         return found
 
-    def rows(self, columns: str) -> list[tuple[Any, ...]]:
-        """Every stored event's ``columns`` (a fixed, comma-separated list), oldest first."""
-        return self._db.execute(f"SELECT {columns} FROM events ORDER BY id").fetchall()
+    def rows_after(
+        self,
+        columns: str,
+        after: int,
+        limit: int,
+        *,
+        consumer: str | None = None,
+        status_class: int | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """``id`` and ``columns`` (a fixed, comma-separated list) of the events stored after
+        event ``after``, oldest first, ``limit`` at most: one consumer ("-" for none) and one
+        status class (4 for 4xx) only, when given."""
+        where, args = "id > ?", list[object]([after])
+        if consumer is not None:
+            where, args = where + " AND COALESCE(consumer, '-') = ?", [*args, consumer]
+        if status_class is not None:
+            where, args = where + " AND status / 100 = ?", [*args, status_class]
+        query = f"SELECT id, {columns} FROM events WHERE {where} ORDER BY id LIMIT ?"
+        return self._db.execute(query, [*args, limit]).fetchall()
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        """How many events are stored (kept in memory: COUNT(*) reads the whole table)."""
+        return self._count
 
     def clear(self) -> None:
         """Forget every event and every batch key."""
         with self._db:
             self._db.execute("DELETE FROM events")
             self._db.execute("DELETE FROM batches")
+        self._count = 0
+        self.generation = next(_GENERATIONS)
+
+
+def _owner_only(path: str) -> None:
+    """Create the database file readable by its owner only, or narrow an older one to that."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite's journals take its mode
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _digest(events: list[dict[str, Any]]) -> str:

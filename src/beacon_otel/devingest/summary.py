@@ -1,20 +1,24 @@
 """What the stored events add up to: per-route figures, errors, validation fields, charts' data.
 
-One pass over the rows serves `GET /v1/summary`, `beacon-otel summary` and the dashboard, so
-the three always agree. Filters (consumer, status class) apply before anything is counted.
+A Tally serves `GET /v1/summary`, `beacon-otel summary` and the dashboard, so the three always
+agree. It adds up rows as they come and remembers the last one it saw: each poll reads only the
+events stored since the previous one (``beacon_otel.devingest.summaries`` keeps the tallies), so
+a million stored events and several open dashboards cost what the new events cost. Filters
+(consumer, status class) apply before anything is counted.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from beacon_otel.devingest.validation import parse_ts
 
-# The columns summarise() reads, in this order.
+# The columns Tally.add() reads, in this order.
 COLUMNS = "ts, method, route, path, status, duration_ms, consumer, error, validation_errors"
 LATEST_ERRORS = 10
 # Upper bounds (ms) of the latency histogram's buckets; the last one is open.
@@ -38,11 +42,10 @@ class Filters:
             raise ValueError(f"status must be one of {', '.join(_STATUS_CLASSES)}, got {status!r}")
         return cls(consumer, status)
 
-    def keep(self, row: tuple[Any, ...]) -> bool:
-        consumer, status = row[6], row[4]
-        if self.consumer is not None and (consumer or "-") != self.consumer:
-            return False
-        return self.status is None or f"{status // 100}xx" == self.status
+    @property
+    def status_class(self) -> int | None:
+        """The status filter as the hundreds digit (4 for "4xx"), None for all."""
+        return None if self.status is None else int(self.status[0])
 
 
 def is_error(status: int, error: str | None) -> bool:
@@ -50,103 +53,143 @@ def is_error(status: int, error: str | None) -> bool:
     return error is not None or status >= 500
 
 
-def _percentile(sorted_values: list[int], pct: int) -> int | None:
-    """Nearest-rank percentile: the smallest value with at least pct% of values at or below."""
-    if not sorted_values:
-        return None
-    rank = -(-pct * len(sorted_values) // 100)  # ceil in integers: no float rounding surprises
-    return sorted_values[max(rank, 1) - 1]
+def _percentile(durations: Iterable[int], pct: int) -> int | None:
+    """Nearest-rank percentile: the smallest value with at least pct% of values at or below.
+
+    ``durations`` may be a Counter of them (value -> how many), as Figures keeps them.
+    """
+    counts: Counter[int] = durations if isinstance(durations, Counter) else Counter(durations)
+    rank = -(-pct * counts.total() // 100)  # ceil in integers: no float rounding surprises
+    below = 0
+    for value in sorted(counts):
+        below += counts[value]
+        if below >= max(rank, 1):
+            return value
+    return None
 
 
-def _aggregate(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Request, error, status and latency figures for a group of rows."""
-    errors = sum(1 for row in rows if is_error(row[4], row[7]))
-    durations = sorted(row[5] for row in rows)
-    statuses = Counter(str(row[4]) for row in rows)
-    return {
-        "requests": len(rows),
-        "errors": errors,
-        "error_rate": round(errors / len(rows), 4) if rows else 0.0,
-        "client_errors": sum(1 for row in rows if 400 <= row[4] < 500),
-        "statuses": dict(sorted(statuses.items())),
-        "p50_ms": _percentile(durations, 50),
-        "p95_ms": _percentile(durations, 95),
-        "p99_ms": _percentile(durations, 99),
-    }
+@dataclass
+class Figures:
+    """Running request, error, status, latency and consumer figures for a group of rows."""
+
+    requests: int = 0
+    errors: int = 0
+    client_errors: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    durations: Counter[int] = field(default_factory=Counter)
+    consumers: Counter[str] = field(default_factory=Counter)
+
+    def add(self, status: int, duration: int, consumer: str, failed: bool) -> None:
+        self.requests += 1
+        self.errors += failed
+        self.client_errors += 400 <= status < 500
+        self.statuses[str(status)] += 1
+        self.durations[duration] += 1
+        self.consumers[consumer] += 1
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
+            "client_errors": self.client_errors,
+            "statuses": dict(sorted(self.statuses.items())),
+            **{f"p{pct}_ms": _percentile(self.durations, pct) for pct in (50, 95, 99)},
+        }
 
 
-def _top(counter: Counter[str], n: int) -> list[dict[str, Any]]:
-    ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
-    return [{"consumer": name, "count": count} for name, count in ranked[:n]]
+def top_consumers(counter: Counter[str], n: int) -> list[dict[str, Any]]:
+    """The n most frequent consumers, ties by name."""
+    ranked = heapq.nsmallest(n, counter.items(), key=lambda item: (-item[1], item[0]))
+    return [{"consumer": name, "count": count} for name, count in ranked]
 
 
-def summarise(all_rows: Iterable[tuple[Any, ...]], filters: Filters | None = None) -> dict[str, Any]:
-    """Everything the summary and the dashboard show, from rows of `COLUMNS`, oldest first."""
-    every, filters = list(all_rows), filters or Filters()
-    rows = [row for row in every if filters.keep(row)]
-    groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for row in rows:
-        groups.setdefault((row[1], row[2]), []).append(row)
-    routes = []
-    for (method, route), group in groups.items():
-        consumers = Counter(row[6] or "-" for row in group)
-        routes.append(
-            {"method": method, "route": route, **_aggregate(group), "top_consumers": _top(consumers, 3)}
-        )
-    routes.sort(key=lambda r: (-r["requests"], r["route"], r["method"]))
-    return {
-        "routes": routes,
-        "totals": {**_aggregate(rows), "routes": len(routes)},
-        "filters": {"consumer": filters.consumer, "status": filters.status},
-        # Every consumer, unfiltered: the dashboard's filter offers them all.
-        "consumers": _top(Counter(row[6] or "-" for row in every), 50),
-        "latest_errors": _latest_errors(rows),
-        "validation_fields": _validation_fields(rows),
-        "latency_histogram": _histogram(row[5] for row in rows),
-        "traffic": _traffic(rows),
-    }
+@dataclass
+class Tally:
+    """What the rows of one filter add up to so far, and the id of the last row added."""
+
+    filters: Filters = field(default_factory=Filters)
+    generation: int = 0  # the store's, when the first row was added
+    last_id: int = 0
+    totals: Figures = field(default_factory=Figures)
+    routes: dict[tuple[str, str], Figures] = field(default_factory=dict)
+    latest_errors: deque[tuple[Any, ...]] = field(default_factory=lambda: deque(maxlen=LATEST_ERRORS))
+    validation_counts: Counter[str] = field(default_factory=Counter)
+    validation_latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    seconds: dict[int, list[int]] = field(default_factory=dict)  # epoch second -> [requests, errors]
+    first_at: float | None = None
+    last_at: float | None = None
+
+    def add(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Add rows of ``id`` then `COLUMNS`, oldest first, all newer than ``last_id``."""
+        for row in rows:
+            row_id, ts, method, route, _, status, duration, consumer, error, invalid = row
+            failed = is_error(status, error)
+            self.totals.add(status, duration, consumer or "-", failed)
+            if (figures := self.routes.get((method, route))) is None:
+                figures = self.routes[method, route] = Figures()
+            figures.add(status, duration, consumer or "-", failed)
+            if failed:
+                self.latest_errors.append(row[1:9])
+            for item in json.loads(invalid) if invalid else []:
+                self.validation_counts[item["field"]] += 1
+                latest = {"message": item["message"], "route": route, "method": method}
+                self.validation_latest[item["field"]] = latest
+            self.latency[next((i for i, le in enumerate(LATENCY_BUCKETS) if duration <= le), -1)] += 1
+            at = _epoch(ts)
+            self.first_at = at if self.first_at is None else min(self.first_at, at)
+            self.last_at = at if self.last_at is None else max(self.last_at, at)
+            second = self.seconds.setdefault(int(at // 1), [0, 0])
+            second[0] += 1
+            second[1] += failed
+            self.last_id = row_id
+
+    def render(self, every: Tally) -> dict[str, Any]:
+        """The summary of the rows added so far; ``every`` is the unfiltered tally, for consumers."""
+        routes = [
+            {"method": method, "route": route, **f.render(), "top_consumers": top_consumers(f.consumers, 3)}
+            for (method, route), f in self.routes.items()
+        ]
+        routes.sort(key=lambda r: (-r["requests"], r["route"], r["method"]))
+        keys = ("ts", "method", "route", "path", "status", "duration_ms", "consumer", "error")
+        ranked = sorted(self.validation_counts.items(), key=lambda item: (-item[1], item[0]))
+        return {
+            "routes": routes,
+            "totals": {**self.totals.render(), "routes": len(routes)},
+            "filters": {"consumer": self.filters.consumer, "status": self.filters.status},
+            # Every consumer, unfiltered: the dashboard's filter offers them all.
+            "consumers": top_consumers(every.totals.consumers, 50),
+            "latest_errors": [dict(zip(keys, row, strict=True)) for row in reversed(self.latest_errors)],
+            "validation_fields": [
+                {"field": name, "count": n, **self.validation_latest[name]} for name, n in ranked
+            ],
+            "latency_histogram": [
+                {"le_ms": le, "count": n}
+                for le, n in zip([*LATENCY_BUCKETS, None], self.latency, strict=True)
+            ],
+            "traffic": self._traffic(),
+        }
+
+    def _traffic(self, max_points: int = 60) -> list[dict[str, Any]]:
+        """Requests and errors per time step (a second up to an hour, so at most max_points steps)."""
+        if self.first_at is None or self.last_at is None:
+            return []
+        start, end = self.first_at, self.last_at
+        step = next((s for s in (1, 5, 10, 30, 60, 300, 600, 3600) if (end - start) / s < max_points), 86400)
+        first = int(start // step) * step
+        points: dict[int, list[int]] = {}
+        for second, (n, errors) in self.seconds.items():
+            point = points.setdefault((second - first) // step, [0, 0])
+            point[0] += n
+            point[1] += errors
+        steps = [points.get(i, [0, 0]) for i in range(max(points) + 1)]
+        return [
+            {"start": first + i * step, "step_s": step, "requests": n, "errors": errors}
+            for i, (n, errors) in enumerate(steps)
+        ]
 
 
-def _latest_errors(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    keys = ("ts", "method", "route", "path", "status", "duration_ms", "consumer", "error")
-    failed = [row for row in rows if is_error(row[4], row[7])][-LATEST_ERRORS:]
-    return [dict(zip(keys, row[:8], strict=True)) for row in reversed(failed)]
-
-
-def _validation_fields(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """Per field of a 422's validation errors: how often, and the latest message and route."""
-    counts: Counter[str] = Counter()
-    latest: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        for item in json.loads(row[8]) if row[8] else []:
-            counts[item["field"]] += 1
-            latest[item["field"]] = {"message": item["message"], "route": row[2], "method": row[1]}
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return [{"field": field, "count": n, **latest[field]} for field, n in ranked]
-
-
-def _histogram(durations: Iterable[int]) -> list[dict[str, Any]]:
-    counts = [0] * (len(LATENCY_BUCKETS) + 1)
-    for duration in durations:
-        counts[next((i for i, le in enumerate(LATENCY_BUCKETS) if duration <= le), len(LATENCY_BUCKETS))] += 1
-    return [{"le_ms": le, "count": n} for le, n in zip([*LATENCY_BUCKETS, None], counts, strict=True)]
-
-
-def _traffic(rows: list[tuple[Any, ...]], max_points: int = 60) -> list[dict[str, Any]]:
-    """Requests and errors per time step (a second up to an hour, so at most max_points steps)."""
-    if not rows:
-        return []
-    times = [parse_ts(row[0]).timestamp() for row in rows]
-    start, end = min(times), max(times)
-    step = next((s for s in (1, 5, 10, 30, 60, 300, 600, 3600) if (end - start) / s < max_points), 86400)
-    first = int(start // step) * step
-    points: dict[int, list[int]] = {}
-    for at, row in zip(times, rows, strict=True):
-        point = points.setdefault(int((at - first) // step), [0, 0])
-        point[0] += 1
-        point[1] += is_error(row[4], row[7])
-    steps = [points.get(i, [0, 0]) for i in range(max(points) + 1)]
-    return [
-        {"start": first + i * step, "step_s": step, "requests": n, "errors": errors}
-        for i, (n, errors) in enumerate(steps)
-    ]
+def _epoch(ts: str) -> float:
+    """Seconds since the epoch of a stored (valid) timestamp."""
+    return parse_ts(ts).timestamp()

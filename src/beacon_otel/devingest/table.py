@@ -1,7 +1,8 @@
 """The dev ingest's figures and events as terminal text: summary, rejections, one line per event.
 
-Everything fits in about 100 columns; free text (routes, consumers, error texts) is clipped
-and its control characters shown as "?", so one odd value never breaks a table.
+Everything fits in about 100 columns; free text (routes, consumers, error texts, the key names
+of a rejected batch) is clipped and its control characters shown as "?" (``terminal.printable``),
+so one odd value never breaks a table or drives the terminal.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from beacon_otel.devingest.validation import _CONTROL_RE
+from beacon_otel.devingest.terminal import printable
 
 WIDTH = 100
 _COLOURS = {"2": "32", "3": "36", "4": "33", "5": "31"}  # green, cyan, yellow, red
@@ -17,7 +18,7 @@ _COLOURS = {"2": "32", "3": "36", "4": "33", "5": "31"}  # green, cyan, yellow, 
 
 def _cell(text: str, width: int = 60) -> str:
     """Fit free text into a table cell: control characters shown as '?', long text clipped."""
-    text = _CONTROL_RE.sub("?", text)
+    text = printable(text)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -47,7 +48,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         table.append([_cell(r["method"], 7), _cell(r["route"], 28), *map(str, figures), *latency, consumer])
     lines = _grid(table, right={2, 3, 4, 5, 6, 7})
     rule = "-" * max(map(len, lines))
-    return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1], *_details(summary)])
+    # The status mix and counts come from a server too (--url): every line is made printable.
+    return "\n".join(map(printable, [lines[0], rule, *lines[1:-1], rule, lines[-1], *_details(summary)]))
 
 
 def _details(summary: dict[str, Any]) -> list[str]:
@@ -73,7 +75,9 @@ def format_rejection(rejection: dict[str, Any]) -> str:
     """One line for a rejected batch: its status, error and first three problems."""
     problems = rejection.get("problems", [])[:3]
     shown = "; ".join(f"[{p['index']}] {p['field']}: {p['problem']}" for p in problems)
-    return f"rejected batch ({rejection['status']}): {rejection['error']}" + (shown and f": {shown}")
+    # Key names and header values in it are the sender's: never raw on a terminal.
+    line = f"rejected batch ({rejection['status']}): {rejection['error']}" + (shown and f": {shown}")
+    return printable(line)
 
 
 def format_event(event: dict[str, Any], *, colour: bool = False) -> str:
@@ -81,13 +85,13 @@ def format_event(event: dict[str, Any], *, colour: bool = False) -> str:
     paint: Callable[[str, str], str] = (
         (lambda code, text: f"\033[{code}m{text}\033[0m") if colour else (lambda code, text: text)
     )
-    status = str(event["status"])
+    status = printable(str(event["status"]))
     parts = [
-        event["ts"][11:23],
+        printable(event["ts"][11:23]),
         f"{_cell(event['method'], 7):<6}",
         _cell(event["path"], 40),
         paint(_COLOURS.get(status[0], "0"), status),
-        f"{event['duration_ms']}ms",
+        printable(f"{event['duration_ms']}ms"),
         _cell(event["consumer"] or "-", 24),
     ]
     if event["route"] != event["path"]:

@@ -2,6 +2,12 @@
 
 A request is either refused as a whole (`_Refused`, with its HTTP status) or its events
 are returned; every check is as strict as the contract.
+
+The work each request may cost is bounded before it is done, so one small request cannot
+exhaust the machine: the body after decompression (MAX_BODY_BYTES), the JSON values it may
+build (MAX_JSON_VALUES, counted on the bytes before parsing), the events of a batch
+(MAX_EVENTS) and the problems looked for (MAX_PROBLEMS). A batch over a bound gets 413, on
+which the client splits it and sends the halves.
 """
 
 from __future__ import annotations
@@ -9,15 +15,23 @@ from __future__ import annotations
 import gzip
 import hmac
 import io
+import itertools
 import json
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_PROBLEMS = 100  # enough to diagnose a bad batch without echoing a 10 MiB one back
+MAX_EVENTS = 10_000  # 100 times the client's default batch
+# Every JSON value and key but the first of its object or array follows a "," or a ":", and
+# every object or array opens with "{" or "[": their count bounds what parsing builds (about
+# 100 bytes each at worst), even when strings hold some. Ten thousand usual events need
+# 200,000; the largest valid event, 105,000.
+MAX_JSON_VALUES = 300_000
+_MAX_FIELD_NAME = 128  # an unknown key's name, as shown in a problem
 _INT64_MAX = 2**63 - 1  # SQLite's INTEGER; a larger duration is no longer a duration
 # Extended ISO 8601 with an explicit offset; fromisoformat alone also takes naive and basic forms.
 _TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.(\d{1,9}))?)?(?:Z|[+-]\d{2}:\d{2})")
@@ -136,17 +150,26 @@ def _validation_errors_problems(value: object) -> list[tuple[str, str | None]]:
     return found
 
 
-def validate_event(event: object, index: int = 0) -> list[Problem]:
-    """Return every contract violation in one event (empty when the event is valid)."""
-    if not isinstance(event, dict):
-        return [{"index": index, "field": None, "problem": "expected an object"}]
-    found: list[tuple[str, str | None]]
-    found = [(k, "unknown key") for k in event if k not in _CHECKS and k != "validation_errors"]
-    found += [(k, "missing") for k in _CHECKS if k not in event]
-    found += [(k, check(event[k])) for k, check in _CHECKS.items() if k in event]
+def _event_problems(event: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+    """(field, problem or None) for each check of one event, in a fixed order, as they are made."""
+    yield from ((k, "unknown key") for k in event if k not in _CHECKS and k != "validation_errors")
+    yield from ((k, "missing") for k in _CHECKS if k not in event)
+    yield from ((k, check(event[k])) for k, check in _CHECKS.items() if k in event)
     if "validation_errors" in event:
-        found += _validation_errors_problems(event["validation_errors"])
-    return [{"index": index, "field": f, "problem": p} for f, p in found if p]
+        yield from _validation_errors_problems(event["validation_errors"])
+
+
+def validate_event(event: object, index: int = 0, limit: int = MAX_PROBLEMS) -> list[Problem]:
+    """Return the contract violations in one event, the first ``limit`` (empty when valid)."""
+    if not isinstance(event, dict):
+        return [{"index": index, "field": None, "problem": "expected an object"}][:limit]
+    found = ((f, p) for f, p in _event_problems(event) if p)
+    return [{"index": index, "field": _clip(f), "problem": p} for f, p in itertools.islice(found, limit)]
+
+
+def _clip(name: str) -> str:
+    """A field name as shown in a problem: a sender's key may be megabytes long."""
+    return name if len(name) <= _MAX_FIELD_NAME else name[: _MAX_FIELD_NAME - 3] + "..."
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -180,6 +203,8 @@ def parse_batch(headers: Any, body: bytes | _Refused, ingest_key: str | None) ->
     if isinstance(body, _Refused):
         raise body
     raw = _gunzip(body) if encoding is not None else body
+    if (values := sum(raw.count(c) for c in (b",", b":", b"{", b"["))) > MAX_JSON_VALUES:
+        raise _Refused(413, f"body holds up to {values} JSON values, over {MAX_JSON_VALUES}: split the batch")
     try:
         doc = json.loads(raw.decode(), object_pairs_hook=_unique_keys, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
@@ -189,11 +214,17 @@ def parse_batch(headers: Any, body: bytes | _Refused, ingest_key: str | None) ->
     events = doc["events"]
     if not isinstance(events, list) or not events:
         raise _Refused(400, '"events" must be a non-empty array')
-    problems = [p for i, event in enumerate(events) for p in validate_event(event, i)]
+    if len(events) > MAX_EVENTS:
+        raise _Refused(413, f"{len(events)} events in one batch, over {MAX_EVENTS}: split the batch")
+    problems: list[Problem] = []
+    for checked, event in enumerate(events, 1):
+        problems += validate_event(event, checked - 1, MAX_PROBLEMS - len(problems))
+        if len(problems) >= MAX_PROBLEMS:
+            break  # enough to diagnose it: the rest of a hostile batch is not worth the work
     if problems:
         bad = len({p["index"] for p in problems})
-        message = f"{bad} invalid event(s): the whole batch is rejected"
-        raise _Refused(400, message, problems[:MAX_PROBLEMS])
+        where = "" if checked == len(events) else f" in the first {checked} of {len(events)}"
+        raise _Refused(400, f"{bad} invalid event(s){where}: the whole batch is rejected", problems)
     return events
 
 

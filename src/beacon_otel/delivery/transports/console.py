@@ -2,7 +2,9 @@
 
 Lines go to the ``beacon_otel.dry_run`` logger at INFO. An app that has not configured logging
 (a plain ``opentelemetry-instrument uvicorn app:app``) would never show them, so then they are
-written to stderr directly.
+written to stderr directly. Field names, consumer, route and path are the requests' own: each line
+goes through the dev ingest's terminal sanitiser first, so none can forge a log line or drive
+the terminal.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ def event_line(event: dict[str, Any]) -> str:
         parts.append(f"error={event['error']!r}")
     if invalid := event.get("validation_errors"):
         parts.append("invalid=" + ",".join(item["field"] for item in invalid))
-    return "beacon-otel dry run: " + " ".join(parts)
+    # Imported here: only a dry run needs it, and importing the dev ingest costs every app ~20 ms.
+    from beacon_otel.devingest.terminal import printable
+
+    return "beacon-otel dry run: " + printable(" ".join(parts))
 
 
 class ConsoleEcho:
