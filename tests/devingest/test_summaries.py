@@ -13,6 +13,8 @@ import requests
 from beacon_otel.devingest import DevIngest, Filters
 from beacon_otel.devingest import summaries as summaries_module
 from beacon_otel.devingest.store import EventStore
+from beacon_otel.devingest.summary import _epoch
+from beacon_otel.devingest.validation import parse_ts
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
 
@@ -127,3 +129,19 @@ def test_more_filters_than_are_kept_still_add_up() -> None:
         for c in consumers * 2:
             assert ingest.summary(Filters(consumer=c))["totals"]["requests"] == 1
         assert ingest.summary()["totals"]["requests"] == 100 + len(consumers)
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "2026-06-03T12:00:00.042+00:00",
+        "2026-06-03T12:00:00Z",
+        "2026-06-03T12:00Z",
+        "2026-06-03T12:00:00.123456789-05:30",
+        "2026-06-03T12:00:00.5+01:00",
+        "1969-12-31T23:59:59.999+00:00",
+    ],
+)
+def test_event_times_are_read_as_the_contract_parses_them(ts: str) -> None:
+    """The traffic chart's clock, parsed once per whole second, is exactly what parse_ts gives."""
+    assert _epoch(ts) == parse_ts(ts).timestamp()

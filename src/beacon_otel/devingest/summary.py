@@ -9,6 +9,8 @@ a million stored events and several open dashboards cost what the new events cos
 
 from __future__ import annotations
 
+import bisect
+import functools
 import heapq
 import json
 from collections import Counter, deque
@@ -136,7 +138,7 @@ class Tally:
                 self.validation_counts[item["field"]] += 1
                 latest = {"message": item["message"], "route": route, "method": method}
                 self.validation_latest[item["field"]] = latest
-            self.latency[next((i for i, le in enumerate(LATENCY_BUCKETS) if duration <= le), -1)] += 1
+            self.latency[bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1  # first bound >= duration
             at = _epoch(ts)
             self.first_at = at if self.first_at is None else min(self.first_at, at)
             self.last_at = at if self.last_at is None else max(self.last_at, at)
@@ -191,5 +193,19 @@ class Tally:
 
 
 def _epoch(ts: str) -> float:
-    """Seconds since the epoch of a stored (valid) timestamp."""
-    return parse_ts(ts).timestamp()
+    """Seconds since the epoch of a stored (valid) timestamp, as ``parse_ts(ts).timestamp()``.
+
+    Parsing was a third of the work of adding a row: the whole second is parsed once per
+    second and zone (the events of one second share it), the fraction added in microseconds.
+    """
+    whole, dot, rest = ts.partition(".")
+    if not dot:
+        return _whole_second(ts) / 1
+    zone = rest.lstrip("0123456789")
+    digits = rest[: len(rest) - len(zone)]
+    return (_whole_second(whole + zone) * 1_000_000 + int(digits[:6].ljust(6, "0"))) / 1_000_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_second(ts: str) -> int:
+    return int(parse_ts(ts).timestamp())
