@@ -245,14 +245,15 @@ def test_cli_warns_when_listening_beyond_loopback() -> None:
     command += ["--db", ":memory:", "--key", "test-key"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert process.stderr is not None
-        warning = process.stderr.readline()
+        assert process.stdout is not None
+        listening = process.stdout.readline()  # printed once it serves: the warning comes with it
     finally:
-        process.terminate()
-        out, _ = process.communicate(timeout=30)
-    assert "warning: listening on 0.0.0.0, beyond loopback" in warning
-    assert "needs the key (--key)" in warning
-    assert "#key=<ingest key>" in out and "test-key" not in out
+        process.terminate()  # ends it cleanly: SIGTERM only sets the event it waits on
+        out, err = process.communicate(timeout=30)
+    assert listening.startswith("Beacon dev ingest listening on http://0.0.0.0:")
+    assert "warning: listening on 0.0.0.0, beyond loopback" in err
+    assert "needs the key (--key)" in err
+    assert "#key=<ingest key>" in out and "test-key" not in out + err
 
 
 def test_the_database_file_is_the_owners_only(tmp_path: Path) -> None:

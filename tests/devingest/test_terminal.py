@@ -53,16 +53,6 @@ def test_a_rejected_batchs_key_names_reach_stdout_as_one_plain_line() -> None:
     assert controls(format_rejection(rejection)) == []
 
 
-def test_injected_fault_lines_are_plain_too() -> None:
-    """A scripted fault's header values are the test's own, and still never raw on the terminal."""
-    lines: list[str] = []
-    with DevIngest(log=lines.append) as ingest:
-        faults = [{"status": 503, "headers": {"X-Why": "\x9b2J"}}]
-        assert requests.post(ingest.base_url + "/v1/_faults", json=faults, timeout=10).ok
-        requests.post(ingest.url, data=json.dumps({"events": [EVENT]}), headers=AUTH, timeout=10)
-    assert lines and controls(lines[0]) == []
-
-
 def stored(**changes: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Send a valid event carrying controls the contract allows (C1 in routes, ESC in error
     texts), return the dev ingest's summary and stored events."""
