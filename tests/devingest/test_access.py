@@ -246,14 +246,16 @@ def test_cli_warns_when_listening_beyond_loopback() -> None:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        listening = process.stdout.readline()  # printed once it serves: the warning comes with it
+        # Printed once it serves, just before the warning.
+        listening, dashboard = process.stdout.readline(), process.stdout.readline()
     finally:
         process.terminate()  # ends it cleanly: SIGTERM only sets the event it waits on
-        out, err = process.communicate(timeout=30)
+        _, err = process.communicate(timeout=30)
     assert listening.startswith("Beacon dev ingest listening on http://0.0.0.0:")
     assert "warning: listening on 0.0.0.0, beyond loopback" in err
     assert "needs the key (--key)" in err
-    assert "#key=<ingest key>" in out and "test-key" not in out + err
+    assert dashboard.rstrip().endswith("/#key=<ingest key>")
+    assert "test-key" not in dashboard + err
 
 
 def test_the_database_file_is_the_owners_only(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import requests
 from beacon_otel.devingest import MAX_PROBLEMS, DevIngest
 from beacon_otel.devingest.httpd import MAX_HANDLERS
 from beacon_otel.devingest.validation import MAX_EVENTS, MAX_JSON_VALUES
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
 EVENT = {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from beacon_otel.console import event_line
+from beacon_otel.delivery.transports.console import event_line
 from beacon_otel.devingest import DevIngest, format_event, format_rejection, format_summary
 from beacon_otel.devingest.terminal import printable
 

@@ -7,10 +7,14 @@ The modules, one concern each:
 - ``reception``: what the ingest answers to each POST (a scripted fault, or the contract's
   verdict) and what it records: arrivals, rejections, counters, the fault script;
 - ``httpd``: the HTTP server and request handler that answer for a DevIngest;
+- ``access``: who may use it beside a browser (its own Host and Origin, JSON test calls, the
+  key beyond loopback);
 - ``store``: the SQLite store of accepted events, each Idempotency-Key stored once;
-- ``validation``: the contract's checks of a request, its body and each event;
+- ``validation``: the contract's checks of a request, its body and each event, each bounded;
 - ``summary``: what the stored events add up to (per route, errors, validation fields, charts);
+- ``summaries``: the running summary of each filter, caught up from the store when asked;
 - ``table``: the same, and single events, as terminal text;
+- ``terminal``: the one sanitiser for every terminal or log line;
 - ``dashboard``: the live page at ``/``, a static asset drawing GET /v1/summary;
 - ``faults``: Fault, one scripted misbehaviour for client tests.
 """

@@ -1,8 +1,9 @@
 """DevIngest: the dev ingest's lifecycle, stored events and the state tests inspect.
 
-It owns the SQLite store of accepted events and the HTTP server (httpd.py), and answers each
-ingest POST through its :class:`~beacon_otel.devingest.reception.Reception`, which keeps the
-counters, rejections, arrivals and fault script.
+It owns the SQLite store of accepted events, the HTTP server (httpd.py) and the running
+summaries (summaries.py), and answers each ingest POST through its
+:class:`~beacon_otel.devingest.reception.Reception`, which keeps the counters, rejections,
+arrivals and fault script.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ that reads every stored event), then keeps ``--dashboards`` pollers asking for /
 /v1/stats every 2 s (as open dashboards do) while an app POSTs 100-event batches 5 times a
 second for ``--seconds``. Prints the latencies of both. Not part of ``make bench``:
 
-    .venv/bin/python -m bench.dev_ingest_load --events 1000000 --dashboards 3 --seconds 30
+    .venv/bin/python -m bench.scenarios.dev_ingest_load --events 1000000 --dashboards 3 --seconds 30
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from beacon_otel.devingest.store import EventStore
-from bench.services import Service
+from bench.harness.services import Service
 
 HEADERS = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
 POLL_S = 2.0  # the dashboard's own interval
