@@ -5,7 +5,8 @@ simple cross-site ones (a no-cors ``fetch`` POST with a text/plain body, an imag
 through DNS rebinding, same-origin-looking ones under a name the attacker owns. So:
 
 - every request must name the bound address in its ``Host`` header (a rebinding page's
-  requests carry the attacker's name);
+  requests carry the attacker's name); any port, so a port forward or a container's published
+  port still reaches it;
 - a request that changes state (an ingest POST, ``/v1/_faults``, ``/v1/_reset``) is refused
   when it comes from a page of another origin (``Origin``, ``Sec-Fetch-Site``), and
   ``_faults`` and ``_reset`` need ``Content-Type: application/json``, which no cross-site
@@ -54,10 +55,9 @@ def split_host(value: str) -> tuple[str, int] | None:
 
 @dataclass(frozen=True)
 class Access:
-    """The checks for one bound address (``host`` as given to --host, ``port`` once bound)."""
+    """The checks for one bound address (``host`` as given to --host) and ingest key."""
 
     host: str
-    port: int
     key: str | None
 
     @property
@@ -80,7 +80,7 @@ class Access:
         if host is None:
             return None  # HTTP/1.0 clients send none; a browser always does
         parsed = split_host(host)
-        if parsed is None or parsed[1] != self.port or not self.names_us(parsed[0]):
+        if parsed is None or not self.names_us(parsed[0]):
             return f"Host {host[:100]!r} does not name this dev ingest (it answers only its own address)"
         return None
 

@@ -63,7 +63,7 @@ class _Server(ThreadingHTTPServer):
         self.connections_lock = threading.Lock()
         self.handler_slots = threading.BoundedSemaphore(MAX_HANDLERS)
         super().__init__(address, _Handler)
-        self.access = Access(ingest.host, self.server_port, ingest.ingest_key)
+        self.access = Access(ingest.host, ingest.ingest_key)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup, which can stall for seconds.

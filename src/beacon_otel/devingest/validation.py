@@ -130,24 +130,21 @@ _CHECKS: dict[str, Callable[[object], str | None]] = {
 _VALIDATION_ERROR_LIMITS = {"field": 512, "message": 1024, "type": 256}
 
 
-def _validation_errors_problems(value: object) -> list[tuple[str, str | None]]:
-    """Return (field, problem) pairs for the optional validation_errors array."""
+def _validation_errors_problems(value: object) -> Iterator[tuple[str, str | None]]:
+    """(field, problem or None) for the optional validation_errors array, as they are found."""
     if not isinstance(value, list) or not 1 <= len(value) <= 50:
-        return [("validation_errors", "expected an array of 1..50 items (omit it when empty)")]
-    found: list[tuple[str, str | None]] = []
+        yield ("validation_errors", "expected an array of 1..50 items (omit it when empty)")
+        return
     for i, item in enumerate(value):
         name = f"validation_errors[{i}]"
         if not isinstance(item, dict):
-            found.append((name, "expected an object"))
+            yield (name, "expected an object")
             continue
-        found += [(f"{name}.{k}", "unknown key") for k in item if k not in _VALIDATION_ERROR_LIMITS]
-        found += [(f"{name}.{k}", "missing") for k in ("field", "message") if k not in item]
-        found += [
-            (f"{name}.{k}", _text_problem(item[k], limit))
-            for k, limit in _VALIDATION_ERROR_LIMITS.items()
-            if k in item
-        ]
-    return found
+        yield from ((f"{name}.{k}", "unknown key") for k in item if k not in _VALIDATION_ERROR_LIMITS)
+        yield from ((f"{name}.{k}", "missing") for k in ("field", "message") if k not in item)
+        for k, limit in _VALIDATION_ERROR_LIMITS.items():
+            if k in item:
+                yield (f"{name}.{k}", _text_problem(item[k], limit))
 
 
 def _event_problems(event: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
