@@ -219,6 +219,23 @@ class Server:
         self.env["TEST_GUNICORN_READY_DIR"] = str(ready_dir)
         return ready_dir
 
+    def gunicorn_workers_booted(self) -> bool:
+        """Every worker gunicorn now runs has loaded the app (and it runs as many as asked for).
+
+        Counting "Booting worker" log lines races a worker just forked, which logs that line only
+        once it runs: the master's live children, read from /proc, leave no such window.
+        """
+        assert self.process is not None
+        ready_dir = self.log_path.with_name(self.log_path.stem + "-ready")
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            workers = children.read_text().split()
+        except OSError:
+            return False
+        return len(workers) == self._gunicorn_workers() and all(
+            (ready_dir / f"worker-{pid}").exists() for pid in workers
+        )
+
     def _gunicorn_workers(self) -> int:
         for flag in ("--workers", "-w"):
             if flag in self.argv:

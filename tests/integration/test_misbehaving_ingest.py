@@ -408,10 +408,7 @@ def test_recycling_gunicorn_workers_keep_serving_while_the_ingest_hangs(
     caught_up_s = time.monotonic() - load.stopped_at
     # A worker still booting at SIGTERM makes gunicorn wait out its graceful timeout: the last
     # replacements are let finish booting first.
-    ready = server.log_path.with_name(server.log_path.stem + "-ready")
-    wait_until(
-        lambda: len(list(ready.iterdir())) >= server.log().count("Booting worker"), 30, "workers booted"
-    )
+    wait_until(server.gunicorn_workers_booted, 30, "workers booted")
     terminate_timed(server)
     result = tally(served, item_numbers(ingest.events()), load.attempted)
     during = served_per_second(load, hung_at, back_at + 2.0)
