@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections.abc import Iterator
 from typing import Any
@@ -404,3 +405,30 @@ def test_flask_exclusions_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     spans, events, _ = serve_flask(monkeypatch, ["/users/1", "/healthz"])
     assert [name for name, _, _ in spans] == ["GET /users/<int:user_id>"]
     assert [e["path"] for e in events] == ["/users/1"]
+
+
+def test_host_scan_forgets_a_collected_router() -> None:
+    """The Host scan's cached answer goes with its router: a new router never inherits it."""
+
+    router = Router([Host("{tenant}.example.com", app=Router([]))])
+    assert starlette_lookup._has_hosts(router) is True
+    key = id(router)
+    assert key in starlette_lookup._hosts_seen
+    del router
+    gc.collect()
+    assert key not in starlette_lookup._hosts_seen
+
+
+class _SlottedRouter:
+    """An app's own router that takes no weak reference."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: list[BaseRoute]) -> None:
+        self.routes = routes
+
+
+def test_host_scan_answers_for_a_router_without_weak_references() -> None:
+    """Such a router is scanned each time instead of cached, and the answer is still right."""
+    assert starlette_lookup._has_hosts(_SlottedRouter([Host("a.example.com", app=Router([]))])) is True
+    assert starlette_lookup._has_hosts(_SlottedRouter([Route("/x", lambda request: None)])) is False

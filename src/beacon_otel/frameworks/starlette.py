@@ -15,6 +15,8 @@ Django regular-expression routes are normalised by :mod:`beacon_otel.mapping.tem
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import re
 import weakref
@@ -47,21 +49,36 @@ def asgi_route(scope: Mapping[str, Any]) -> tuple[str | None, bool]:
     return full_template(getattr(router, "routes", None), scope)
 
 
-_hosts_seen: dict[int, tuple[int, bool]] = {}
+_hosts_seen: dict[int, tuple[weakref.ref[Any], int, bool]] = {}
+"""Per router, by ``id``: (a weak reference to it, its route count, whether a ``Host`` route is
+among them). Keyed by ``id`` because Starlette's ``Router`` defines ``__eq__`` and so has no hash
+(a ``WeakKeyDictionary`` cannot hold it); the weak reference makes sure the entry is this
+router's (a collected router's ``id`` can be a new one's), and its callback drops the entry."""
 
 
 def _has_hosts(router: Any) -> bool:
     # Per router and route count, so the scan runs once per app, not once per request.
     routes = getattr(router, "routes", None) or ()
     known = _hosts_seen.get(id(router))
-    if known is not None and known[0] == len(routes):
-        return known[1]
+    if known is not None and known[0]() is router and known[1] == len(routes):
+        return known[2]
     from starlette.routing import Host
 
     found = any(isinstance(route, Host) for route in routes)
     if len(_hosts_seen) < 1_000:
-        _hosts_seen[id(router)] = (len(routes), found)
+        key = id(router)
+        # A router of the app's own that takes no weak reference is scanned each time.
+        with contextlib.suppress(TypeError):
+            _hosts_seen[key] = (
+                weakref.ref(router, functools.partial(_forget_router, key)),
+                len(routes),
+                found,
+            )
     return found
+
+
+def _forget_router(key: int, _: object) -> None:
+    _hosts_seen.pop(key, None)
 
 
 def full_template(routes: Any, scope: Mapping[str, Any]) -> tuple[str | None, bool]:
