@@ -70,3 +70,24 @@ def test_contained_lets_base_exceptions_through(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv(guard.RAISE_VARIABLE)
     with pytest.raises(KeyboardInterrupt), guard.contained("an interrupted action"):
         raise KeyboardInterrupt
+
+
+def test_startup_step_logs_every_failure_at_error_and_never_reraises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Auto-run's steps: swallowed even under the test suite, each failure an ERROR with its traceback."""
+    caplog.set_level(logging.DEBUG, logger="beacon_otel")
+    for _ in range(2):
+        with guard.startup_step("setting up Beacon"):
+            raise RuntimeError("boom")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "beacon-otel: setting up Beacon failed; the app runs on without it"
+    ] * 2
+    assert all(r.exc_info is not None and r.exc_info[0] is RuntimeError for r in errors)
+
+
+def test_startup_step_lets_an_interrupt_through() -> None:
+    """Only exceptions are contained: Ctrl-C during start-up still stops the process."""
+    with pytest.raises(KeyboardInterrupt), guard.startup_step("setting up Beacon"):
+        raise KeyboardInterrupt

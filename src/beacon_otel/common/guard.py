@@ -7,7 +7,8 @@ DEBUG, so a bug on the request path cannot flood the app's log), and the caller 
 
 Under the project's own test suite (``BEACON_RAISE_INTERNAL_ERRORS=1``) Beacon's own bugs are
 re-raised instead, so a guard never hides one from a test. A user's callback that raises is a
-user error, not ours: ``user_code=True`` guards never re-raise.
+user error, not ours: ``user_code=True`` guards never re-raise. Nor do auto-run's start-up steps
+(:class:`startup_step`): there the promise is that the app starts whatever Beacon does.
 """
 
 from __future__ import annotations
@@ -88,6 +89,32 @@ class contained:  # lower case: used like a function, ``with guard.contained("ac
             return False
         assert exc is not None
         log_internal_error(self.action, level=self.level, exc_info=(exc_type, exc, tb))
+        return True
+
+
+class startup_step(contained):
+    """An auto-run start-up step: anything it raises is logged at ERROR, every time, and swallowed.
+
+    Unlike :class:`contained` it never re-raises, under the test suite too: the integration
+    tests start real apps under ``opentelemetry-instrument`` and check that a failing step
+    leaves the app serving. And every failure is an ERROR with its traceback: a process starts
+    once, so each line is news, and one that goes to DEBUG would hide why Beacon is off.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action, user_code=True)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception):
+            return False
+        assert exc is not None
+        logger.error(
+            "beacon-otel: %s failed; the app runs on without it", self.action, exc_info=(exc_type, exc, tb)
+        )
         return True
 
 

@@ -15,10 +15,9 @@ turns Beacon off with one log line while the app and the rest of OpenTelemetry r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from opentelemetry import trace
@@ -27,6 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from beacon_otel.capture.processor import BeaconSpanProcessor
 from beacon_otel.capture.sampling import BeaconSampler
+from beacon_otel.common import guard
 from beacon_otel.frameworks import fastapi as fastapi_support
 from beacon_otel.frameworks.base import Hook
 from beacon_otel.frameworks.table import FRAMEWORKS
@@ -35,15 +35,6 @@ from beacon_otel.setup.environment import sampler_from_env, warn_unseen_framewor
 from beacon_otel.setup.instrumentors import active_distros
 
 logger = logging.getLogger("beacon_otel")
-
-
-@contextlib.contextmanager
-def contained(action: str) -> Iterator[None]:
-    """Log anything raised while doing ``action`` and carry on: auto-run never breaks the app."""
-    try:
-        yield
-    except Exception:
-        logger.error("beacon-otel: %s failed; the app runs on without it", action, exc_info=True)
 
 
 class AutoRun:
@@ -189,7 +180,7 @@ class AutoRun:
         if processor is None or name not in FRAMEWORKS:
             return kwargs
         ours: dict[str, Hook] = {}
-        with contained(f"adding the consumer hooks to the {name} instrumentation"):
+        with guard.startup_step(f"adding the consumer hooks to the {name} instrumentation"):
             ours = processor.hooks(name)
             if instrumentors.install_companion(name, ours):
                 return kwargs  # the instrumentation takes no hooks: beacon-otel's tween or middleware does

@@ -21,6 +21,7 @@ from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 
 from beacon_otel.capture.processor import BeaconSpanProcessor
+from beacon_otel.common import guard
 from beacon_otel.config.settings import BeaconConfig
 from beacon_otel.setup import autorun, environment, exits
 
@@ -83,7 +84,7 @@ class BeaconDistro(BaseDistro):  # type: ignore[misc]
         # fails the whole start-up when the gRPC exporter is not installed.
         for variable in (OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_LOGS_EXPORTER):
             os.environ.setdefault(variable, "none")
-        with autorun.contained("setting up Beacon"):
+        with guard.startup_step("setting up Beacon"):
             autorun.AUTORUN.protect_credentials()
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
@@ -99,22 +100,22 @@ class BeaconConfigurator(_OTelSDKConfigurator):
 
     def _configure(self, **kwargs: Any) -> None:
         running = autorun.AUTORUN
-        with autorun.contained("setting up Beacon"):
+        with guard.startup_step("setting up Beacon"):
             kwargs = running.configurator_kwargs(kwargs)
         try:
             super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         except Exception as exc:
             rescued = False
-            with autorun.contained("setting up Beacon"):
+            with guard.startup_step("setting up Beacon"):
                 rescued = running.rescue(exc)
             if not rescued:
                 raise
             return
-        with autorun.contained("setting up Beacon"):
+        with guard.startup_step("setting up Beacon"):
             running.configured()
 
 
 def pre_instrument() -> None:
     """The ``opentelemetry_pre_instrument`` hook: runs whichever distro and configurator won."""
-    with autorun.contained("setting up Beacon"):
+    with guard.startup_step("setting up Beacon"):
         autorun.AUTORUN.pre_instrument()
