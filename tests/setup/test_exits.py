@@ -6,7 +6,10 @@ handler's choices in-process, with ``signal.raise_signal`` replaced so the test 
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -143,3 +146,24 @@ def test_no_warning_on_servers_beacon_follows(
     monkeypatch.setattr(exits, "_warned", set())
     exits.warn_where_exit_cannot_be_followed()
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+FORK_HOOKS_PROBE = """
+import multiprocessing.util, json
+before = len(multiprocessing.util._afterfork_registry)
+import beacon_otel
+from beacon_otel.setup import exits
+imported = len(multiprocessing.util._afterfork_registry) - before
+from beacon_otel import BeaconConfig, BeaconSpanProcessor
+for _ in range(2):
+    exits.flush_at_exit(BeaconSpanProcessor(BeaconConfig(ingest_key="k", dry_run=True)))
+print(json.dumps([imported, len(multiprocessing.util._afterfork_registry) - before]))
+"""
+
+
+def test_fork_hooks_are_registered_when_beacon_delivers_not_at_import() -> None:
+    """Importing Beacon adds no fork hooks; the first processor that delivers adds them, once."""
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_HOOKS_PROBE], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert json.loads(out.splitlines()[-1]) == [0, 1]

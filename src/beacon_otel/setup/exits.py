@@ -57,6 +57,7 @@ def flush_at_exit(processor: BeaconSpanProcessor, provider: TracerProvider | Non
     """Deliver ``processor``'s events (then flush ``provider``) before SIGTERM or uvicorn end us."""
     with _registered_lock:
         _registered.append((weakref.ref(processor), weakref.ref(provider) if provider is not None else None))
+        _follow_forks()
     install_sigterm_handler()
     hook_servers()
     _finalize_in_this_process()
@@ -232,6 +233,20 @@ class _ForkMark:
 
 
 _FORK_MARK = _ForkMark()
-# A multiprocessing child clears the parent's finalizers as it starts, then runs these.
-multiprocessing.util.register_after_fork(_FORK_MARK, _finalize_in_this_process)
-os.register_at_fork(after_in_child=hook_servers)  # gunicorn loads UvicornWorker in the master
+_following_forks = False
+
+
+def _follow_forks() -> None:
+    """Set the exits up again in every child process; once, and only once Beacon delivers somewhere.
+
+    Not at import: a process that imports Beacon and never turns it on (switched off, or only
+    the CLI) gets no fork hooks, and ``os.register_at_fork`` cannot be undone. Called with
+    ``_registered_lock`` held.
+    """
+    global _following_forks
+    if _following_forks:
+        return
+    _following_forks = True
+    # A multiprocessing child clears the parent's finalizers as it starts, then runs these.
+    multiprocessing.util.register_after_fork(_FORK_MARK, _finalize_in_this_process)
+    os.register_at_fork(after_in_child=hook_servers)  # gunicorn loads UvicornWorker in the master
