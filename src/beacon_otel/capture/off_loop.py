@@ -17,9 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-
 from beacon_otel.common import guard
+from beacon_otel.mapping.span_view import SpanView
 from beacon_otel.request.consumer import ConsumerRules, answer_text, is_async_resolver
 from beacon_otel.request.context import RequestContext
 
@@ -35,7 +34,7 @@ RESOLVER_THREADS = 4
 class OffLoopResolution:
     """Resolves ASGI consumers off the loop, then hands the request to ``finish``."""
 
-    def __init__(self, rules: ConsumerRules, finish: Callable[[ReadableSpan, RequestContext], None]) -> None:
+    def __init__(self, rules: ConsumerRules, finish: Callable[[SpanView, RequestContext], None]) -> None:
         self._rules = rules
         self._finish = finish
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -44,7 +43,7 @@ class OffLoopResolution:
         self.pending = 0
         """Requests whose consumer is being resolved: their events are not queued yet."""
 
-    def start(self, span: ReadableSpan, context: RequestContext) -> bool:
+    def start(self, span: SpanView, context: RequestContext) -> bool:
         """Resolve ``context``'s consumer off the running loop; False when no loop runs here."""
         # Looked up, not imported: asyncio imports ssl, which nothing may import at start-up
         # (see delivery.transports.guarded); and without asyncio imported no loop can run.
@@ -71,7 +70,7 @@ class OffLoopResolution:
         task.add_done_callback(lambda done: self._resolved(done, span, context))
         return True
 
-    def _resolved(self, done: asyncio.Future[Any], span: ReadableSpan, context: RequestContext) -> None:
+    def _resolved(self, done: asyncio.Future[Any], span: SpanView, context: RequestContext) -> None:
         self.pending -= 1
         consumer = None
         # The user's code (its answer's str() too): a failure or a timeout is no consumer.

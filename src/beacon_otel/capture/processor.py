@@ -29,8 +29,10 @@ from beacon_otel.frameworks.settle import (
     settle,
 )
 from beacon_otel.frameworks.table import hooks_for
+from beacon_otel.mapping import span_view
 from beacon_otel.mapping.facts import NO_FACTS
 from beacon_otel.mapping.span_to_event import Unmappable, span_to_event
+from beacon_otel.mapping.span_view import SpanView
 from beacon_otel.request.consumer import ConsumerRules
 from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry
@@ -99,15 +101,11 @@ class BeaconSpanProcessor(SpanProcessor):
             return
         # Inline try, not ``guard.contained``: a context manager costs calls, for every span.
         try:
-            # The SDK span's own field where there is one: the property is a call, per span.
-            if (getattr(span, "_kind", None) or span.kind) is _SERVER:
+            kind = span_view.request_kind(span)
+            if kind is _SERVER:
                 self.requests.started(span)
-            else:
-                # Only a span with the request's method can be a mounted app's layer: tested
-                # inline, as nearly every other span (http send, a query) fails it.
-                attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
-                if attributes is None or "http.method" in attributes or "http.request.method" in attributes:
-                    self._inner_layer_started(span)
+            elif kind is not None:
+                self._inner_layer_started(span)
         except Exception:
             guard.internal_error("noting a request span's start")
 
@@ -119,10 +117,16 @@ class BeaconSpanProcessor(SpanProcessor):
         """Map a finished SERVER span and queue its event; never raises, never waits."""
         if not self._enabled:
             return
-        if (getattr(span, "_kind", None) or span.kind) is not _SERVER:  # as in on_start
+        try:
+            view = span_view.read(span, _SERVER)  # None for any other kind: one call either way
+        except Exception:
+            self.stats.drop("internal_error")  # a span that cannot be read: it may have been a request
+            guard.internal_error("reading a finished span")
+            return
+        if view is None:
             if self.requests.inner_layers:
                 try:
-                    self._waiting.inner_layer_ended(span)
+                    self._waiting.inner_layer_ended(span_view.read(span))
                 except Exception:
                     guard.internal_error("closing a request's inner layer")
             return
@@ -130,40 +134,39 @@ class BeaconSpanProcessor(SpanProcessor):
         # alive until the batch, and the collector then runs ~17 times as often, on request
         # threads, costing what the mapping would save them (bench/RESULTS.md, section 2).
         try:
-            self._queue(span)
+            self._queue(view)
         except Exception:
             self.stats.drop("internal_error")  # counted before it is logged (or re-raised)
             guard.internal_error("queueing a request's event")
 
-    def _queue(self, span: ReadableSpan) -> None:
-        span_context = span.context
-        if span_context is None:
+    def _queue(self, view: SpanView) -> None:
+        span_id = view[0]
+        if span_id is None:
             return  # not a span of the SDK's: it never started here
-        span_id = span_context.span_id
-        if self.requests.inner_layers and self._waiting.inner_layer_ended(span):
+        if self.requests.inner_layers and self._waiting.inner_layer_ended(view):
             return
         context = self.requests.pop(span_id)
         if context is not None:
-            if is_native_span(span) and not settle(context):
+            if is_native_span(view) and not settle(context):
                 return  # excluded by the user: no span from the contrib instrumentation, no event from us
             if context.inner_route is not None:
-                adopt_app_route(context, span)  # the app inside an AWS Lambda invocation
+                adopt_app_route(context, view)  # the app inside an AWS Lambda invocation
             if context.waiting:
-                self._waiting.hold(context, span)  # until the body or the inner layer ends
+                self._waiting.hold(context, view)  # until the body or the inner layer ends
                 return
-        if self._off_loop is not None and self._resolving_off_loop(span, context):
+        if self._off_loop is not None and self._resolving_off_loop(view, context):
             return  # its event is queued when the resolver answers
-        event = self.event_for(span, context)  # _submit(), inline: the usual request's path
+        event = self.event_for(view, context)  # _submit(), inline: the usual request's path
         if event is not None:
             self._worker.submit(event)
 
-    def _resolving_off_loop(self, span: ReadableSpan, context: RequestContext | None) -> bool:
+    def _resolving_off_loop(self, span: SpanView, context: RequestContext | None) -> bool:
         """Under ASGI, the user's resolver runs off the event loop (``capture.off_loop``)."""
         if context is None or context.scope is None or context.resolved or self._off_loop is None:
             return False
         return self._off_loop.start(span, context)
 
-    def _queue_event(self, span: ReadableSpan, context: RequestContext) -> None:
+    def _queue_event(self, span: SpanView, context: RequestContext) -> None:
         """The event of a request whose consumer was resolved off the loop; never raises."""
         try:
             event = self.event_for(span, context)
@@ -181,14 +184,14 @@ class BeaconSpanProcessor(SpanProcessor):
             self.stats.drop("internal_error")
             guard.internal_error("queueing a streamed request's event")
 
-    def _submit(self, span: ReadableSpan, context: RequestContext | None) -> None:
+    def _submit(self, span: SpanView, context: RequestContext | None) -> None:
         if self._off_loop is not None and self._resolving_off_loop(span, context):
             return
         event = self.event_for(span, context)
         if event is not None:
             self._worker.submit(event)
 
-    def event_for(self, span: ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
+    def event_for(self, span: SpanView | ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
         """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
         try:
             facts = context.facts(self.requests.rules, scope_route) if context is not None else NO_FACTS
@@ -266,27 +269,27 @@ class WaitingEvents:
     """
 
     def __init__(
-        self, requests: RequestRegistry, submit: Callable[[ReadableSpan, RequestContext | None], None]
+        self, requests: RequestRegistry, submit: Callable[[SpanView, RequestContext | None], None]
     ) -> None:
         self._requests = requests
         self._submit = submit
         self.count = 0
         """Events waiting (approximate: no lock); counted lost at shutdown."""
 
-    def hold(self, context: RequestContext, span: ReadableSpan) -> None:
+    def hold(self, context: RequestContext, span: SpanView) -> None:
         """Keep the ended span of a request still sending its body or running an inner layer."""
         context.ended_span = span
         self.count += 1
 
-    def inner_layer_ended(self, span: ReadableSpan) -> bool:
+    def inner_layer_ended(self, span: SpanView) -> bool:
         """Whether ``span`` was an inner layer of a request (a mounted app's own span).
 
         What it learned goes to the request's one event; the span itself makes none.
         """
-        span_context = span.context
-        if span_context is None:
+        span_id = span[0]
+        if span_id is None:
             return False
-        outer = self._requests.pop_nested(span_context.span_id)
+        outer = self._requests.pop_nested(span_id)
         if outer is None:
             return False
         outer.inner_open -= 1

@@ -10,15 +10,14 @@ the concrete path.
 
 from __future__ import annotations
 
-from typing import Any
-
+from beacon_otel.mapping.span_view import SpanView
 from beacon_otel.request.context import RequestContext
 
 LAMBDA_SCOPE = "opentelemetry.instrumentation.aws_lambda"
 
 
-def adopt_app_route(context: RequestContext, span: Any) -> None:
+def adopt_app_route(context: RequestContext, span: SpanView) -> None:
     """An invocation span's request takes the route its app matched (none: the concrete path)."""
-    scope = getattr(span, "instrumentation_scope", None)
-    if scope is not None and scope.name == LAMBDA_SCOPE and context.route is None:
+    _, scope_name, _, _, _, _ = span
+    if scope_name == LAMBDA_SCOPE and context.route is None:
         context.route = context.inner_route

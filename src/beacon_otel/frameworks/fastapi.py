@@ -21,8 +21,9 @@ from typing import Any
 from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.asgi import asgi_hooks
 from beacon_otel.frameworks.base import Hook, validation_items
+from beacon_otel.mapping import span_view
 from beacon_otel.mapping.facts import exception_text
-from beacon_otel.mapping.span_to_event import span_attributes
+from beacon_otel.mapping.span_view import SpanView
 from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry, current_request
 
@@ -65,11 +66,10 @@ def has_native_telemetry() -> bool:
     return True
 
 
-def is_native_span(span: Any) -> bool:
+def is_native_span(span: SpanView) -> bool:
     """Whether FastAPI's own telemetry opened this span."""
-    # The SDK span's field where there is one: the property is a call, on every request.
-    scope = getattr(span, "_instrumentation_scope", None) or span.instrumentation_scope
-    return scope is not None and (getattr(scope, "_name", None) or scope.name) == NATIVE_SCOPE
+    _, scope_name, _, _, _, _ = span
+    return scope_name == NATIVE_SCOPE
 
 
 def absorb_native_telemetry(context: RequestContext) -> None:
@@ -138,21 +138,21 @@ def is_inner_layer(span: Any) -> bool:
     Lambda invocation's span; ``http send``/``http receive`` spans carry none of them.
     """
     # Attributes first: nearly every span asked about (http send/receive) fails there, cheaply.
-    attributes = span_attributes(span)
+    attributes = span_view.attributes(span)
     if "http.request.method" not in attributes and "http.method" not in attributes:
         return False
-    scope = span.instrumentation_scope
-    return scope is not None and scope.name in _INNER_LAYERS
+    return span_view.scope_name(span) in _INNER_LAYERS
 
 
-def absorb_inner_span(context: RequestContext, span: Any) -> None:
+def absorb_inner_span(context: RequestContext, span: SpanView) -> None:
     """An inner SERVER span of the request ended: keep what it knows that the outer may not."""
+    _, _, attributes, _, _, readable = span
     if is_native_span(span):
         absorb_native_telemetry(context)
     if context.error is None:
-        context.error = exception_text(span.events)
+        context.error = exception_text(readable.events)
     if not context.inner_route:
-        route = span_attributes(span).get("http.route")
+        route = attributes.get("http.route")
         context.inner_route = route if isinstance(route, str) else ""
 
 

@@ -23,6 +23,7 @@ from beacon_otel.contract.event import (
     clean_validation_errors,
 )
 from beacon_otel.mapping.facts import NO_FACTS, RequestFacts, exception_text
+from beacon_otel.mapping.span_view import SpanView, read
 from beacon_otel.mapping.templates import regex_route_template
 
 # Stable (new) names first, then the old ones: with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup
@@ -40,9 +41,9 @@ class Unmappable(Exception):
 
 
 def span_to_event(
-    span: ReadableSpan, request: RequestFacts = NO_FACTS, error_detail: str = "first_line"
+    span: SpanView | ReadableSpan, request: RequestFacts = NO_FACTS, error_detail: str = "first_line"
 ) -> RequestEvent:
-    """Map a finished SERVER span, with what its request said (:class:`RequestFacts`).
+    """Map a finished SERVER span (as the processor read it), with what its request said.
 
     The request's path and method win over the span's lossy attributes; its route over
     ``http.route`` (mounted sub-apps, ``Host`` routes); the exception text of the span's
@@ -50,7 +51,8 @@ def span_to_event(
     own telemetry). The method is the request's only when the span has none of its own.
     ``error_detail`` says how much of the exception text the event keeps (:func:`error_text`).
     """
-    attributes = span_attributes(span)
+    # The processor hands over its one reading; a ReadableSpan (tests, users) is read here.
+    _, _, attributes, start, end, readable = span if type(span) is tuple else read(span)  # type: ignore[arg-type]
     # Each field has a quick path for what nearly every request carries (a standard method, an
     # int status, a plain ASCII path): no call, no copy. Anything else takes the general one.
     method = attributes.get(_METHOD[0]) or attributes.get(_METHOD[1])
@@ -73,9 +75,9 @@ def span_to_event(
     error = None
     if status is None or status >= 500:
         # span.events copies a list on every access: only failed requests need it.
-        exception = exception_text(span.events) or request.error
+        exception = exception_text(readable.events) or request.error
         if status is None:
-            if exception is None and span.status.status_code is not StatusCode.ERROR:
+            if exception is None and readable.status.status_code is not StatusCode.ERROR:
                 raise Unmappable("no_status")
             # Starlette and raw ASGI/WSGI send the 500 outside the instrumentation's reach.
             status = 500
@@ -84,9 +86,6 @@ def span_to_event(
         raise Unmappable("invalid_status")
     if status > 599:
         raise Unmappable("invalid_status")
-    # The SDK's fields where there are: each property is a call, on every request.
-    start = getattr(span, "_start_time", None) or span.start_time
-    end = getattr(span, "_end_time", None) or span.end_time
     if start is None or end is None:
         raise Unmappable("unfinished_span")
     if not (type(start) is int and type(end) is int and start >= 0 and 0 <= end <= LATEST_TS_NS):
@@ -132,17 +131,6 @@ def error_text(exception: str, detail: str) -> str:
     if detail == "type":
         return exception.split(":", 1)[0]
     return exception
-
-
-def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """The span's attributes, to read only: the SDK's own dict where there is one."""
-    # span.attributes is a fresh read-only proxy over the SDK's BoundedAttributes, whose
-    # .get() raises and catches KeyError on every miss; the dict behind it answers directly.
-    # Both are read-only here; the fallback keeps other ReadableSpan implementations working.
-    backing = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if type(backing) is dict:
-        return backing
-    return span.attributes or {}
 
 
 def _method(attributes: Mapping[str, Any], request_method: str | None) -> str:
