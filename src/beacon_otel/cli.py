@@ -211,6 +211,10 @@ def _run_tail(args: argparse.Namespace) -> int:
 
 def _run_doctor(args: argparse.Namespace) -> int:
     """Print every finding; exit 1 when anything needed is missing."""
+    # Set-up's patch sites (uvicorn's shutdown, another distro's load_instrumentor), declared as
+    # these modules are imported: the doctor lists them with the frameworks' own.
+    from beacon_otel.setup import exits, instrumentors  # noqa: F401
+
     text, status = report(diagnose(os.environ, send_test_event=args.send_test_event))
     print(f"beacon-otel doctor ({_version_line()})\n")
     print(text)

@@ -240,3 +240,30 @@ def test_a_server_that_answers_any_key_is_not_called_a_beacon_ingest(tmp_path: P
     if status == 400:
         [line] = [text for text in lines(result, "warn") if "empty batch" in text]
         assert "400 with a wrong one: an ingest that checks no key" in line
+
+
+def test_lists_what_beacon_patches_in_the_installed_packages(tmp_path: Path) -> None:
+    """The doctor's own process patches nothing, yet lists every declared site of an installed package."""
+    result = doctor(tmp_path, BEACON_INGEST_KEY=KEY, BEACON_DRY_RUN="true")
+    listed = result.stdout.split("What Beacon patches", 1)[1]
+    for target, package in [
+        ("fastapi.exceptions.RequestValidationError.__init__", "fastapi"),
+        ("uvicorn.server.Server.shutdown", "uvicorn"),
+        (
+            "opentelemetry.instrumentation.starlette._get_route_details",
+            "opentelemetry-instrumentation-starlette",
+        ),
+        ("pyramid.config.Configurator.make_wsgi_app", "pyramid"),
+    ]:
+        assert f"{target} ({package} " in listed, listed
+    assert "opentelemetry.distro" not in listed  # opentelemetry-distro is not installed here
+
+
+def test_a_site_of_a_package_not_installed_is_not_listed() -> None:
+    """Only installed packages' sites are shown; with none, the doctor says so."""
+    from beacon_otel.common.patching import PatchSite
+    from beacon_otel.doctor.diagnose import diagnose
+
+    absent = PatchSite("nothing: here", "no-such-distribution-xyz", "nowhere.at_all", "never")
+    found = [f for f in diagnose({}, patch_sites=[absent]) if f.section.startswith("What Beacon patches")]
+    assert [f.text for f in found] == ["nothing: none of the packages Beacon patches is installed"]

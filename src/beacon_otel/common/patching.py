@@ -7,6 +7,11 @@ lock, at most once per target: the replacement carries :data:`MARKER`, so a seco
 and does nothing. The original is kept in a registry: :func:`patched` lists what this process
 has patched, :func:`undo` puts originals back (tests do; so does an instrumentor's
 ``uninstrument``).
+
+Each patch is declared where it is written, as a :class:`PatchSite` (what it replaces, in which
+package, when), and :func:`patch` takes only a declared site. ``beacon-otel doctor`` runs in a
+process of its own, where nothing has been patched: it lists the declared sites of the packages
+installed (:func:`declared`), which are every patch Beacon can apply there.
 """
 
 from __future__ import annotations
@@ -18,6 +23,35 @@ from typing import Any
 
 MARKER = "_beacon_otel_patch"
 """Set on each replacement, to the patch's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class PatchSite:
+    """A patch Beacon may apply: declared with :func:`site` in the module that applies it."""
+
+    name: str
+    """What the patch is for, in the doctor's and the tests' words."""
+    package: str
+    """The distribution whose code is replaced (``fastapi``, ``opentelemetry-instrumentation-django``)."""
+    target: str
+    """The attribute replaced, dotted from its module (``fastapi.FastAPI.__init__``)."""
+    when: str
+    """When Beacon applies it (``with the FastAPI hooks``)."""
+
+
+_declared: dict[str, PatchSite] = {}
+
+
+def site(name: str, *, package: str, target: str, when: str) -> PatchSite:
+    """Declare a patch site (at import of the module that applies it) and return it, for :func:`patch`."""
+    declared_site = PatchSite(name, package, target, when)
+    _declared[name] = declared_site
+    return declared_site
+
+
+def declared() -> list[PatchSite]:
+    """Every patch site declared by the modules imported so far, in declaration order."""
+    return list(_declared.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +70,14 @@ _lock = threading.RLock()
 _patches: dict[tuple[int, str], Patch] = {}
 
 
-def patch(owner: Any, attribute: str, replace: Callable[[Any], Any], *, name: str) -> bool:
+def patch(owner: Any, attribute: str, replace: Callable[[Any], Any], *, site: PatchSite) -> bool:
     """Set ``owner.attribute`` to ``replace(original)``, once; False when it is patched already.
 
-    ``name`` says what the patch is for, in the doctor's and the tests' words
-    (``"fastapi: request validation errors"``).
+    ``site`` is the patch's declaration (see :func:`site`).
     """
+    name = site.name
     with _lock:
+        _declared.setdefault(name, site)  # a site made without site(): listed all the same
         original = getattr(owner, attribute)
         if getattr(original, MARKER, None) is not None:
             return False
@@ -65,8 +100,9 @@ def patched() -> list[str]:
         return [each.name for each in _patches.values()]
 
 
-def undo(name: str | None = None) -> None:
-    """Put back the originals of the patches called ``name`` (every patch when ``None``)."""
+def undo(site: PatchSite | str | None = None) -> None:
+    """Put back the originals of the patches of ``site`` (or so named; every patch when ``None``)."""
+    name = site.name if isinstance(site, PatchSite) else site
     with _lock:
         for key, each in reversed(list(_patches.items())):
             if name is not None and each.name != name:

@@ -3,7 +3,9 @@
 First where events would go (:mod:`beacon_otel.doctor.destination`: the settings, the endpoint
 guard, the ingest's answer to the key, the spool), then what makes the spans: which frameworks
 are instrumented, what else makes SERVER spans, whether the OTLP exporter the settings name is
-installed. Each finding is one line in plain words (:mod:`beacon_otel.doctor.report`).
+installed, and which attributes of the installed packages Beacon replaces (the patch sites its
+modules declare: this process patches nothing). Each finding is one line in plain words
+(:mod:`beacon_otel.doctor.report`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,22 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from beacon_otel.common import patching
+from beacon_otel.common.patching import PatchSite
 from beacon_otel.doctor import destination
 from beacon_otel.doctor.destination import PROBE_ROUTE, fingerprint
 from beacon_otel.doctor.report import FAIL, INFO, OK, WARN, Finding, adder, report
 from beacon_otel.frameworks import catalog
+
+# Imported for the patch sites they declare (the frameworks' modules, beacon-otel's instrumentors).
+from beacon_otel.frameworks import table as _frameworks_table  # noqa: F401
 from beacon_otel.frameworks.catalog import FRAMEWORKS, unseen_frameworks
+from beacon_otel.instrumentation import bottle as _bottle  # noqa: F401
+from beacon_otel.instrumentation import falcon_asgi as _falcon_asgi  # noqa: F401
+from beacon_otel.instrumentation import litestar as _litestar  # noqa: F401
 
 __all__ = ["PROBE_ROUTE", "Finding", "diagnose", "fingerprint", "report", "unseen_frameworks"]
 
@@ -31,12 +41,18 @@ _OTLP_PACKAGES = {
 
 
 def diagnose(
-    environ: Mapping[str, str], *, send_test_event: bool = False, project: Path | None = None
+    environ: Mapping[str, str],
+    *,
+    send_test_event: bool = False,
+    project: Path | None = None,
+    patch_sites: Sequence[PatchSite] | None = None,
 ) -> list[Finding]:
     """Every finding about the environment ``environ``, in report order.
 
     ``project`` is the app's directory (the current one by default), where a Django project's
-    ``manage.py`` names its settings.
+    ``manage.py`` names its settings. ``patch_sites`` defaults to every site declared in this
+    process: the doctor's imports declare the frameworks' and instrumentors' ones, the CLI adds
+    set-up's (which the doctor may not import).
     """
     found: list[Finding] = []
     config = destination.settings(environ, found)
@@ -48,7 +64,22 @@ def diagnose(
     _django_settings(environ, Path.cwd() if project is None else project, found)
     _double_server_spans(environ, found)
     _exporters(environ, found)
+    _patches(patching.declared() if patch_sites is None else patch_sites, found)
     return found
+
+
+def _patches(sites: Sequence[PatchSite], found: list[Finding]) -> None:
+    """The attributes Beacon replaces in the installed packages, each once, the original kept."""
+    add = adder(found, "What Beacon patches (each once, the original kept)")
+    shown = False
+    for site in sorted(sites, key=lambda each: (each.package, each.target)):
+        if (version := catalog.installed(site.package)) is None:
+            continue
+        shown = True
+        purpose = site.name.split(": ", 1)[-1]
+        add(INFO, f"{site.target} ({site.package} {version}): {purpose}; {site.when}")
+    if not shown:
+        add(INFO, "nothing: none of the packages Beacon patches is installed")
 
 
 def _frameworks(found: list[Finding]) -> None:

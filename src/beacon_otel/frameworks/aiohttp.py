@@ -28,6 +28,12 @@ from beacon_otel.request.registry import RequestRegistry
 RequestHook = Callable[[Any, Any], None]
 """``request_hook(span, request)``: the server span and the ``aiohttp.web.Request``."""
 _OTEL_MODULE = "opentelemetry.instrumentation.aiohttp_server"
+MIDDLEWARE_PATCH = patching.site(
+    "aiohttp: Beacon's middleware in every app",
+    package="aiohttp",
+    target="aiohttp.web_app.Application.__init__",
+    when="under auto-run, with the aiohttp server instrumentation",
+)
 
 
 class BeaconMiddleware:
@@ -83,9 +89,7 @@ def patch_application(request_hook: RequestHook) -> None:
 
         return init
 
-    patching.patch(
-        web_app.Application, "__init__", with_middleware, name="aiohttp: Beacon's middleware in every app"
-    )
+    patching.patch(web_app.Application, "__init__", with_middleware, site=MIDDLEWARE_PATCH)
 
 
 def aiohttp_hooks(registry: RequestRegistry) -> dict[str, Hook]:

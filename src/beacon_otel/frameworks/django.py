@@ -32,6 +32,18 @@ from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry, current_request
 
 _NINJA_VIEWS = "ninja.operation"
+NINJA_PATCH = patching.site(
+    "django ninja: validation errors recorded",
+    package="django-ninja",
+    target="ninja.NinjaAPI.on_exception",
+    when="with Beacon's Django hooks, from the first request",
+)
+REST_FRAMEWORK_PATCH = patching.site(
+    "rest framework: validation errors recorded",
+    package="djangorestframework",
+    target="rest_framework.views.APIView.handle_exception",
+    when="with Beacon's Django hooks, from the first request",
+)
 _install_lock = threading.Lock()
 installed = False
 """Whether the first request installed the observers (read on every Django request)."""
@@ -80,7 +92,7 @@ def _observe_ninja() -> None:
 
         return on_exception
 
-    patching.patch(NinjaAPI, "on_exception", observed, name="django ninja: validation errors recorded")
+    patching.patch(NinjaAPI, "on_exception", observed, site=NINJA_PATCH)
 
 
 def _observe_rest_framework() -> None:
@@ -99,7 +111,7 @@ def _observe_rest_framework() -> None:
 
         return handle_exception
 
-    patching.patch(APIView, "handle_exception", observed, name="rest framework: validation errors recorded")
+    patching.patch(APIView, "handle_exception", observed, site=REST_FRAMEWORK_PATCH)
 
 
 def _record(items: list[dict[str, str]]) -> None:
@@ -171,7 +183,12 @@ def watch_django_stream(context: RequestContext, response: Any, body_sent: BodyS
 
 # -- the contrib Django instrumentation's resolution (beacon_otel.frameworks.route_lookup) --------
 
-ROUTE_LOOKUP_PATCH = "django instrumentation: its resolution serves Django's"
+ROUTE_LOOKUP_PATCH = patching.site(
+    "django instrumentation: its resolution serves Django's",
+    package="opentelemetry-instrumentation-django",
+    target="opentelemetry.instrumentation.django.middleware.otel_middleware.resolve",
+    when="under auto-run, or after beacon_otel.route_lookup.install()",
+)
 
 _resolved: contextvars.ContextVar[tuple[Any, str, Any] | None] = contextvars.ContextVar(
     "beacon_otel_resolved", default=None
@@ -207,4 +224,4 @@ def install_route_lookup() -> None:
     except ImportError:
         return
     if getattr(module, "resolve", None) is not None:
-        patching.patch(module, "resolve", lambda _: remembered_resolve, name=ROUTE_LOOKUP_PATCH)
+        patching.patch(module, "resolve", lambda _: remembered_resolve, site=ROUTE_LOOKUP_PATCH)

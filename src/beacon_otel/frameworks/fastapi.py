@@ -32,8 +32,18 @@ _EXCLUDED_URLS = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
 _ANY_EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
 """The instrumentation scope name of FastAPI's own spans."""
 
-VALIDATION_PATCH = "fastapi: request validation errors recorded"
-QUIET_PATCH = "fastapi: no operation spans unless asked"
+VALIDATION_PATCH = patching.site(
+    "fastapi: request validation errors recorded",
+    package="fastapi",
+    target="fastapi.exceptions.RequestValidationError.__init__",
+    when="with Beacon's FastAPI hooks (auto-run, or hooks('fastapi'))",
+)
+QUIET_PATCH = patching.site(
+    "fastapi: no operation spans unless asked",
+    package="fastapi",
+    target="fastapi.FastAPI.__init__",
+    when="under auto-run, when FastAPI's own telemetry serves Beacon and no trace exporter is set",
+)
 
 
 def capture_validation_errors() -> None:
@@ -42,7 +52,7 @@ def capture_validation_errors() -> None:
         from fastapi.exceptions import RequestValidationError
     except ImportError:
         return
-    patching.patch(RequestValidationError, "__init__", _observed_init, name=VALIDATION_PATCH)
+    patching.patch(RequestValidationError, "__init__", _observed_init, site=VALIDATION_PATCH)
 
 
 def _observed_init(original_init: Any) -> Any:
@@ -206,7 +216,7 @@ def quiet_operation_spans() -> None:
     """
     import fastapi
 
-    patching.patch(fastapi.FastAPI, "__init__", _quiet_init, name=QUIET_PATCH)
+    patching.patch(fastapi.FastAPI, "__init__", _quiet_init, site=QUIET_PATCH)
 
 
 def _quiet_init(original: Any) -> Any:

@@ -27,6 +27,12 @@ from beacon_otel.request.registry import RequestRegistry
 TWEEN = "beacon_otel.pyramid_support.beacon_tween_factory"  # a public path: in users' settings
 OTEL_TWEEN = "opentelemetry.instrumentation.pyramid.trace_tween_factory"
 SPAN_KEY = "opentelemetry-pyramid.span_key"
+TWEEN_PATCH = patching.site(
+    "pyramid: Beacon's tween in every app",
+    package="pyramid",
+    target="pyramid.config.Configurator.make_wsgi_app",
+    when="under auto-run, with the Pyramid instrumentation",
+)
 """Where OpenTelemetry's instrumentation keeps the request's span in the environ."""
 _HOOK_SETTING = "beacon_otel.pyramid_request_hook"
 
@@ -82,7 +88,7 @@ def patch_configurator(request_hook: RequestHook) -> None:
 
         return make_wsgi_app
 
-    patching.patch(Configurator, "make_wsgi_app", with_tween, name="pyramid: Beacon's tween in every app")
+    patching.patch(Configurator, "make_wsgi_app", with_tween, site=TWEEN_PATCH)
 
 
 def pyramid_hooks(registry: RequestRegistry) -> dict[str, Hook]:

@@ -157,7 +157,12 @@ _MAX_UNPLACED = 32
 """Routes the index cannot place are walked on every request: past this many, keep the full walk."""
 
 RouteDetails = Callable[[dict[str, Any]], "str | None"]
-ROUTE_LOOKUP_PATCH = "starlette instrumentation: route lookup narrowed"
+ROUTE_LOOKUP_PATCH = patching.site(
+    "starlette instrumentation: route lookup narrowed",
+    package="opentelemetry-instrumentation-starlette",
+    target="opentelemetry.instrumentation.starlette._get_route_details",
+    when="under auto-run, or after beacon_otel.route_lookup.install()",
+)
 
 
 class _RouteTable:
@@ -258,4 +263,4 @@ def install_route_lookup() -> None:
     except ImportError:
         return
     if callable(getattr(module, "_get_route_details", None)):
-        patching.patch(module, "_get_route_details", narrowed, name=ROUTE_LOOKUP_PATCH)
+        patching.patch(module, "_get_route_details", narrowed, site=ROUTE_LOOKUP_PATCH)

@@ -21,10 +21,16 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Status, StatusCode
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 from beacon_otel.instrumentation.new_apps import NewApps
 
 _HTTP_ROUTE = "http.route"
+NEW_APPS_PATCH = patching.site(
+    "bottle: every new app instrumented",
+    package="bottle",
+    target="bottle.Bottle.__init__",
+    when="when beacon-otel's Bottle instrumentor is on (auto-run does it)",
+)
 _instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -37,7 +43,7 @@ class BottleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     pass it to ``instrument_app``.
     """
 
-    _new_apps = NewApps("Bottle")
+    _new_apps = NewApps("Bottle", NEW_APPS_PATCH)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("bottle >= 0.13",)

@@ -28,7 +28,12 @@ from opentelemetry.util.http import get_excluded_urls
 
 from beacon_otel.common import guard, patching
 
-PATCH = "falcon: falcon.asgi.App opens a server span"
+PATCH = patching.site(
+    "falcon: falcon.asgi.App opens a server span",
+    package="falcon",
+    target="falcon.asgi.App",
+    when="when beacon-otel's Falcon ASGI instrumentor is on (auto-run does it)",
+)
 
 _HTTP_ROUTE = "http.route"
 
@@ -48,7 +53,7 @@ class FalconAsgiInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import falcon.asgi
 
         patching.patch(
-            falcon.asgi, "App", lambda original: instrumented_app_class(original, kwargs), name=PATCH
+            falcon.asgi, "App", lambda original: instrumented_app_class(original, kwargs), site=PATCH
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:

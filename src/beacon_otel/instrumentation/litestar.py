@@ -24,7 +24,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import get_excluded_urls
 
-from beacon_otel.common import guard
+from beacon_otel.common import guard, patching
 from beacon_otel.common.compose import compose
 from beacon_otel.instrumentation.new_apps import NewApps
 
@@ -32,6 +32,12 @@ ExceptionHook = Callable[[Any, MutableMapping[str, Any], BaseException], None]
 """``exception_hook(span, scope, exception)``: every exception Litestar answers for itself."""
 
 _HTTP_ROUTE = "http.route"
+NEW_APPS_PATCH = patching.site(
+    "litestar: every new app instrumented",
+    package="litestar",
+    target="litestar.Litestar.__init__",
+    when="when beacon-otel's Litestar instrumentor is on (auto-run does it)",
+)
 
 
 class LitestarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -43,7 +49,7 @@ class LitestarInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``LITESTAR_EXCLUDED_URLS`` (or ``OTEL_PYTHON_EXCLUDED_URLS``) excludes URLs.
     """
 
-    _new_apps = NewApps("Litestar")
+    _new_apps = NewApps("Litestar", NEW_APPS_PATCH)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("litestar >= 2.8",)

@@ -12,9 +12,9 @@ from beacon_otel.common import guard, patching
 class NewApps:
     """Wraps an app class's ``__init__`` so that each new app is instrumented; ``stop`` undoes it."""
 
-    def __init__(self, framework: str) -> None:
+    def __init__(self, framework: str, site: patching.PatchSite) -> None:
         self._action = f"instrumenting a {framework} app"
-        self.patch_name = f"{framework.lower()}: every new app instrumented"
+        self.site = site
 
     def start(self, cls: Any, instrument_app: Callable[..., None], kwargs: dict[str, Any]) -> None:
         """From now on, ``instrument_app(app, **kwargs)`` right after each ``cls()`` is made."""
@@ -30,8 +30,8 @@ class NewApps:
 
             return init
 
-        patching.patch(cls, "__init__", instrumenting, name=self.patch_name)
+        patching.patch(cls, "__init__", instrumenting, site=self.site)
 
     def stop(self) -> None:
         """Put the class's own ``__init__`` back; apps already made stay instrumented."""
-        patching.undo(self.patch_name)
+        patching.undo(self.site)

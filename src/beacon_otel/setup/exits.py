@@ -45,7 +45,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("beacon_otel")
 
-SERVER_PATCH = "uvicorn: Beacon delivers at the end of Server.shutdown"
+SERVER_PATCH = patching.site(
+    "uvicorn: Beacon delivers at the end of Server.shutdown",
+    package="uvicorn",
+    target="uvicorn.server.Server.shutdown",
+    when="once Beacon is set up (auto-run or configure()) and uvicorn is imported",
+)
 _Registered = tuple["weakref.ref[BeaconSpanProcessor]", "weakref.ref[TracerProvider] | None"]
 _registered: list[_Registered] = []
 _registered_lock = threading.Lock()
@@ -202,7 +207,7 @@ def hook_servers() -> None:
             "see docs/servers.md for the one line that delivers the last events at SIGTERM"
         )
         return
-    patching.patch(server, "shutdown", _after, name=SERVER_PATCH)
+    patching.patch(server, "shutdown", _after, site=SERVER_PATCH)
 
 
 def _after(original: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Any]:

@@ -25,7 +25,12 @@ logger = logging.getLogger("beacon_otel")
 
 DISTRO_MARKER = "_beacon_otel_distro"
 """Class attribute of Beacon's own distro: its ``load_instrumentor`` already adds the hooks."""
-ROUTED_PATCH = "opentelemetry distro: its instrumentors get Beacon's hooks"
+ROUTED_PATCH = patching.site(
+    "opentelemetry distro: its instrumentors get Beacon's hooks",
+    package="opentelemetry-distro",
+    target="opentelemetry.distro.OpenTelemetryDistro.load_instrumentor",
+    when="under auto-run, when another distro wins start-up (on that distro object only)",
+)
 
 
 class HookSource(Protocol):
@@ -60,7 +65,7 @@ def route_hooks_through(distro: BaseDistro, source: HookSource) -> None:
         return load_instrumentor
 
     # An instance attribute shadows the class's method for this one distro only.
-    patching.patch(distro, "load_instrumentor", routed, name=ROUTED_PATCH)
+    patching.patch(distro, "load_instrumentor", routed, site=ROUTED_PATCH)
 
 
 def install_companion(name: str, ours: dict[str, Hook]) -> bool:
