@@ -228,7 +228,7 @@ def test_events_left_at_shutdown_are_spooled_and_replayed_by_the_next_start(tmp_
 def test_response_hooks_only_for_a_resolver(framework: str) -> None:
     """Header rules need no response hook (the request hook keeps the environ); a resolver does.
 
-    Django always gets one: it is where a streamed response is seen (test_hooks.py).
+    Django always gets one: it is where a streamed response is seen (tests/frameworks/django/test_django.py).
     """
     plain = make_pipeline()
     resolved = make_pipeline(consumer_resolver=lambda request: "tenant")

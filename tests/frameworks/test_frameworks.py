@@ -418,3 +418,34 @@ def test_django_errors_and_http404(django_pipeline: Pipeline) -> None:
     assert client.get("/users/404").status_code == 404
     event = only_event(django_pipeline)
     assert (event["status"], event["error"]) == (404, None)
+
+
+# -- the framework table --------------------------------------------------------------------
+
+
+def test_a_framework_added_to_the_table_gets_its_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FRAMEWORKS is the one place a framework is added: hooks(name) then returns its hooks."""
+    from beacon_otel.frameworks import table
+    from beacon_otel.frameworks.asgi import asgi_hooks
+
+    monkeypatch.setitem(table.FRAMEWORKS, "tinyframework", asgi_hooks)
+    pipeline = make_pipeline()
+    try:
+        assert set(pipeline.processor.hooks("tinyframework")) == {"server_request_hook"}
+    finally:
+        pipeline.provider.shutdown()
+
+
+def test_a_hook_that_breaks_never_reaches_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure inside one of Beacon's hooks is contained (outside the test suite's raise mode)."""
+    from opentelemetry.trace import SpanKind
+
+    monkeypatch.delenv("BEACON_RAISE_INTERNAL_ERRORS")
+    pipeline = make_pipeline()
+    try:
+        hook = pipeline.processor.hooks("django")["request_hook"]
+        span = pipeline.provider.get_tracer("t").start_span("GET", kind=SpanKind.SERVER)
+        hook(span, object())  # no .META: the hook fails inside
+        span.end()
+    finally:
+        pipeline.provider.shutdown()

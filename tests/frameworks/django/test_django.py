@@ -1,4 +1,5 @@
-"""Django Ninja routes in Ninja's notation; REST framework's error detail as the contract's items."""
+"""Django: Ninja routes in Ninja's notation, REST framework's error detail as the contract's items,
+and a streamed body counted until its last byte."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from beacon_otel.frameworks.django import ninja_route, rest_framework_items
+from tests.conftest import configure_django, make_pipeline
 
 
 def request_served_by(module: str, route: str) -> Any:
@@ -75,3 +77,24 @@ def test_django_hooks_import_neither_api_framework_before_a_request() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "[] False"), done.stderr
+
+
+def test_django_streamed_body_counts_until_its_last_byte() -> None:
+    """StreamingHttpResponse: the event's duration runs until the server closes the body."""
+    configure_django()
+    from django.test import Client
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    pipeline = make_pipeline()
+    DjangoInstrumentor().instrument(tracer_provider=pipeline.provider, **pipeline.processor.hooks("django"))
+    try:
+        response = Client().get("/stream")
+        assert pipeline.events() == []
+        assert b"".join(response.streaming_content) == b"xxx"
+        response.close()
+        (event,) = pipeline.events()
+        assert (event["route"], event["status"]) == ("/stream", 200)
+        assert event["duration_ms"] >= 300
+    finally:
+        DjangoInstrumentor().uninstrument()
+        pipeline.provider.shutdown()

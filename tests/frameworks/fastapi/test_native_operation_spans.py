@@ -7,7 +7,7 @@ import pytest
 from beacon_otel.common import patching
 from beacon_otel.frameworks import fastapi as fastapi_support
 from tests.conftest import asgi_request, make_pipeline, requires
-from tests.frameworks.test_hooks import CASES, MOUNTED_ERROR, check_cases, fastapi_apps
+from tests.frameworks.fastapi.test_fastapi import CASES, MOUNTED_ERROR, check_cases, fastapi_apps
 
 pytestmark = requires("fastapi", "0.142")  # FastAPI's native telemetry
 
