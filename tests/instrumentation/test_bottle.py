@@ -10,8 +10,8 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from beacon_otel.instrumentation.bottle import BottleInstrumentor, instrument_app
-from tests.apps.bottle_app import build_app
 from tests.conftest import Pipeline, make_pipeline
+from tests.frameworks.bottle.bottle_app import build_app
 
 AUTH = "Bearer tok-1"
 AUTH_CONSUMER = "hash_" + hashlib.sha256(AUTH.encode()).hexdigest()[:12]

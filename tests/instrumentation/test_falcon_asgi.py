@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from beacon_otel.instrumentation.falcon_asgi import FalconAsgiInstrumentor
-from tests.apps.falcon_asgi_app import build_app
 from tests.conftest import Pipeline, asgi_request, make_pipeline
+from tests.frameworks.falcon.falcon_asgi_app import build_app
 
 API_KEY = "key-live-123"
 

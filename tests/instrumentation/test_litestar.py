@@ -13,8 +13,8 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from beacon_otel.instrumentation.litestar import LitestarInstrumentor, instrument_app
-from tests.apps.litestar_app import build_app
 from tests.conftest import Pipeline, asgi_request
+from tests.frameworks.litestar.litestar_app import build_app
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = "Bearer tok-1"
@@ -162,8 +162,8 @@ def test_instrumentor_instruments_apps_created_afterwards(pipeline: Pipeline) ->
 
 PROBE = """
 import json
-from tests.apps.litestar_app import build_app
-from tests.apps.bottle_app import build_app as build_bottle
+from tests.frameworks.litestar.litestar_app import build_app
+from tests.frameworks.bottle.bottle_app import build_app as build_bottle
 from beacon_otel.instrumentation.litestar import instrument_app
 from beacon_otel.instrumentation.bottle import instrument_app as instrument_bottle
 from tests.conftest import asgi_request, make_pipeline

@@ -31,9 +31,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from beacon_otel.devingest import DevIngest
+from tests.support.apps import APP_PATH, APPS
 
 VENV_BIN = Path(sys.executable).parent
-APPS = Path(__file__).resolve().parents[1] / "apps"
 READY_TIMEOUT = 30.0
 EXIT_TIMEOUT = 30.0
 SPAN_KIND_SERVER = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
@@ -291,6 +291,7 @@ def clean_environ() -> dict[str, str]:
         if not key.startswith(("OTEL_", "BEACON_")) and key not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")
     }
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = APP_PATH  # every app by its module name, wherever the child runs
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from beacon_otel.devingest import DevIngest
+from tests.support.apps import APP_PATH, app_file
 
 from .conftest import Launch, OtlpReceiver, ReceivedSpan, Server
 
@@ -80,7 +82,7 @@ UVICORN = ["uvicorn", "--host", "127.0.0.1", "--port", "{port}", "fastapi_app:ap
 GUNICORN = ["gunicorn", "--workers", "2", "--bind", "127.0.0.1:{port}", "--no-control-socket"]
 FLASK = [*GUNICORN, "flask_app:app"]
 DJANGO = [*GUNICORN, "djangoapp.wsgi"]
-RUNSERVER = ["python", "manage.py", "runserver", "--noreload", "127.0.0.1:{port}"]
+RUNSERVER = ["python", str(app_file("manage.py")), "runserver", "--noreload", "127.0.0.1:{port}"]
 DJANGO_ENV = {"DJANGO_SETTINGS_MODULE": "djangoapp.settings"}
 
 
@@ -394,7 +396,7 @@ def test_fastapi_beside_opentelemetry_distro(
     so opentelemetry-distro's distro and configurator both win and only the pre-instrument
     hook is Beacon's.
     """
-    env = autorun_env(ingest, otlp, tmp_path, PYTHONPATH=str(distro_overlay), **chosen)
+    env = autorun_env(ingest, otlp, tmp_path, PYTHONPATH=f"{distro_overlay}{os.pathsep}{APP_PATH}", **chosen)
     run = serve(launch, UVICORN, env, FASTAPI_CALLS, ingest, otlp)
     assert_events(run, FASTAPI_CALLS)
     assert credential_values(run) == []
@@ -404,7 +406,12 @@ def test_fastapi_beside_opentelemetry_distro(
         # The baseline is stock OpenTelemetry: opentelemetry-distro chosen, Beacon off.
         stock = {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator"}
         env = autorun_env(
-            unused, otlp, tmp_path, PYTHONPATH=str(distro_overlay), BEACON_ENABLED="false", **stock
+            unused,
+            otlp,
+            tmp_path,
+            PYTHONPATH=f"{distro_overlay}{os.pathsep}{APP_PATH}",
+            BEACON_ENABLED="false",
+            **stock,
         )
         baseline = serve(launch, UVICORN, env, FASTAPI_CALLS, unused, otlp)
     assert signatures(run) == signatures(baseline)
@@ -422,7 +429,7 @@ def test_beacon_survives_opentelemetry_distro_defaults(
         key: value for key, value in autorun_env(ingest, otlp, tmp_path).items() if key.startswith("BEACON_")
     }
     env.update(
-        PYTHONPATH=str(distro_overlay),
+        PYTHONPATH=f"{distro_overlay}{os.pathsep}{APP_PATH}",
         OTEL_PYTHON_DISTRO="distro",
         OTEL_PYTHON_CONFIGURATOR="beacon_otel",
         OTEL_SERVICE_NAME="grpc-default",

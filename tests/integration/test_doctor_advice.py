@@ -21,8 +21,9 @@ import pytest
 
 from beacon_otel.devingest import DevIngest
 from tests.conftest import requires
+from tests.support.apps import app_file
 
-from .conftest import APPS, VENV_BIN, Launch, clean_environ, free_port
+from .conftest import VENV_BIN, Launch, clean_environ, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +172,7 @@ def test_django_settings_module_as_told(launch: Launch, ingest: DevIngest, tmp_p
     """A Django project without DJANGO_SETTINGS_MODULE: doctor fails and names the module from
     manage.py; unset, every request is a 500; set as told, requests succeed and arrive."""
     env = {"BEACON_INGEST_URL": ingest.base_url, "BEACON_STORAGE_PATH": str(tmp_path / "spool")}
-    status, lines = doctor(APPS, BEACON_INGEST_KEY=KEY, **env)
+    status, lines = doctor(app_file("manage.py").parent, BEACON_INGEST_KEY=KEY, **env)
     assert status == 1
     (failure,) = findings(lines, "FAIL")
     advice = re.search(r"set (DJANGO_SETTINGS_MODULE)=([\w.]+) \(from manage.py\)$", failure)
@@ -179,7 +180,7 @@ def test_django_settings_module_as_told(launch: Launch, ingest: DevIngest, tmp_p
     assert served_events(launch, GUNICORN_DJANGO, env, ["/users/1"]) == [500]  # what doctor warns of
     ingest.reset()
     env[advice.group(1)] = advice.group(2)
-    status, lines = doctor(APPS, BEACON_INGEST_KEY=KEY, **env)
+    status, lines = doctor(app_file("manage.py").parent, BEACON_INGEST_KEY=KEY, **env)
     assert status == 0, lines
     assert served_events(launch, GUNICORN_DJANGO, env, ["/users/1", "/users/2"]) == [200, 200]
     events = ingest.wait_for_events(2, timeout=60)

@@ -28,8 +28,9 @@ import pytest
 
 from beacon_otel.devingest import DevIngest, Fault, format_rejection, validate_event
 from beacon_otel.spool.store import destinations
+from tests.support.apps import APPS
 
-from .conftest import APPS, Launch, clean_environ, free_port
+from .conftest import Launch, clean_environ, free_port
 from .faults_support import (
     BAD_INPUT,
     Load,

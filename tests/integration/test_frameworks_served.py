@@ -1,6 +1,6 @@
 """Every supported framework served by a real server over a socket, zero-code and by hand.
 
-Each framework's example app (tests/apps/<framework>_app.py) gets one server per way in; all
+Each framework's example app (tests/frameworks/<framework>/<framework>_app.py) gets one server per way in; all
 of that framework's checks go through that one server (route template, both consumer header
 rules, an unhandled exception's text, a 404, validation errors where the framework has them),
 and the events must arrive exactly once at the strict dev ingest with nothing rejected.
@@ -24,6 +24,7 @@ import requests
 from packaging.version import Version
 
 from beacon_otel.devingest import DevIngest
+from tests.support.apps import app_file
 
 from .conftest import Launch, Server, clean_environ, free_port
 from .test_manual_setup import pipeline_for, serve_uvicorn, serve_wsgi
@@ -172,7 +173,7 @@ def test_litestar_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -
 def test_litestar_by_hand(ingest: DevIngest) -> None:
     """LitestarInstrumentor.instrument_app with Beacon's hooks, served by uvicorn."""
     from beacon_otel.instrumentation.litestar import LitestarInstrumentor
-    from tests.apps.litestar_app import build_app
+    from tests.frameworks.litestar.litestar_app import build_app
 
     provider, _, processor = pipeline_for(ingest)
     app = build_app()
@@ -193,7 +194,7 @@ def test_litestar_own_plugin_by_hand(ingest: DevIngest) -> None:
     OpenTelemetryConfig, OpenTelemetryPlugin = plugin.OpenTelemetryConfig, plugin.OpenTelemetryPlugin
 
     from beacon_otel.instrumentation.litestar import LitestarInstrumentor
-    from tests.apps.litestar_app import build_app
+    from tests.frameworks.litestar.litestar_app import build_app
 
     provider, _, processor = pipeline_for(ingest)
     app = build_app(plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=provider))])
@@ -218,7 +219,7 @@ def test_bottle_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> 
 def test_bottle_by_hand(ingest: DevIngest) -> None:
     """BottleInstrumentor.instrument_app with Beacon's hooks, on a threaded WSGI server."""
     from beacon_otel.instrumentation.bottle import BottleInstrumentor
-    from tests.apps.bottle_app import build_app
+    from tests.frameworks.bottle.bottle_app import build_app
 
     provider, _, processor = pipeline_for(ingest)
     app = build_app()
@@ -244,7 +245,7 @@ def test_falcon_by_hand(ingest: DevIngest) -> None:
     """FalconInstrumentor().instrument with Beacon's hooks, on a threaded WSGI server."""
     from opentelemetry.instrumentation.falcon import FalconInstrumentor
 
-    from tests.apps.falcon_app import build_app
+    from tests.frameworks.falcon.falcon_app import build_app
 
     provider, _, processor = pipeline_for(ingest)
     instrumentor = FalconInstrumentor()
@@ -271,7 +272,7 @@ def test_falcon_asgi_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path
 def test_falcon_asgi_by_hand(ingest: DevIngest) -> None:
     """FalconAsgiInstrumentor().instrument with Beacon's hooks, then the app, served by uvicorn."""
     from beacon_otel.instrumentation.falcon_asgi import FalconAsgiInstrumentor
-    from tests.apps.falcon_asgi_app import build_app
+    from tests.frameworks.falcon.falcon_asgi_app import build_app
 
     provider, _, processor = pipeline_for(ingest)
     instrumentor = FalconAsgiInstrumentor()
@@ -291,14 +292,16 @@ def test_falcon_asgi_by_hand(ingest: DevIngest) -> None:
 
 def test_tornado_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
     """opentelemetry-instrument python tornado_app.py with opentelemetry-instrumentation-tornado."""
-    serve_zero_code(launch, ["python", "tornado_app.py", "{port}"], ingest, tmp_path, TORNADO_CALLS)
+    serve_zero_code(
+        launch, ["python", str(app_file("tornado_app.py")), "{port}"], ingest, tmp_path, TORNADO_CALLS
+    )
 
 
 def test_tornado_by_hand(ingest: DevIngest) -> None:
     """TornadoInstrumentor().instrument with Beacon's hook, Tornado's own server in a thread."""
     from opentelemetry.instrumentation.tornado import TornadoInstrumentor
 
-    from tests.apps.tornado_app import build_app
+    from tests.frameworks.tornado.tornado_app import build_app
 
     provider, _, processor = pipeline_for(ingest)
     instrumentor = TornadoInstrumentor()
@@ -359,7 +362,7 @@ def test_pyramid_by_hand(ingest: DevIngest, tmp_path: Path) -> None:
     """configure(), PyramidInstrumentor().instrument_config and Beacon's instrument_config, under gunicorn.
 
     Without opentelemetry-instrument: OpenTelemetry's Pyramid spans go to the global provider,
-    which configure() sets up (tests/apps/manual_pyramid.py).
+    which configure() sets up (tests/frameworks/pyramid/manual_pyramid.py).
     """
     serve_by_hand([*GUNICORN, "manual_pyramid:app"], {}, ingest, tmp_path, PYRAMID_CALLS)
 
@@ -386,7 +389,9 @@ def serve_by_hand(
 
 def test_aiohttp_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> None:
     """opentelemetry-instrument python aiohttp_app.py: Beacon's middleware added to every app."""
-    serve_zero_code(launch, ["python", "aiohttp_app.py", "{port}"], ingest, tmp_path, AIOHTTP_CALLS)
+    serve_zero_code(
+        launch, ["python", str(app_file("aiohttp_app.py")), "{port}"], ingest, tmp_path, AIOHTTP_CALLS
+    )
 
 
 # OpenTelemetry's instrumentor subclasses web.Application, which aiohttp warns about.
@@ -396,7 +401,7 @@ def test_aiohttp_by_hand(ingest: DevIngest) -> None:
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
     from beacon_otel.frameworks import aiohttp as aiohttp_support
-    from tests.apps.aiohttp_app import build_app
+    from tests.frameworks.aiohttp.aiohttp_app import build_app
 
     provider, _, processor = pipeline_for(ingest)
     instrumentor = AioHttpServerInstrumentor()

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from beacon_otel.devingest import DevIngest
+from tests.support.apps import APPS
 
-from .conftest import APPS, VENV_BIN, clean_environ
+from .conftest import VENV_BIN, clean_environ
 from .lambda_support import RuntimeApi, http_api_event, rest_api_event
 
 pytestmark = pytest.mark.integration

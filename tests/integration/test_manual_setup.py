@@ -137,7 +137,7 @@ def test_fastapi_on_uvicorn(ingest: DevIngest) -> None:
     from fastapi import FastAPI
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    from tests.apps.manual_fastapi import build_app
+    from tests.frameworks.fastapi.manual_fastapi import build_app
 
     provider, exporter, processor = pipeline_for(ingest)
     app: FastAPI = build_app()

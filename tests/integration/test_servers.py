@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 from beacon_otel.devingest import DevIngest
+from tests.support.apps import APP_PATH, APPS, app_file
 
-from .conftest import APPS, Server, clean_environ, free_port
+from .conftest import Server, clean_environ, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +45,8 @@ APP_OF = {
     ("asgi", "manual"): "manual_asgi:app",
     ("wsgi", "zero-code"): "flask_app:app",
     ("wsgi", "manual"): "manual_wsgi:app",
-    ("django", "zero-code"): "manage.py",
-    ("django", "manual"): "manual_manage.py",
+    ("django", "zero-code"): str(app_file("manage.py")),
+    ("django", "manual"): str(app_file("manual_manage.py")),
 }
 
 
@@ -192,7 +193,7 @@ def run(case: Case, ingest: DevIngest, workdir: Path) -> Outcome:
             "OTEL_TRACES_EXPORTER": "none",
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
-            "PYTHONPATH": str(APPS),
+            "PYTHONPATH": APP_PATH,
             **dict(case.spec.env),
         }
     )

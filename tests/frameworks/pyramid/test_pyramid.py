@@ -43,7 +43,7 @@ def test_pyramid_tween_sits_once_between_opentelemetry_and_the_exception_view() 
     from opentelemetry.instrumentation.pyramid import PyramidInstrumentor
     from pyramid.tweens import EXCVIEW
 
-    from tests.apps.pyramid_app import build_app
+    from tests.frameworks.pyramid.pyramid_app import build_app
 
     def hook(span: Any, request: Any, response: Any) -> None:
         pass
@@ -61,7 +61,7 @@ def test_pyramid_tween_sits_once_between_opentelemetry_and_the_exception_view() 
 
 def test_pyramid_tween_without_opentelemetry_still_builds() -> None:
     """Without OpenTelemetry's tween the app still builds, Beacon's tween over the exception view."""
-    from tests.apps.pyramid_app import build_app
+    from tests.frameworks.pyramid.pyramid_app import build_app
 
     app = build_app(lambda config: pyramid_support.instrument_config(config, request_hook=lambda *a: None))
     assert pyramid_support.TWEEN in pyramid_tween_names(app)
@@ -72,7 +72,7 @@ def test_pyramid_raising_hook_never_breaks_the_request(monkeypatch: pytest.Monke
     from opentelemetry.instrumentation.pyramid import PyramidInstrumentor
     from werkzeug.test import Client
 
-    from tests.apps.pyramid_app import build_app
+    from tests.frameworks.pyramid.pyramid_app import build_app
 
     monkeypatch.delenv("BEACON_RAISE_INTERNAL_ERRORS")
     calls = []
