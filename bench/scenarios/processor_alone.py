@@ -372,7 +372,8 @@ def _request_thread(
 
     Returns the event too, for the delivery thread's stages.
     """
-    from beacon_otel.frameworks.settle import scope_route
+    from beacon_otel.frameworks.settle import settle
+    from beacon_otel.mapping import span_view
 
     server = fastapi["spans"][0]
     started = _started_for(fastapi, server)
@@ -383,6 +384,13 @@ def _request_thread(
     span_id = server.context.span_id
     context = _hook_context(processor, fastapi)
     rules = registry.rules
+    view = span_view.read(server)
+
+    def settle_route() -> Any:
+        # The route settle reads from the scope: cleared, so every call pays for it as every
+        # request does.
+        context.route = None
+        return settle(context, view)
 
     def start_hook_pop() -> None:
         on_start(started)
@@ -393,17 +401,19 @@ def _request_thread(
         # A context resolves its consumer once, then keeps it: undo that, so every call pays
         # for it as every request does.
         context.resolved = False
-        return context.facts(rules, scope_route)
+        return context.facts(rules)
 
     def map_request() -> Any:
         context.resolved = False
         return event_for(server, context)
 
+    settle_route()
     event = map_request()
     if event is None or event.consumer != apps.API_KEY:
         raise AssertionError(f"event_for did not map the request with its consumer: {event}")
     return event, {
         "on_start + hook: open the request context (+ pop it)": timed(start_hook_pop),
+        "settle (the frameworks' step: the route from the scope)": timed(settle_route),
         "context.facts (consumer from the scope headers, path, method, route)": timed(facts),
         MAPPING_STAGE: timed(map_request),
         "worker.submit alone (lock, getpid, counters)": timed(lambda: worker.submit(event)),
@@ -512,7 +522,9 @@ def _flask_request(processor: Any, flask_capture: dict[str, Any]) -> Callable[[]
 def count_all(n: int) -> dict[str, float]:
     """Instructions per request (per event for the delivery thread), old semantic conventions."""
     totals, answer = instructions.run_module(
-        "bench.scenarios.processor_alone", ["count", str(n)], env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": ""}
+        "bench.scenarios.processor_alone",
+        ["count", str(n)],
+        env={**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": ""},
     )
     return {
         name: total / per for name, total, per in zip(answer["order"], totals, answer["per"], strict=True)

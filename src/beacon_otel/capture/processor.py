@@ -20,14 +20,7 @@ from beacon_otel.delivery.metrics import SelfMetrics
 from beacon_otel.delivery.outbound import Outbound
 from beacon_otel.delivery.stats import DeliveryError, DeliveryStats, Fate
 from beacon_otel.frameworks.base import Hook
-from beacon_otel.frameworks.settle import (
-    absorb_inner_span,
-    adopt_app_route,
-    is_inner_layer,
-    is_native_span,
-    scope_route,
-    settle,
-)
+from beacon_otel.frameworks.settle import absorb_inner_span, is_inner_layer, settle
 from beacon_otel.frameworks.table import hooks_for
 from beacon_otel.mapping import span_view
 from beacon_otel.mapping.facts import NO_FACTS
@@ -147,10 +140,8 @@ class BeaconSpanProcessor(SpanProcessor):
             return
         context = self.requests.pop(span_id)
         if context is not None:
-            if is_native_span(view) and not settle(context):
+            if not settle(context, view):
                 return  # excluded by the user: no span from the contrib instrumentation, no event from us
-            if context.inner_route is not None:
-                adopt_app_route(context, view)  # the app inside an AWS Lambda invocation
             if context.waiting:
                 self._waiting.hold(context, view)  # until the body or the inner layer ends
                 return
@@ -194,7 +185,7 @@ class BeaconSpanProcessor(SpanProcessor):
     def event_for(self, span: SpanView | ReadableSpan, context: RequestContext | None) -> RequestEvent | None:
         """The event of a finished request; ``None`` (counted) when it cannot be a valid one."""
         try:
-            facts = context.facts(self.requests.rules, scope_route) if context is not None else NO_FACTS
+            facts = context.facts(self.requests.rules) if context is not None else NO_FACTS
             event = span_to_event(span, facts, self._error_detail)
         except Unmappable as exc:
             if exc.reason != "not_http":  # a gRPC or other non-HTTP server span is not ours

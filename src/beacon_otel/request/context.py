@@ -17,10 +17,6 @@ from typing import Any
 from beacon_otel.mapping.facts import RequestFacts
 from beacon_otel.request.consumer import ConsumerRules
 
-RouteOf = Callable[[Mapping[str, Any]], tuple[str | None, bool]]
-"""``(template, matched)`` of a routed ASGI request; ``(None, True)`` keeps the span's route."""
-
-
 _facts: Callable[[tuple[Any, ...]], RequestFacts] = functools.partial(tuple.__new__, RequestFacts)
 """``RequestFacts`` from all its fields in order, made in C: one per request, where the named
 tuple's own ``__new__`` (Python code, with its defaults) costs about ten times as much."""
@@ -37,6 +33,7 @@ class RequestContext:
         "error",
         "inner_open",
         "inner_route",
+        "matched",
         "path",
         "request",
         "resolved",
@@ -54,6 +51,11 @@ class RequestContext:
         """The framework's request (Flask, Django), handed to a consumer resolver."""
         self.path: str | None = None
         self.route: str | None = None
+        """The request's route template; ``None`` keeps the span's ``http.route``. A hook sets it,
+        or the frameworks' settle step when the server span ends (an ASGI request's template read
+        from its scope after routing, the app's route under an AWS Lambda invocation)."""
+        self.matched = True
+        """False when ``route`` is a mount's catch-all that nothing inside matched."""
         self.consumer: str | None = None
         self.resolved = False
         self.validation_errors: list[dict[str, str]] | None = None
@@ -79,11 +81,11 @@ class RequestContext:
         """The event cannot be made yet: a streamed body or an inner layer is not done."""
         return self.body_sent_ns == 0 or self.inner_open > 0
 
-    def facts(self, rules: ConsumerRules, route_of: RouteOf) -> RequestFacts:
+    def facts(self, rules: ConsumerRules) -> RequestFacts:
         """The frozen value mapping takes; the consumer is resolved here unless a hook did.
 
-        ``route_of`` reads an ASGI request's template from its scope after routing (the
-        frameworks package's, so the request side names no framework).
+        Read after the frameworks' settle step, which left the route in ``route`` and
+        ``matched``: the request side names no framework and calls none.
         """
         scope = self.scope
         if scope is not None:
@@ -92,13 +94,12 @@ class RequestContext:
                 self.consumer = rules.from_asgi(scope)
             path = scope.get("path")
             method = scope.get("method")
-            route, matched = route_of(scope) if self.route is None else (self.route, True)
             return _facts(
                 (
                     method if isinstance(method, str) else None,
                     path if isinstance(path, str) else None,
-                    route,
-                    matched,
+                    self.route,
+                    self.matched,
                     self.consumer,
                     self.validation_errors,
                     self.error,
