@@ -82,6 +82,7 @@ def schedule(
         with made.sync.lock:
             assert made.why_awake() is Wake.SEND
         made.buffer.take_all(3)
+        made.live_batch_taken()
     for outcome in failures:
         delivery.health.failed(outcome)
     for n in range(events):
@@ -161,7 +162,9 @@ def test_after_the_first_batch_the_interval_applies() -> None:
     with made.sync.lock:
         clock.now += FIRST_FLUSH
         assert made.why_awake() is Wake.SEND
+        assert made.why_awake() is Wake.SEND, "still due when the send step checks again"
         made.buffer.take_all(3)
+        made.live_batch_taken()
         made.buffer.add(event(9))
         assert made.seconds_to_sleep() == pytest.approx(60.0)
         clock.now += 59.9

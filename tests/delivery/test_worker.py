@@ -429,6 +429,16 @@ def test_spool_left_by_an_earlier_run_is_replayed_at_start(make_worker: Any) -> 
     assert store.pending() == 0 and len(store.acked) == 3
 
 
+def test_the_first_event_wakes_a_thread_idle_since_the_start_replay(make_worker: Any) -> None:
+    """A thread started for a spool left by an earlier run, then idle on empty memory for the
+    60 s interval, still sends a process's first partial batch after FIRST_FLUSH (1 s)."""
+    store = MemoryStore([body_of(1)])
+    worker, transport, stats, _ = make_worker(spool=store, flush_interval=60.0)
+    wait_until(lambda: stats.snapshot()["recovered"] == 1)
+    worker.submit(event(2))
+    wait_until(lambda: transport.delivered() == [1, 2], 10, "the first live event, well before the interval")
+
+
 def test_replayed_events_are_counted_before_their_batch_is_removed() -> None:
     """Whoever sees the spool empty sees its events counted as recovered."""
     store = MemoryStore([body_of(1, 2), body_of(3)])

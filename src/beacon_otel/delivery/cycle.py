@@ -81,6 +81,7 @@ class DeliveryCycle:
             batch = self._buffer.head(schedule.batch_limit())
             if batch is None:
                 return
+            schedule.live_batch_taken()
             schedule.busy = True
             schedule.in_flight_since = time.monotonic()
         try:

@@ -126,12 +126,24 @@ class DeliverySchedule:
         if not delivery.health.ready():
             return None
         if self.live_batch_due():
-            self._partial_wait = self._interval
             return Wake.SEND
         if delivery.spool.has_backlog():
             return Wake.REPLAY
         self.sync.idle.notify_all()  # nothing left to do: flushes may return
         return None
+
+    def live_batch_taken(self) -> None:
+        """A live batch is on its way: partial batches wait the interval from now on.
+
+        Noted when the batch is taken, not when the thread wakes for it: the send step checks
+        ``live_batch_due`` again, and a first partial batch must still be due then.
+        """
+        self._partial_wait = self._interval
+
+    @property
+    def first_batch_pending(self) -> bool:
+        """No live batch went yet, so a partial one waits ``FIRST_FLUSH``, not the interval."""
+        return self._partial_wait < self._interval
 
     def seconds_to_sleep(self) -> float:
         """How long to sleep when there is nothing to do: until a partial batch is due, the spool is

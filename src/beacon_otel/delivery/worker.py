@@ -118,6 +118,10 @@ class DeliveryWorker:
                 thread = self._new_thread()
             elif waiting % self._schedule.batch_size == 0:
                 self._sync.wake.notify()  # a full batch, or memory filling: the thread decides
+            elif waiting == 1 and self._schedule.first_batch_pending:
+                # A thread started early (a spool left by an earlier run) sleeps the whole
+                # interval on empty memory: the first event of a process wakes it to FIRST_FLUSH.
+                self._sync.wake.notify()
         if thread is not None:
             # Started with no lock held: under gevent, start() switches to the new greenlet,
             # and a greenlet must never switch away while holding a lock another one needs.
