@@ -42,8 +42,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run a local Beacon ingest that validates every batch strictly",
         description="Serve a local Beacon ingest that validates every batch as strictly as the "
         "contract, stores accepted events in SQLite and prints one line per batch. Its live "
-        "dashboard is at the same address (http://127.0.0.1:8390/ by default); its endpoints are "
-        "described in docs/dev-ingest.md.",
+        "dashboard is at the same address (http://127.0.0.1:8390/ by default). Endpoints: POST "
+        "/v1/ingest (the contract's), GET / (the dashboard), GET /v1/events (stored events, "
+        "?offset=N, ?limit=N), GET /v1/summary (per-route figures, ?consumer=NAME, ?status=4xx), "
+        "GET /v1/stats (batches accepted, rejected, repeated), GET /healthz; for client tests POST "
+        "and GET /v1/_faults, GET /v1/_arrivals, POST /v1/_reset. Point an app at it with "
+        "BEACON_INGEST_KEY=dev BEACON_INGEST_URL=http://127.0.0.1:8390.",
+        epilog="Then: beacon-otel tail (events as they arrive), beacon-otel summary (per route), "
+        "beacon-otel doctor (check a setup).",
     )
     dev.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     dev.add_argument(
