@@ -1,12 +1,15 @@
-"""The demo: a local Beacon ingest, the example shop instrumented, some traffic, and what arrived.
+"""The demo: a local Beacon ingest and its dashboard, the example shop instrumented, live traffic.
 
-make demo                       (or: python examples/demo.py [--manual] [--requests N])
+make demo                       (or: python examples/demo.py [--manual] [--rate N] [--requests N])
+
+The dashboard's URL is the first line printed. Traffic keeps flowing (a few requests a second from
+a mix of consumers, with 404s, validation errors and crashes) until Ctrl-C, which stops the shop
+as a process manager would, so its last events are delivered, and prints what arrived.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import re
@@ -14,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ def start_ingest() -> tuple[subprocess.Popen[str], str]:
         [sys.executable, "-m", "beacon_otel.cli", "dev-ingest", "--port", "0", "--db", ":memory:", "--quiet"],
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # Ctrl-C reaches the demo alone, which stops the others in order
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -65,7 +70,7 @@ def start_app(ingest_url: str, port: int, manual: bool) -> subprocess.Popen[byte
         command = [*uvicorn, "manual_setup:app"]
     else:
         command = [str(BIN / "opentelemetry-instrument"), *uvicorn, "shop_app:app"]
-    process = subprocess.Popen(command, cwd=EXAMPLES, env=env)
+    process = subprocess.Popen(command, cwd=EXAMPLES, env=env, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -79,31 +84,67 @@ def start_app(ingest_url: str, port: int, manual: bool) -> subprocess.Popen[byte
     raise SystemExit("the example app did not start within 30 s")
 
 
-def generate_traffic(base: str, count: int) -> dict[str, int]:
-    """A mix of callers and outcomes: API keys, bearer tokens, 404s, 422s and crashes."""
-    rng = random.Random(7)
-    callers = [{"X-API-Key": "acme-prod"}, {"X-API-Key": "globex"}, {"Authorization": "Bearer tok-123"}, {}]
-    statuses: dict[str, int] = {}
-    # A fresh connection per request: uvicorn closes a connection after an app raises.
-    session = requests
-    if True:
-        for n in range(count):
-            headers = rng.choice(callers)
-            roll = rng.random()
-            if roll < 0.35:
-                response = session.get(f"{base}/users/{rng.randint(1, 4)}", headers=headers)
-            elif roll < 0.55:
-                items = [{"sku": f"sku-{n}", "price": rng.choice([9.99, "free"])}]
-                response = session.post(f"{base}/orders?src=demo", json={"items": items}, headers=headers)
-            elif roll < 0.75:
-                response = session.get(f"{base}/orders/{rng.randint(1, 30)}/invoice", headers=headers)
-            elif roll < 0.9:
-                response = session.get(f"{base}/admin/reports/q{rng.randint(1, 4)}", headers=headers)
-            else:
-                response = session.get(f"{base}/no/such/page", headers=headers)
-            key = str(response.status_code)
-            statuses[key] = statuses.get(key, 0) + 1
-    return statuses
+CALLERS = [
+    {"X-API-Key": "acme-prod"},
+    {"X-API-Key": "acme-prod"},
+    {"X-API-Key": "globex"},
+    {"X-API-Key": "initech"},
+    {"Authorization": "Bearer tok-123"},  # becomes hash_... : a bearer token is never sent as-is
+    {},  # no credentials: consumer "-"
+]
+
+
+class Traffic:
+    """Requests to the shop from a background thread, a few a second, until stopped."""
+
+    def __init__(self, base: str, rate: float, limit: int | None) -> None:
+        self.base = base
+        self.interval = 1 / rate
+        self.limit = limit
+        self.statuses: dict[str, int] = {}
+        self.sent = 0
+        self.stopped = threading.Event()
+        self.finished = threading.Event()
+        self._rng = random.Random(7)
+        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.is_set() and (self.limit is None or self.sent < self.limit):
+                response = self._one_request()
+                key = str(response.status_code)
+                self.statuses[key] = self.statuses.get(key, 0) + 1
+                self.sent += 1
+                self.stopped.wait(self.interval)
+        finally:
+            self.finished.set()
+
+    def _one_request(self) -> requests.Response:
+        """A mix of callers and outcomes: 200s, 404s, 422s with their invalid fields, crashes."""
+        rng, base, n = self._rng, self.base, self.sent
+        headers = rng.choice(CALLERS)
+        roll = rng.random()
+        # A fresh connection per request: uvicorn closes a connection after an app raises.
+        if roll < 0.35:
+            return requests.get(f"{base}/users/{rng.randint(1, 4)}", headers=headers, timeout=10)
+        if roll < 0.55:
+            price = rng.choice([9.99, 24.5, "free"])
+            items: object = [{"sku": f"sku-{n}", "price": price}] if rng.random() < 0.9 else "none"
+            return requests.post(
+                f"{base}/orders?src=demo", json={"items": items}, headers=headers, timeout=10
+            )
+        if roll < 0.75:
+            return requests.get(f"{base}/orders/{rng.randint(1, 30)}/invoice", headers=headers, timeout=10)
+        if roll < 0.9:
+            return requests.get(f"{base}/admin/reports/q{rng.randint(1, 4)}", headers=headers, timeout=10)
+        return requests.get(f"{base}/no/such/page", headers=headers, timeout=10)
 
 
 def main() -> int:
@@ -113,45 +154,48 @@ def main() -> int:
     parser.add_argument(
         "--manual", action="store_true", help="set up by hand instead of opentelemetry-instrument"
     )
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the ingest and its dashboard running until Ctrl-C"
-    )
+    parser.add_argument("--rate", type=float, default=4.0, help="requests a second (%(default)s)")
+    parser.add_argument("--requests", type=int, help="stop after this many (default: at Ctrl-C)")
     args = parser.parse_args()
 
+    # Ctrl-C or SIGTERM ends the traffic; everything after it runs in order, uninterrupted.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
     ingest, ingest_url = start_ingest()
-    port = free_port()
-    mode = "manual setup" if args.manual else "opentelemetry-instrument (zero code)"
-    dashboard = ingest_url.removesuffix("/v1/ingest") + "/"
-    print(f"1. Local Beacon ingest at {ingest_url}")
-    print(f"   Live dashboard: {dashboard}  (open it now; it updates as the traffic arrives)")
-    print(f"2. Example shop on http://127.0.0.1:{port}, instrumented by {mode}")
-    app = start_app(ingest_url, port, args.manual)
+    base_url = ingest_url.removesuffix("/v1/ingest")
+    dashboard = base_url + "/"
+    print(f"Beacon dashboard: {dashboard}  (open it in a browser; Ctrl-C stops the demo)", flush=True)
     try:
-        print(f"3. Sending {args.requests} requests ...", flush=True)
-        statuses = generate_traffic(f"http://127.0.0.1:{port}", args.requests)
-        print("   responses by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
+        port = free_port()
+        mode = "manual setup" if args.manual else "opentelemetry-instrument (zero code)"
+        print(f"Local Beacon ingest at {ingest_url}")
+        print(f"Example shop on http://127.0.0.1:{port}, instrumented by {mode}", flush=True)
+        app = start_app(ingest_url, port, args.manual)
+        traffic = Traffic(f"http://127.0.0.1:{port}", args.rate, args.requests)
+        try:
+            print(f"Sending about {args.rate:g} requests a second; Ctrl-C stops.", flush=True)
+            traffic.start()
+            while not stop.is_set() and not traffic.finished.is_set():
+                stop.wait(0.2)
+            traffic.stop()
+        finally:
+            # SIGTERM, as a process manager would: the shutdown flush delivers what is buffered.
+            app.send_signal(signal.SIGTERM)
+            app.wait(timeout=30)
+        print("\nresponses by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(traffic.statuses.items())))
+        print("What arrived at the ingest:\n", flush=True)
+        summary = subprocess.run(
+            [sys.executable, "-m", "beacon_otel.cli", "summary", "--url", base_url], check=False
+        )
+        events = requests.get(f"{base_url}/v1/events", timeout=10).json()
+        print(f"\n{traffic.sent} requests sent, {len(events)} Beacon events arrived. A few, as sent:\n")
+        print(format_events(examples(events)), flush=True)
+        return summary.returncode or int(len(events) != traffic.sent)
     finally:
-        # SIGTERM, as a process manager would: the shutdown flush delivers what is buffered.
-        app.send_signal(signal.SIGTERM)
-        app.wait(timeout=30)
-    print("4. What arrived at the ingest:\n", flush=True)
-    summary = subprocess.run(
-        [sys.executable, "-m", "beacon_otel.cli", "summary", "--url", ingest_url.removesuffix("/v1/ingest")],
-        check=False,
-    )
-    events = requests.get(ingest_url.removesuffix("/ingest") + "/events", timeout=10).json()
-    served = args.requests + 1  # the traffic plus the readiness probe
-    print(f"\n{served} requests served, {len(events)} Beacon events arrived. A few of them, as sent:\n")
-    print(format_events(examples(events)))
-    print(f"\nEvery event and chart: {dashboard}")
-    if args.keep:
-        print("The ingest keeps running; Ctrl-C to stop.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            ingest.wait()
-    ingest.send_signal(signal.SIGTERM)
-    ingest.wait(timeout=10)
-    return summary.returncode or int(len(events) != served)
+        ingest.send_signal(signal.SIGTERM)
+        ingest.wait(timeout=10)
 
 
 def examples(events: list[dict[str, object]]) -> list[dict[str, object]]:
