@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +394,9 @@ def test_summary_per_route(ingest: DevIngest, session: requests.Session) -> None
         "errors": 2,
         "error_rate": 0.1,
         "client_errors": 1,
+        "client_error_rate": 0.05,
+        "server_errors": 1,
+        "server_error_rate": 0.05,
         "statuses": {"200": 18, "404": 1, "500": 1},
         "p50_ms": 10,
         "p95_ms": 19,
@@ -410,6 +414,9 @@ def test_summary_per_route(ingest: DevIngest, session: requests.Session) -> None
         "errors": 2,
         "error_rate": round(2 / 21, 4),
         "client_errors": 1,
+        "client_error_rate": round(1 / 21, 4),
+        "server_errors": 1,
+        "server_error_rate": round(1 / 21, 4),
         "statuses": {"200": 19, "404": 1, "500": 1},
         "p50_ms": 10,  # 11th of 1..7, 7, 8..20
         "p95_ms": 19,  # 20th
@@ -925,3 +932,85 @@ def test_reset_forgets_idempotency_keys(ingest: DevIngest, session: requests.Ses
     assert session.post(ingest.base_url + "/v1/_reset", json={}, timeout=10).status_code == 200
     post(session, ingest.url, [make_event()], keyed("k"))
     assert len(ingest.events()) == 1 and ingest.stats()["batches_accepted"] == 1
+
+
+def test_summary_views_consumers_error_groups_and_a_routes_drill_down(
+    ingest: DevIngest, session: requests.Session
+) -> None:
+    """Per consumer: requests, error rate, last seen, top routes; the same error text on a route is
+    one group with its count and first and last seen; ?route= gives that route's last requests
+    and errors, newest first; 4xx and 5xx rates are apart."""
+    crash = "RuntimeError: renderer crashed"
+    events = [
+        make_event(ts="2026-06-03T12:00:01.000+00:00", consumer="acme"),
+        make_event(ts="2026-06-03T12:00:02.000+00:00", consumer="acme", status=500, error=crash),
+        make_event(ts="2026-06-03T12:00:09.000+00:00", consumer=None, status=500, error=crash),
+        make_event(ts="2026-06-03T12:00:05.000+00:00", consumer="hash_0123456789ab", status=503),
+        make_event(ts="2026-06-03T12:00:06.000+00:00", route="/orders", path="/orders", status=404),
+    ]
+    assert post(session, ingest.url, events).status_code == 202
+    summary = session.get(
+        ingest.base_url + "/v1/summary", params={"route": "GET /users/{user_id}"}, timeout=10
+    ).json()
+
+    people = {c["consumer"]: c for c in summary["consumer_figures"]}
+    assert people["acme"] == {
+        "consumer": "acme",
+        "requests": 2,
+        "errors": 1,
+        "error_rate": 0.5,
+        "last_seen": "2026-06-03T12:00:02.000+00:00",
+        "top_routes": [{"route": "GET /users/{user_id}", "count": 2}],
+    }
+    assert people["-"]["requests"] == 1 and people["alice"]["top_routes"][0]["route"] == "GET /orders"
+
+    assert summary["error_groups"] == [
+        {
+            "method": "GET",
+            "route": "/users/{user_id}",
+            "error": crash,
+            "count": 2,
+            "first_seen": "2026-06-03T12:00:02.000+00:00",
+            "last_seen": "2026-06-03T12:00:09.000+00:00",
+            "status": 500,
+        },
+        {
+            "method": "GET",
+            "route": "/users/{user_id}",
+            "error": "HTTP 503",
+            "count": 1,
+            "first_seen": "2026-06-03T12:00:05.000+00:00",
+            "last_seen": "2026-06-03T12:00:05.000+00:00",
+            "status": 503,
+        },
+    ]
+
+    detail = summary["route_detail"]
+    assert (detail["method"], detail["route"]) == ("GET", "/users/{user_id}")
+    assert [e["ts"][17:19] for e in detail["recent"]] == ["05", "09", "02", "01"]  # as stored, newest first
+    assert [e["status"] for e in detail["errors"]] == [503, 500, 500]
+    orders = next(r for r in summary["routes"] if r["route"] == "/orders")
+    users = next(r for r in summary["routes"] if r["route"] == "/users/{user_id}")
+    assert (orders["client_error_rate"], orders["server_error_rate"]) == (1.0, 0.0)
+    assert (users["client_error_rate"], users["server_error_rate"]) == (0.0, 0.75)
+    assert session.get(ingest.base_url + "/v1/summary", timeout=10).json()["route_detail"] is None
+
+
+def test_the_traffic_chart_follows_the_time_range(ingest: DevIngest, session: requests.Session) -> None:
+    """?range=5m and 1h chart only the requests since then, all every one; other ranges get 400."""
+    now = time.time()
+
+    def at(seconds_ago: float) -> str:
+        return datetime.fromtimestamp(now - seconds_ago, timezone.utc).isoformat(timespec="milliseconds")
+
+    events = [make_event(ts=at(ago)) for ago in (7200, 1800, 1700, 60, 30, 30)]
+    assert post(session, ingest.url, events).status_code == 202
+
+    def charted(chosen: str) -> int:
+        answer = session.get(ingest.base_url + "/v1/summary", params={"range": chosen}, timeout=10)
+        assert answer.json()["range"] == chosen
+        return sum(point["requests"] for point in answer.json()["traffic"])
+
+    assert (charted("5m"), charted("1h"), charted("all")) == (3, 5, 6)
+    answer = session.get(ingest.base_url + "/v1/summary", params={"range": "2d"}, timeout=10)
+    assert answer.status_code == 400 and "range must be one of 5m, 1h, all" in answer.json()["error"]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from beacon_otel.devingest.access import Access, json_content_type
 from beacon_otel.devingest.faults import Fault
-from beacon_otel.devingest.summary import Filters
+from beacon_otel.devingest.summary import Filters, View
 from beacon_otel.devingest.validation import MAX_BODY_BYTES, _Refused
 
 if TYPE_CHECKING:  # only for annotations: server.py imports this module
@@ -169,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         views: dict[str, Callable[[], object]] = {
             "/healthz": lambda: {"ok": True},
             "/v1/events": lambda: ingest.events(offset=_int_arg(query, "offset"), limit=_limit_arg(query)),
-            "/v1/summary": lambda: ingest.summary(Filters.from_query(query)),
+            "/v1/summary": lambda: ingest.summary(Filters.from_query(query), View.from_query(query)),
             "/v1/stats": ingest.stats,
             "/v1/_arrivals": ingest.arrivals,
             "/v1/_faults": lambda: [asdict(f) for f in ingest.faults],

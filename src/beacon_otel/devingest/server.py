@@ -19,7 +19,7 @@ from beacon_otel.devingest.httpd import INGEST_PATH, _Server
 from beacon_otel.devingest.reception import Reception, Reply
 from beacon_otel.devingest.store import EventStore
 from beacon_otel.devingest.summaries import Summaries
-from beacon_otel.devingest.summary import Filters
+from beacon_otel.devingest.summary import Filters, View
 
 __all__ = ["DevIngest", "IngestTimeout", "Reply"]
 
@@ -149,9 +149,9 @@ class DevIngest:
                 "rejections": self.reception.rejections(),
             }
 
-    def summary(self, filters: Filters | None = None) -> dict[str, Any]:
-        """Per route figures, status mix, latest errors, validation fields and charts' data."""
-        return self._summaries.summary(filters or Filters())
+    def summary(self, filters: Filters | None = None, view: View | None = None) -> dict[str, Any]:
+        """Per route figures, status mix, errors, validation fields, consumers and charts' data."""
+        return self._summaries.summary(filters or Filters(), view)
 
     def wait_for_events(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Block until at least n events are stored and return them all."""

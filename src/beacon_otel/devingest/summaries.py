@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from beacon_otel.devingest.store import EventStore
-from beacon_otel.devingest.summary import COLUMNS, Filters, Tally
+from beacon_otel.devingest.summary import COLUMNS, Filters, Tally, View
 
 CHUNK = 5_000  # rows read under the store's lock at a time
 KEPT_FILTERS = 16  # tallies of filters other than "all", the least recently asked dropped first
@@ -30,18 +30,18 @@ class Summaries:
         self._every = Tally()
         self._filtered: OrderedDict[Filters, Tally] = OrderedDict()
 
-    def summary(self, filters: Filters) -> dict[str, Any]:
+    def summary(self, filters: Filters, view: View | None = None) -> dict[str, Any]:
         """Per route figures, status mix, latest errors, validation fields and charts' data."""
         with self._lock:
             self._every = self._caught_up(self._every)
             if filters == Filters():
-                return self._every.render(self._every)
+                return self._every.render(self._every, view)
             tally = self._filtered.pop(filters) if filters in self._filtered else Tally(filters)
             tally = self._caught_up(tally)
             self._filtered[filters] = tally
             while len(self._filtered) > KEPT_FILTERS:
                 self._filtered.popitem(last=False)
-            return tally.render(self._every)
+            return tally.render(self._every, view)
 
     def _caught_up(self, tally: Tally) -> Tally:
         """``tally`` with every row stored so far added (a new one if the store was cleared)."""
