@@ -32,11 +32,16 @@ lint: $(STAMP)  # ruff over everything, mypy strict over src/, the package's lay
 	$(BIN)/lint-imports
 
 # Benchmarks against the alternatives: figures in bench/results.json, tables rendered into
-# bench/RESULTS.md (whose commentary section is kept). About 10 minutes on a quiet 2-core machine;
+# bench/RESULTS.md (whose commentary section is kept). About 20 minutes (10 of them the real servers) on a quiet 2-core machine;
 # BENCH_QUICK=1 for a short trial. Instruction counts need valgrind and cc (Debian packages);
 # BENCH_INSTRUCTIONS=0 skips them. The comparison packages are benchmark-only, installed here.
+# The real-server section drives uvicorn and gunicorn with Debian's wrk, installed here when missing
+# and we are root; elsewhere that section says what to install and is skipped.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet beaconhq==0.2.0
+	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; \
+	fi
+	$(BIN)/python -m pip install --quiet beaconhq==0.2.0 'apitally[fastapi,flask,django]==1.0.0'
 	$(BIN)/python -m bench.run
 
 clean:

@@ -8,6 +8,8 @@ are noisier. ``--memory-seconds`` sets the length of the outage.
 The instruction counts (``bench.harness.counts``: callgrind, about 50 times slower than native, but
 unaffected by the load) run beside the timed benchmarks from the start, within a time budget
 (``BENCH_COUNT_BUDGET`` seconds in which a count may start: 1500, quick 240); the run waits for the counts started.
+The real-server section (wrk, ``bench.scenarios.real_servers``) runs last, once the counts are done, since
+it pins the server to one core and wrk to the other.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from bench.harness import counts, instructions
 from bench.report import render as report
 from bench.scenarios import app_size as routes
-from bench.scenarios import export, memory, overhead, startup
+from bench.scenarios import export, memory, overhead, real_servers, startup
 from bench.scenarios import processor_alone as processor
 
 PACKAGES = (
@@ -60,6 +62,8 @@ class Settings:
         self.rate = 1_000
         self.starts = 1 if quick else 2
         self.counted_requests = 10 if quick else 20
+        # Real servers: rounds, warm-up and load seconds per variant (each started fresh).
+        self.server_rounds, self.server_warmup, self.server_seconds = (1, 2.0, 4.0) if quick else (3, 2.0, 8.0)
 
     def as_data(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -85,11 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     if count:
         counting.start()
 
-    log("1/6 cost per request as the app grows (routes)")
+    log("1/7 cost per request as the app grows (routes)")
     measured = routes.measure(rounds=settings.route_rounds, quick=settings.quick, log=log)
     results["routes"] = {**measured, "table": routes.summarise(measured)}
     log(f"  ({time.monotonic() - started:.0f} s so far)")
-    log("2/6 per-request overhead, in process")
+    log("2/7 per-request overhead, in process")
     results["overhead"] = {
         "variants": overhead.measure(
             list(overhead.VARIANTS),
@@ -103,15 +107,15 @@ def main(argv: list[str] | None = None) -> None:
         "warmup": settings.warmup,
     }
     log(f"  ({time.monotonic() - started:.0f} s so far)")
-    log("3/6 the processor alone")
+    log("3/7 the processor alone")
     results["processor"] = processor.run(n=settings.calls, rounds=settings.call_rounds, log=log)
-    log("4/6 start-up and memory")
+    log("4/7 start-up and memory")
     results["startup"] = startup.run(repeats=settings.starts, log=log)
     log(f"  ({time.monotonic() - started:.0f} s so far)")
-    log("5/6 export throughput")
+    log("5/7 export throughput")
     results["export"] = export.run(events=settings.events, repeats=settings.export_repeats, log=log)
     log(f"  ({time.monotonic() - started:.0f} s so far)")
-    log("6/6 memory through an ingest outage")
+    log("6/7 memory through an ingest outage")
     results["memory"] = memory.run(seconds=settings.memory_seconds, rate=settings.rate, log=log)
     if count:
         log("  waiting for the instruction counts")
@@ -124,6 +128,19 @@ def main(argv: list[str] | None = None) -> None:
             f"callgrind (valgrind), request thread only, {counted['n']} requests per case after a warm-up "
             f"({counted['n'] * counts.OVERHEAD_REQUESTS_FACTOR} for the overhead app of section 2) "
             f"(`perf stat -e instructions` is not supported on this VM); not counted within the budget: {skipped}"
+        )
+    # After the counts: callgrind on either core would compete with the pinned server or wrk.
+    log(f"  ({time.monotonic() - started:.0f} s so far)")
+    if why_not := real_servers.available():
+        log(f"7/7 real servers under load: skipped, {why_not}")
+    else:
+        log(f"7/7 real servers under load (load average {os.getloadavg()[0]:.1f})")
+        results["real_servers"] = real_servers.measure(
+            list(real_servers.SERVERS),
+            rounds=settings.server_rounds,
+            warmup=settings.server_warmup,
+            seconds=settings.server_seconds,
+            log=log,
         )
     meta["load_after"] = os.getloadavg()
     meta["wall_s"] = time.monotonic() - started

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.report import servers
+
 HERE = Path(__file__).parents[1]  # bench/, where the results live
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "RESULTS.md"
@@ -47,6 +49,7 @@ def render(results: dict[str, Any], commentary: str = PLACEHOLDER) -> str:
         ("startup", _startup),
         ("export", _export),
         ("memory", _memory),
+        ("real_servers", servers.render),
     )
     parts += [section(results[name], results) for name, section in sections if results.get(name)]
     return "\n".join(parts).rstrip() + "\n"
