@@ -19,7 +19,8 @@ from types import FrameType
 from typing import Any
 
 from beacon_otel.common import guard, patching
-from beacon_otel.frameworks.asgi import asgi_hooks
+from beacon_otel.frameworks import starlette
+from beacon_otel.frameworks.asgi import asgi_hooks, outermost_sends_outside
 from beacon_otel.frameworks.base import Hook, validation_items
 from beacon_otel.mapping import span_view
 from beacon_otel.mapping.facts import exception_text
@@ -43,6 +44,12 @@ QUIET_PATCH = patching.site(
     package="fastapi",
     target="fastapi.FastAPI.__init__",
     when="under auto-run, when FastAPI's own telemetry serves Beacon and no trace exporter is set",
+)
+SEND_OUTSIDE_PATCH = patching.site(
+    "fastapi: the response's last message sent outside the request's context",
+    package="fastapi",
+    target="fastapi.FastAPI.__call__",
+    when="under auto-run, with FastAPI's own telemetry or the contrib FastAPI instrumentation",
 )
 
 
@@ -217,6 +224,21 @@ def quiet_operation_spans() -> None:
     import fastapi
 
     patching.patch(fastapi.FastAPI, "__init__", _quiet_init, site=QUIET_PATCH)
+
+
+def send_last_message_outside() -> None:
+    """FastAPI and Starlette apps give the server the response's last message outside the request.
+
+    FastAPI's own ``__call__`` opens its telemetry's SERVER span before Starlette's runs, so
+    the server's ``send`` is wrapped there (see
+    :func:`beacon_otel.frameworks.asgi.send_outside_request`).
+    """
+    starlette.send_last_message_outside()
+    try:
+        import fastapi
+    except ImportError:
+        return
+    patching.patch(fastapi.FastAPI, "__call__", outermost_sends_outside, site=SEND_OUTSIDE_PATCH)
 
 
 def _quiet_init(original: Any) -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 
 from beacon_otel.common import patching
 from beacon_otel.common.guard import guarded
+from beacon_otel.frameworks.asgi import outermost_sends_outside
 
 _MAX_DEPTH = 16  # mounts nest a few levels at most; never loop on a cyclic tree
 
@@ -264,3 +265,24 @@ def install_route_lookup() -> None:
         return
     if callable(getattr(module, "_get_route_details", None)):
         patching.patch(module, "_get_route_details", narrowed, site=ROUTE_LOOKUP_PATCH)
+
+
+SEND_OUTSIDE_PATCH = patching.site(
+    "starlette: the response's last message sent outside the request's context",
+    package="starlette",
+    target="starlette.applications.Starlette.__call__",
+    when="under auto-run, with Beacon's FastAPI or Starlette hooks",
+)
+
+
+def send_last_message_outside() -> None:
+    """Starlette apps give the server the response's last message outside the request's context.
+
+    See :func:`beacon_otel.frameworks.asgi.send_outside_request` for why (uvicorn's keep-alive
+    timer keeps the request's span alive otherwise).
+    """
+    try:
+        from starlette.applications import Starlette
+    except ImportError:
+        return
+    patching.patch(Starlette, "__call__", outermost_sends_outside, site=SEND_OUTSIDE_PATCH)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import trace
@@ -36,6 +36,16 @@ def current_request() -> RequestContext | None:
     if current is None or not current[0].is_recording():
         return None  # left over from an earlier request on this thread
     return current[1]
+
+
+def leave() -> Token[tuple[Any, RequestContext] | None]:
+    """Name no request current in this context until :func:`come_back` (see ``frameworks.asgi``)."""
+    return _CURRENT.set(None)
+
+
+def come_back(token: Token[tuple[Any, RequestContext] | None]) -> None:
+    """Undo :func:`leave`."""
+    _CURRENT.reset(token)
 
 
 class RequestRegistry:

@@ -172,6 +172,8 @@ class AutoRun:
         native = name == "fastapi" and self.processor is not None and environment.native_fastapi_telemetry()
         if native:
             fastapi_support.quiet_operation_spans()
+            with guard.startup_step("sending FastAPI's last response message outside the request"):
+                fastapi_support.send_last_message_outside()
         return native
 
     def instrumentor_kwargs(self, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:

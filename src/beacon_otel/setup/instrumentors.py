@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 
 from beacon_otel.common import guard, patching
 from beacon_otel.common.compose import compose
+from beacon_otel.frameworks import fastapi as fastapi_support
 from beacon_otel.frameworks import route_lookup
 from beacon_otel.frameworks.base import Hook
 from beacon_otel.frameworks.table import COMPANIONS
@@ -83,6 +84,9 @@ def with_hooks(name: str, kwargs: dict[str, Any], ours: dict[str, Hook]) -> dict
         # Their route lookup walks the whole route table on every request.
         with guard.contained(f"narrowing the {name} instrumentation's route lookup"):
             route_lookup.install()
+    if name in ("fastapi", "starlette"):
+        with guard.contained(f"sending the {name} response's last message outside the request"):
+            fastapi_support.send_last_message_outside()
     if name == "flask" and kwargs.get("excluded_urls") is None:
         with guard.contained("sparing the Flask instrumentation an empty exclusion check"):
             _no_empty_flask_exclusions()
