@@ -60,9 +60,16 @@ def render(section: dict[str, Any], results: dict[str, Any]) -> str:
         "interleaved, order rotated; medians. The dev ingest and the OTLP sink run in their own processes on wrk's "
         "core. *us/request* is 1 / throughput (the server's core is saturated); *CPU* is the server's process CPU "
         "(every thread and process) per completed request, which the machine's other load disturbs less; "
-        "*above bare* pairs each round with that round's bare run. *Spread* is p99/p50, median of rounds.",
+        "*above bare* pairs each round with that round's bare run. *Spread* is p99/p50, median of rounds. "
+        "*Load* is the machine's 1-minute load average when each run ended (median of rounds).",
         "",
     ]
+    if "load_before" in section:
+        rows[-1:-1] = [
+            f"Run alone (`python -m bench.scenarios.real_servers --write`, {section.get('mode', 'full')}), load "
+            f"average {', '.join(f'{x:.2f}' for x in section['load_before'])} at its start.",
+            "",
+        ]
     for framework, medians in section["medians"].items():
         runs = section["runs"][framework]
         beaconhq, apitally = above_bare(runs, "beaconhq"), above_bare(runs, "apitally")

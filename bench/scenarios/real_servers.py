@@ -11,7 +11,8 @@ Server CPU per request is the server's process CPU (every thread of every proces
 gunicorn's arbiter and worker, delivery threads included) over the requests wrk completed.
 Latencies are wrk's: p50, p99, p99.9 of the run.
 
-``python -m bench.scenarios.real_servers [--quick] [framework ...]`` runs it alone and prints JSON.
+``python -m bench.scenarios.real_servers [--quick] [--write] [framework ...]`` runs it alone and prints
+the medians; ``--write`` also puts them into ``bench/results.json`` and re-renders ``RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Variant:
     autorun: bool = False
     beacon: bool = False
     otlp: bool = False
+    env: tuple[tuple[str, str], ...] = ()  # further settings, for experiments (``--env``)
 
 
 VARIANTS = (
@@ -125,6 +127,7 @@ def server_environment(framework: str, variant: Variant, ingest: str, sink: str,
             env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{sink}/v1/traces"
         if not variant.beacon:
             env["BEACON_ENABLED"] = "false"
+    env.update(variant.env)
     return env
 
 
@@ -317,11 +320,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("frameworks", nargs="*", default=list(SERVERS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--variants", help="comma-separated variant keys (all by default)")
+    parser.add_argument(
+        "--write", action="store_true", help="put the figures into bench/results.json and re-render RESULTS.md"
+    )
     args = parser.parse_args(argv)
     chosen = tuple(v for v in VARIANTS if not args.variants or v.key in args.variants.split(","))
-    rounds, warmup, seconds = (1, 2.0, 4.0) if args.quick else (3, 3.0, 10.0)
+    rounds, warmup, seconds = (1, 2.0, 4.0) if args.quick else (3, 2.0, 8.0)
+    load_before = os.getloadavg()
     result = measure(args.frameworks, rounds=rounds, warmup=warmup, seconds=seconds, variants=chosen, log=print)
     print(json.dumps(result["medians"], indent=1))
+    if args.write:
+        from bench.report import render
+
+        results = json.loads(render.RESULTS_JSON.read_text())
+        results["real_servers"] = {**result, "mode": "quick" if args.quick else "full", "load_before": load_before}
+        render.write(results)
 
 
 if __name__ == "__main__":
