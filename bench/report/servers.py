@@ -32,8 +32,8 @@ def _ms(us: float) -> str:
 def targets(section: dict[str, Any]) -> list[tuple[str, str, float | None, float]]:
     """(target, framework, value, limit) for each of the issue's real-server targets."""
     found: list[tuple[str, str, float | None, float]] = []
-    for framework, runs in section["runs"].items():
-        name = FRAMEWORKS[framework]
+    for framework in [fw for fw in FRAMEWORKS if fw in section["runs"]]:  # the JSON sorts its keys
+        runs, name = section["runs"][framework], FRAMEWORKS[framework]
         medians = section["medians"][framework]
         beacon = above_bare(runs, "beacon")
         found.append(("overhead <= 2x beaconhq 0.2 (server CPU)", name, _ratio(beacon, above_bare(runs, "beaconhq")), 2.0))
@@ -66,12 +66,12 @@ def render(section: dict[str, Any], results: dict[str, Any]) -> str:
     ]
     if "load_before" in section:
         rows[-1:-1] = [
+            "",
             f"Run alone (`python -m bench.scenarios.real_servers --write`, {section.get('mode', 'full')}), load "
             f"average {', '.join(f'{x:.2f}' for x in section['load_before'])} at its start.",
-            "",
         ]
-    for framework, medians in section["medians"].items():
-        runs = section["runs"][framework]
+    for framework in [fw for fw in FRAMEWORKS if fw in section["medians"]]:
+        medians, runs = section["medians"][framework], section["runs"][framework]
         beaconhq, apitally = above_bare(runs, "beaconhq"), above_bare(runs, "apitally")
         bare_spread = medians.get("bare", {}).get("spread")
         rows += [
