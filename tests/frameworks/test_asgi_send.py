@@ -38,6 +38,19 @@ def sent_outside() -> Iterator[None]:
 
 
 @pytest.fixture
+def unpatched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI's and Starlette's own ``__call__`` for this test, whatever an earlier test installed."""
+    import fastapi
+    from starlette.applications import Starlette
+
+    for cls in (fastapi.FastAPI, Starlette):
+        call = cls.__dict__["__call__"]
+        while getattr(call, patching.MARKER, None):
+            call = call.__wrapped__
+        monkeypatch.setattr(cls, "__call__", call)
+
+
+@pytest.fixture
 def native() -> Iterator[Pipeline]:
     built = make_pipeline()
     yield built
@@ -86,7 +99,7 @@ def holds_the_request(copy: contextvars.Context) -> bool:
     return span_held or copy.get(registry._CURRENT) is not None
 
 
-def test_without_the_patch_the_servers_copy_holds_the_request(native: Pipeline) -> None:
+def test_without_the_patch_the_servers_copy_holds_the_request(unpatched: None, native: Pipeline) -> None:
     """What the patch is for: a server's callback made in the last ``send`` keeps the live span."""
     copies = serve_once(users_app(native))
     assert holds_the_request(copies["http.response.body"])
@@ -171,3 +184,24 @@ def test_autorun_installs_it_with_either_span_source(monkeypatch: pytest.MonkeyP
         patching.undo(STARLETTE_SEND_OUTSIDE_PATCH)
         patching.undo(fastapi_support.QUIET_PATCH)
         running.processor.shutdown()
+
+
+def test_an_app_wrapped_by_hand_in_the_asgi_middleware_keeps_its_send_spans_in_the_trace(
+    sent_outside: None,
+) -> None:
+    """``OpenTelemetryMiddleware(app)``: its ``http send`` spans stay children of its SERVER span."""
+    import fastapi
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    pipeline = make_pipeline()
+    try:
+        app = fastapi.FastAPI(telemetry={"enabled": False})
+        app.get("/users/{user_id}")(lambda user_id: {"id": user_id})
+        serve_once(OpenTelemetryMiddleware(app, tracer_provider=pipeline.provider))
+        spans = pipeline.exporter.get_finished_spans()
+        (server,) = [s for s in spans if s.kind is trace.SpanKind.SERVER]
+        sends = [s for s in spans if s.name.endswith("send")]
+        assert len(sends) == 2
+        assert all(s.parent is not None and s.parent.span_id == server.context.span_id for s in sends)
+    finally:
+        pipeline.provider.shutdown()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from beacon_otel.common import guard
 from beacon_otel.frameworks.base import Hook
@@ -85,12 +86,19 @@ def outermost_sends_outside(original_call: Any) -> Any:
 
     Only the app the server calls wraps the server's ``send``: an app mounted in another finds
     ``scope["app"]`` set by its parent, and FastAPI's ``__call__`` hands Starlette's a ``send``
-    already wrapped.
+    already wrapped. An app called inside a span already (the contrib ASGI middleware wrapped
+    around it by hand) is left alone: that middleware's ``send`` opens its ``http send`` spans
+    under the current span, and outside the request they would start traces of their own.
     """
 
     @functools.wraps(original_call)
     async def __call__(self: Any, scope: MutableMapping[str, Any], receive: Any, send: Send) -> None:
-        if scope["type"] == "http" and "app" not in scope and not is_sent_outside(send):
+        if (
+            scope["type"] == "http"
+            and "app" not in scope
+            and not is_sent_outside(send)
+            and trace.get_current_span() is trace.INVALID_SPAN
+        ):
             send = send_outside_request(send)
         await original_call(self, scope, receive, send)
 
