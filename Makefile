@@ -41,7 +41,11 @@ bench: $(STAMP)
 	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; \
 	fi
-	$(BIN)/python -m pip install --quiet beaconhq==0.2.0 'apitally[fastapi,flask,django]==1.0.0'
+	$(BIN)/python -m pip install --quiet beaconhq==0.2.0
+	@# Apitally 1.0 pulls in opentelemetry-instrumentation-logging, which opentelemetry-instrument would then
+	@# load into every process (the tests' too): it goes to a folder of its own, on the path of its variant only.
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/apitally apitally==1.0.0 psutil \
+		opentelemetry-instrumentation-logging==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-instrumentation"))')
 	$(BIN)/python -m bench.run
 
 clean:

@@ -42,6 +42,8 @@ CONNECTIONS = 8
 WRK_SCRIPT = Path(__file__).with_name("wrk_summary.lua")
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
+APITALLY_PATH = BIN.parent / "apitally"
+"""Where ``make bench`` installs Apitally, apart from the environment the tests and other variants use."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def server_environment(framework: str, variant: Variant, ingest: str, sink: str,
     repo = str(Path(__file__).parents[2])
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else repo
     env.update(BENCH_OBSERVER=variant.observer, BENCH_INGEST_URL=ingest, BENCH_SINK_URL=sink)
+    if variant.observer == "apitally":
+        env["PYTHONPATH"] = str(APITALLY_PATH) + os.pathsep + env["PYTHONPATH"]
     if framework == "django":
         env["DJANGO_SETTINGS_MODULE"] = "bench.harness.served"
     if variant.autorun:
@@ -255,6 +259,9 @@ def measure(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Every framework and variant, ``rounds`` interleaved rounds; runs and medians per cell."""
+    if not (APITALLY_PATH / "apitally").is_dir():
+        log(f"  Apitally is not installed in {APITALLY_PATH} (make bench installs it): its variant is left out")
+        variants = tuple(v for v in variants if v.observer != "apitally")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {fw: {v.key: [] for v in variants} for fw in frameworks}
     with _services() as (ingest, sink):
         for round_index in range(rounds):
