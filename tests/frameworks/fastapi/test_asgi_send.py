@@ -23,7 +23,7 @@ from beacon_otel.frameworks.fastapi import SEND_OUTSIDE_PATCH
 from beacon_otel.frameworks.starlette import SEND_OUTSIDE_PATCH as STARLETTE_SEND_OUTSIDE_PATCH
 from beacon_otel.request import registry
 from tests.conftest import Pipeline, make_pipeline, requires
-from tests.frameworks.test_hooks import CASES, MOUNTED_ERROR, check_cases, fastapi_apps
+from tests.frameworks.fastapi.test_fastapi import CASES, MOUNTED_ERROR, check_cases, fastapi_apps
 
 pytestmark = requires("fastapi", "0.142")  # FastAPI's native telemetry: the SERVER span Beacon reads
 
