@@ -625,7 +625,9 @@ def test_a_known_hung_ingest_does_not_hold_shutdown(make_worker: Any) -> None:
     worker, transport, stats, _ = make_worker(transport, spool=store, batch_size=2)
     for n in range(5):
         worker.submit(event(n))
-    wait_until(lambda: len(transport.attempts) == 1)
+    # The timeout is known once the thread has recorded the answer, a moment after the send
+    # returned it: shutting down before then would find the ingest merely untried.
+    wait_until(lambda: worker._delivery.health.hung, what="the timed-out request recorded")
     started = time.monotonic()
     worker.shutdown(timeout=30.0)
     assert time.monotonic() - started < 5.0
