@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -130,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_dev_ingest(args: argparse.Namespace) -> int:
     """Serve in the foreground until SIGINT or SIGTERM."""
-    stop = threading.Event()
+    # The handler only appends to a list: a handler that took a lock (Event.set) could run while
+    # the main thread, which it interrupts, holds that very lock inside Event.wait, and hang.
+    stop_signals: list[int] = []
     log = None if args.quiet else _print_flushed
     try:
         ingest = DevIngest(args.host, args.port, args.db, args.key, log=log)
@@ -138,7 +139,9 @@ def _run_dev_ingest(args: argparse.Namespace) -> int:
         print(f"beacon-otel dev-ingest: cannot start: {exc}", file=sys.stderr)
         return 1
     # Installed before binding, so a signal that comes early still ends us cleanly.
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: stop_signals.append(signum)) for sig in _STOP_SIGNALS
+    }
     try:
         try:
             ingest.start()
@@ -160,7 +163,8 @@ def _run_dev_ingest(args: argparse.Namespace) -> int:
             _print_flushed(f"Dashboard: {ingest.base_url}/")
         if stored := ingest.stats()["events_stored"]:
             _print_flushed(f"({stored} events from earlier runs are in {args.db})")
-        stop.wait()
+        while not stop_signals:
+            time.sleep(0.2)
         return 0
     finally:
         ingest.stop()

@@ -251,7 +251,7 @@ def test_cli_warns_when_listening_beyond_loopback() -> None:
         # Printed once it serves, just before the warning.
         listening, dashboard = process.stdout.readline(), process.stdout.readline()
     finally:
-        process.terminate()  # ends it cleanly: SIGTERM only sets the event it waits on
+        process.terminate()  # ends it cleanly: SIGTERM only sets the flag it polls
         _, err = process.communicate(timeout=30)
     assert listening.startswith("Beacon dev ingest listening on http://0.0.0.0:")
     assert "warning: listening on 0.0.0.0, beyond loopback" in err
