@@ -29,9 +29,9 @@ from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry, current_request
 
 NATIVE_SCOPE = "fastapi"
+"""The instrumentation scope name of FastAPI's own spans."""
 _EXCLUDED_URLS = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
 _ANY_EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
-"""The instrumentation scope name of FastAPI's own spans."""
 
 VALIDATION_PATCH = patching.site(
     "fastapi: request validation errors recorded",
