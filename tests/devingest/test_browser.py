@@ -5,33 +5,18 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from beacon_otel.devingest import DevIngest, Fault
+from tests.support.browser import TIMEOUT_MS, system_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 REBIND_NAME = "rebind.attacker.example"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # What DNS rebinding achieves: the attacker's name resolves to this machine's loopback.
-    f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1",
-]
-TIMEOUT_MS = 60_000
 AUTH = {"Authorization": "Bearer dev", "Content-Type": "application/json"}
 EVENT = {
     "ts": "2026-06-03T12:00:00.000+00:00",
@@ -50,18 +35,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless chromium from the system (never a downloaded browser)."""
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: `make test` installs it with apt-get when run as root")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (make test does it as root)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=TIMEOUT_MS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    # What DNS rebinding achieves: the attacker's name resolves to this machine's loopback.
+    with system_chromium(f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1") as browser:
+        yield browser
 
 
 @pytest.fixture

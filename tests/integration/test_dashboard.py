@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,23 +11,12 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from beacon_otel.devingest import DevIngest
+from tests.support.browser import TIMEOUT_MS, system_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / ".artifacts" / "dashboard.png"
-TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.integration
 
@@ -57,18 +44,8 @@ def send(ingest: DevIngest, events: list[dict[str, Any]]) -> None:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless chromium from the system (never a downloaded browser)."""
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: `make test` installs it with apt-get when run as root")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (make test does it as root)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=TIMEOUT_MS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with system_chromium() as browser:
+        yield browser
 
 
 def test_dashboard_shows_what_was_sent_and_updates_itself(
