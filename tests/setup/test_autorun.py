@@ -576,3 +576,118 @@ def test_meters_nobody_reads_are_switched_off(monkeypatch: pytest.MonkeyPatch) -
     assert AutoRun(dict(DRY_RUN)).configurator_kwargs({})["meter_configurator"] is _disable_meter_configurator
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
     assert "meter_configurator" not in AutoRun(dict(DRY_RUN)).configurator_kwargs({})
+
+
+# -- lean span sources ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def lean_source(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """A lean span source registered for the "flask" instrumentor; lists the registries it got."""
+    installed: list[Any] = []
+    monkeypatch.setitem(autorun.LEAN_SOURCES, "flask", installed.append)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.delenv("OTEL_CONFIG_FILE", raising=False)
+    return installed
+
+
+def test_a_lean_source_replaces_the_instrumentor_when_beacon_reads_alone(
+    running: AutoRun, lean_source: list[Any]
+) -> None:
+    """No trace or metrics exporter: the lean source is installed with Beacon's request registry and
+    the instrumentor is not loaded."""
+    entry_point = FakeEntryPoint("flask")
+    distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert entry_point.received == {}
+    processor = running.processor
+    assert processor is not None
+    assert lean_source == [processor.requests]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+        ("OTEL_TRACES_EXPORTER", "none,console"),
+        ("OTEL_METRICS_EXPORTER", "otlp"),
+        ("OTEL_CONFIG_FILE", "/etc/otel.yaml"),
+        ("BEACON_SERVER_SPANS", "stock"),
+        ("BEACON_SERVER_SPANS", " Stock "),
+    ],
+)
+def test_the_instrumentor_stays_where_others_read_the_spans_or_the_user_says_so(
+    running: AutoRun, lean_source: list[Any], monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A trace or metrics exporter (or an SDK config file, which may name one), or
+    BEACON_SERVER_SPANS=stock: the instrumentor is loaded with Beacon's hooks, as before."""
+    monkeypatch.setenv(variable, value)
+    running.environ[variable] = value
+    entry_point = FakeEntryPoint("flask")
+    distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert set(entry_point.received) == {"request_hook", "skip_dep_check"}
+    assert lean_source == []
+
+
+def test_the_instrumentor_stays_when_given_options(running: AutoRun, lean_source: list[Any]) -> None:
+    """Options for the instrumentor (a hook, excluded URLs another distro passes) are its to honour."""
+    entry_point = FakeEntryPoint("flask")
+    distro.BeaconDistro().load_instrumentor(entry_point, excluded_urls="health")
+    assert set(entry_point.received) == {"request_hook", "excluded_urls"}
+    assert lean_source == []
+
+
+def test_a_lean_source_that_fails_to_install_leaves_the_instrumentor(
+    running: AutoRun, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Installing the lean source raised: one ERROR, and the instrumentor is loaded as usual."""
+
+    def broken(registry: Any) -> None:
+        raise RuntimeError("no such framework")
+
+    monkeypatch.setitem(autorun.LEAN_SOURCES, "flask", broken)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    entry_point = FakeEntryPoint("flask")
+    with caplog.at_level(logging.ERROR, logger="beacon_otel"):
+        distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert set(entry_point.received) == {"request_hook", "skip_dep_check"}
+    assert [record.getMessage() for record in caplog.records] == [
+        "beacon-otel: installing beacon-otel's flask span source failed; the app runs on without it"
+    ]
+
+
+def test_no_lean_source_when_beacon_is_off(lean_source: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Beacon off, the instrumentor is loaded exactly as without beacon-otel."""
+    monkeypatch.setattr(autorun, "AUTORUN", AutoRun({"BEACON_ENABLED": "false"}))
+    entry_point = FakeEntryPoint("flask")
+    distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert entry_point.received == {"skip_dep_check": True}
+    assert lean_source == []
+
+
+def test_a_foreign_distro_installs_the_lean_source_too(
+    running: AutoRun, lean_source: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another distro won start-up, its wrapped load_instrumentor chooses the same way."""
+
+    class OtherDistro(BaseDistro):
+        def _configure(self, **kwargs: Any) -> None:
+            pass
+
+    other = OtherDistro()
+    running.route_hooks_through(other)
+    entry_point = FakeEntryPoint("flask")
+    other.load_instrumentor(entry_point, skip_dep_check=True)
+    assert entry_point.received == {}
+    assert len(lean_source) == 1
+
+
+def test_a_bad_server_spans_value_turns_beacon_off_naming_it(caplog: pytest.LogCaptureFixture) -> None:
+    """BEACON_SERVER_SPANS takes auto or stock; anything else is one ERROR naming it, Beacon off."""
+    with caplog.at_level(logging.WARNING, logger="beacon_otel"):
+        assert AutoRun({**DRY_RUN, "BEACON_SERVER_SPANS": "lean"}).processor is None
+    assert [record.getMessage() for record in caplog.records] == [
+        "beacon-otel: Beacon analytics are off: Expected server_spans (BEACON_SERVER_SPANS) to be one of "
+        "auto, stock, got 'lean'"
+    ]

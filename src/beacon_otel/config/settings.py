@@ -134,6 +134,13 @@ class BeaconConfig:
     event (its spans are untouched). Replaces the default list (health checks, favicons,
     robots.txt); ``()`` keeps every request. ``BEACON_EXCLUDE_PATHS``, comma-separated, ``none``
     for none."""
+    server_spans: str = field(
+        default="auto", metadata=setting(Kind.CHOICE, "BEACON_SERVER_SPANS", ("auto", "stock"))
+    )
+    """What makes the HTTP SERVER spans under ``opentelemetry-instrument``: ``auto`` lets
+    beacon-otel's lean span source stand in for a framework's OpenTelemetry instrumentation
+    (Flask, Django) when no trace or metrics exporter is configured, so Beacon is the spans' only
+    reader; ``stock`` always keeps the OpenTelemetry instrumentation. ``BEACON_SERVER_SPANS``."""
     extra_headers: Mapping[str, str] = field(default_factory=dict, metadata=setting(Kind.MAPPING, None))
     """Additional HTTP headers for the ingest requests (not read from the environment)."""
 

@@ -10,7 +10,8 @@ attributes, where every other exporter would ship them. So each request gets a
 Everything Beacon knows about one framework is in its module of this package; this table is
 the one place a framework is added. OpenTelemetry's Pyramid and aiohttp-server instrumentations
 take no hooks: beacon-otel's own tween and middleware call them (:data:`COMPANIONS` installs
-them under auto-run).
+them under auto-run). Where Beacon is the only reader of the spans, auto-run installs beacon-otel's
+own lean span source for a framework instead of its instrumentation (:data:`LEAN_SOURCES`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ COMPANIONS: dict[str, Callable[[dict[str, Hook]], None]] = {
 """Instrumentors that take no hooks -> installs beacon-otel's own tween or middleware with them.
 
 Auto-run calls these instead of passing the hooks to the instrumentor, which would ignore them.
+"""
+
+LeanSource = Callable[[RequestRegistry], None]
+"""Installs a framework's lean span source: SERVER spans on the global tracer provider, with the
+request's context filled in directly (no hooks), for ``registry``."""
+
+LEAN_SOURCES: dict[str, LeanSource] = {}
+"""Instrumentors whose framework has a lean span source -> the function that installs it.
+
+A lean source makes a real SDK SERVER span with the stable semantic conventions' name and the
+few attributes an event needs, at a fraction of the instrumentation's cost. Auto-run installs
+it instead of loading the instrumentor when no trace or metrics exporter is configured (nobody
+else would see the attributes and metrics the instrumentation adds), unless
+``BEACON_SERVER_SPANS=stock``.
 """
 
 

@@ -29,7 +29,7 @@ from beacon_otel.capture.sampling import BeaconSampler
 from beacon_otel.common import guard
 from beacon_otel.frameworks import fastapi as fastapi_support
 from beacon_otel.frameworks.base import Hook
-from beacon_otel.frameworks.table import FRAMEWORKS
+from beacon_otel.frameworks.table import FRAMEWORKS, LEAN_SOURCES
 from beacon_otel.setup import environment, exits, instrumentors
 from beacon_otel.setup.environment import sampler_from_env, warn_unseen_frameworks
 from beacon_otel.setup.instrumentors import active_distros
@@ -166,6 +166,39 @@ class AutoRun:
     def route_hooks_through(self, distro: BaseDistro) -> None:
         """Wrap one distro instance's ``load_instrumentor`` so it passes Beacon's hooks."""
         instrumentors.route_hooks_through(distro, self)
+
+    def served_without(self, name: str, kwargs: dict[str, Any]) -> bool:
+        """Whether instrumentor ``name`` stays unloaded: something cheaper serves Beacon instead.
+
+        FastAPI's own telemetry, or beacon-otel's lean span source for the framework
+        (:data:`~beacon_otel.frameworks.table.LEAN_SOURCES`), installed here.
+        """
+        return self.native_telemetry_instead(name) or self.lean_source_instead(name, kwargs)
+
+    def lean_source_instead(self, name: str, kwargs: dict[str, Any]) -> bool:
+        """Install beacon-otel's lean span source for ``name`` if Beacon alone reads its spans.
+
+        Only with Beacon on, ``BEACON_SERVER_SPANS=auto``, no trace or metrics exporter
+        configured, and no argument for the instrumentor beyond ``skip_dep_check`` (hooks or
+        options another distro passes are the instrumentation's to honour). If installing
+        fails, the instrumentor is loaded as usual.
+        """
+        install = LEAN_SOURCES.get(name)
+        processor = self.processor
+        if install is None or processor is None or processor.config.server_spans == "stock":
+            return False
+        if not environment.beacon_reads_alone(self.environ):
+            return False
+        if set(kwargs) - {"skip_dep_check"}:
+            logger.debug("beacon-otel: the %s instrumentor was given options; it serves Beacon", name)
+            return False
+        installed = False
+        with guard.startup_step(f"installing beacon-otel's {name} span source"):
+            install(processor.requests)
+            installed = True
+        if installed:
+            logger.debug("beacon-otel: beacon-otel's %s span source serves Beacon (no exporter)", name)
+        return installed
 
     def native_telemetry_instead(self, name: str) -> bool:
         """Whether FastAPI's own telemetry (without its unexported operation spans) serves Beacon."""

@@ -89,7 +89,7 @@ class BeaconDistro(BaseDistro):  # type: ignore[misc]
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         """Instrument as usual, with Beacon's hooks composed with any the caller passes."""
-        if autorun.AUTORUN.native_telemetry_instead(entry_point.name):
+        if autorun.AUTORUN.served_without(entry_point.name, kwargs):
             return
         kwargs = autorun.AUTORUN.instrumentor_kwargs(entry_point.name, kwargs)
         super().load_instrumentor(entry_point, **kwargs)

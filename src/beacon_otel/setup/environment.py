@@ -138,6 +138,17 @@ def native_fastapi_telemetry() -> bool:
     return True
 
 
+def beacon_reads_alone(environ: Mapping[str, str]) -> bool:
+    """Whether Beacon is the only reader of the HTTP instrumentations' spans and metrics.
+
+    No trace exporter and no metrics exporter named in ``OTEL_*_EXPORTER``, and no
+    ``OTEL_CONFIG_FILE`` (which may configure exporters of its own). Then a lean span source
+    can replace a framework's instrumentation: the attributes and HTTP server metrics it
+    leaves out have nobody to reach.
+    """
+    return not (exporter_names("traces") or exporter_names("metrics") or environ.get("OTEL_CONFIG_FILE"))
+
+
 def warn_unseen_frameworks() -> None:
     """One WARNING per framework installed without an instrumentation: it would be served unseen."""
     from beacon_otel.frameworks.catalog import unseen_frameworks

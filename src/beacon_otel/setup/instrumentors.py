@@ -2,7 +2,8 @@
 
 Beacon's own distro passes them from its ``load_instrumentor``. When another distro won the
 entry-point order (contrib#2144), its ``load_instrumentor`` is wrapped, on that instance only,
-so that it passes them too and leaves out an instrumentor FastAPI's own telemetry replaces.
+so that it passes them too and leaves out an instrumentor that FastAPI's own telemetry or
+beacon-otel's lean span source replaces.
 Where an instrumentation takes no hooks (Pyramid, aiohttp server), beacon-otel's own tween or
 middleware is installed with them instead.
 """
@@ -37,7 +38,7 @@ ROUTED_PATCH = patching.site(
 class HookSource(Protocol):
     """What a wrapped ``load_instrumentor`` asks auto-run (``autorun.AutoRun``)."""
 
-    def native_telemetry_instead(self, name: str) -> bool: ...
+    def served_without(self, name: str, kwargs: dict[str, Any]) -> bool: ...
 
     def instrumentor_kwargs(self, name: str, kwargs: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -59,7 +60,7 @@ def route_hooks_through(distro: BaseDistro, source: HookSource) -> None:
 
     def routed(original: Any) -> Any:
         def load_instrumentor(entry_point: Any, **kwargs: Any) -> Any:
-            if source.native_telemetry_instead(entry_point.name):
+            if source.served_without(entry_point.name, kwargs):
                 return None
             return original(entry_point, **source.instrumentor_kwargs(entry_point.name, kwargs))
 
