@@ -542,6 +542,8 @@ def test_an_outage_fills_the_disk_not_the_drop_counter(
     wait_until(lambda: stats.snapshot()["sent"] + stats.snapshot()["recovered"] == 300, timeout=20)
     assert sorted(transport.delivered()) == list(range(300))
     assert stats.snapshot()["dropped_total"] == 0
+    # The backlog's line is written once the spool is empty, after its last batch was counted.
+    wait_until(lambda: any("waited in the spool" in r.getMessage() for r in caplog.records))
     # What the user read: the failure in words, then (once) that events went to disk, then recovery.
     told = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert told[0].startswith("beacon-otel: cannot deliver to ingest.test: connection refused")
