@@ -731,7 +731,16 @@ def test_burst_during_an_eight_second_outage_all_arrives(
         ingest.start()
         load.drain(120)
         served = load.ok()
-        wait_until(lambda: set(item_numbers(ingest.events())) >= served, 90, "every served request")
+        try:
+            wait_until(lambda: set(item_numbers(ingest.events())) >= served, 90, "every served request")
+        except pytest.fail.Exception:
+            missing = served - set(item_numbers(ingest.events()))
+            pytest.fail(
+                f"{len(missing)} of {len(served)} served requests never arrived; "
+                f"Beacon says {get_json(server.port, '/_beacon/stats')}; "
+                f"spool {sorted(str(p.relative_to(spool)) for p in spool.rglob('*'))}; "
+                f"ingest {ingest.stats()}; server log:\n{server.log()[-4000:]}"
+            )
         stats = stats_when_idle(server.port)
     exit_seconds = terminate_timed(server)
     result = tally(served, item_numbers(ingest.events()), load.attempted)
