@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from beacon_otel.common import guard
 from beacon_otel.frameworks import aiohttp, django, falcon, fastapi, flask, litestar, pyramid, tornado
 from beacon_otel.frameworks.asgi import asgi_hooks
 from beacon_otel.frameworks.base import Hook, HookTable
@@ -70,4 +71,9 @@ def hooks_for(registry: RequestRegistry, framework: str) -> dict[str, Hook]:
     table = FRAMEWORKS.get(framework)
     if table is None:
         raise ValueError(f"Expected framework to be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    if framework in ("fastapi", "starlette"):
+        # By hand as under auto-run: without it uvicorn's keep-alive timer keeps each request's
+        # span alive, and the garbage collector's full collections make the latency tail.
+        with guard.contained(f"sending the {framework} response's last message outside the request"):
+            fastapi.send_last_message_outside()
     return table(registry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from opentelemetry.environment_variables import (
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from beacon_otel.capture.processor import BeaconSpanProcessor
 from beacon_otel.common import guard
 from beacon_otel.config.settings import BeaconConfig
+from beacon_otel.frameworks import fastapi as fastapi_support
 from beacon_otel.setup import autorun, environment, exits
 
 logger = logging.getLogger("beacon_otel")
@@ -58,6 +60,11 @@ def configure(
         return running
     processor = BeaconSpanProcessor(config)
     provider.add_span_processor(processor)
+    if "starlette" in sys.modules:
+        # An app with FastAPI's own telemetry (telemetry={...}) passes through no hooks: its
+        # last response message leaves the request's context from here, as under auto-run.
+        with guard.contained("sending the FastAPI response's last message outside the request"):
+            fastapi_support.send_last_message_outside()
     # What is buffered when the server stops goes out, under any server (docs/servers.md).
     exits.flush_at_exit(processor, provider)
     return processor

@@ -205,3 +205,34 @@ def test_an_app_wrapped_by_hand_in_the_asgi_middleware_keeps_its_send_spans_in_t
         assert all(s.parent is not None and s.parent.span_id == server.context.span_id for s in sends)
     finally:
         pipeline.provider.shutdown()
+
+
+def test_a_manual_set_up_installs_it_too(unpatched: None) -> None:
+    """``configure(tracer_provider=...)`` with FastAPI's own telemetry, or ``hooks("starlette")``."""
+    import fastapi
+    from opentelemetry.sdk.trace import TracerProvider
+    from starlette.applications import Starlette
+
+    import beacon_otel
+    from beacon_otel.config.settings import BeaconConfig
+
+    provider = TracerProvider()
+    beacon = beacon_otel.configure(BeaconConfig(ingest_key="k", dry_run=True), tracer_provider=provider)
+    try:
+        assert patching.is_patched(fastapi.FastAPI, "__call__")
+        app = fastapi.FastAPI(telemetry={"tracer_provider": provider})
+        app.get("/users/{user_id}")(lambda user_id: {"id": user_id})
+        copies = serve_once(app)
+        assert not holds_the_request(copies["http.response.body"])
+        assert holds_the_request(copies["http.response.start"])
+        assert beacon.force_flush()
+        events = beacon.dry_run_events()
+        assert [(e["route"], e["consumer"]) for e in events] == [("/users/{user_id}", "key-1")]
+        patching.undo(SEND_OUTSIDE_PATCH)
+        patching.undo(STARLETTE_SEND_OUTSIDE_PATCH)
+        beacon.hooks("starlette")  # the contrib instrumentation, by hand
+        assert patching.is_patched(Starlette, "__call__")
+    finally:
+        patching.undo(SEND_OUTSIDE_PATCH)
+        patching.undo(STARLETTE_SEND_OUTSIDE_PATCH)
+        provider.shutdown()
