@@ -175,8 +175,9 @@ class Load:
         return self.stop()
 
     def drain(self, timeout: float) -> Load:
-        """Start, send the whole ``max_requests`` budget, stop; fail after ``timeout``."""
-        self.start()
+        """Start (unless started), send the whole ``max_requests`` budget, stop; fail after ``timeout``."""
+        if not self._workers:
+            self.start()
         try:
             wait_until(lambda: all(not w.is_alive() for w in self._workers), timeout, "the requests sent")
         finally:
@@ -194,8 +195,11 @@ class Load:
             return collections.Counter(s.pid for s in self.served if s.pid is not None)
 
     def achieved_rate(self) -> float:
-        elapsed = (self.stopped_at or time.monotonic()) - self.started_at
-        return len(self.served) / elapsed if elapsed > 0 else 0.0
+        """Answers per second, from the start to the last answer (a budget may run out early)."""
+        with self._lock:
+            last = max((s.at for s in self.served), default=self.started_at)
+            elapsed = last - self.started_at
+            return len(self.served) / elapsed if elapsed > 0 else 0.0
 
 
 # -- memory ------------------------------------------------------------------------------------

@@ -129,7 +129,11 @@ class Delivery:
         problem = self.spool.problem()
         if problem:
             return f"dropped: the memory buffer is full and the spool cannot take batches ({problem})"
-        return "dropped: the memory buffer and the spool are both full"
+        # The spool takes batches: a burst filled memory before the delivery thread wrote them.
+        return (
+            "dropped: the memory buffer filled before its batches could be written to the spool "
+            "(a larger BEACON_MAX_BUFFER_SIZE holds a longer burst)"
+        )
 
     # -- sizes and the spool -------------------------------------------------------------------
 

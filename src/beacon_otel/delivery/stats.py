@@ -111,7 +111,7 @@ class DeliveryStats:
 _REASON_TEXT = {
     "rejected": "refused by the ingest",
     "retrying": "not delivered yet; they will be retried",
-    "buffer_full": "dropped: the memory buffer and the spool are both full",
+    "buffer_full": "dropped: the memory buffer was full",
     "too_large": "refused by the ingest as too large even alone",
     "retries_exhausted": "not delivered after retries and not spooled",
     "shutdown": "not delivered before the shutdown deadline and not spooled",
