@@ -308,6 +308,7 @@ def test_pre_instrument_routes_hooks_through_a_foreign_distro(
     running: AutoRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When another distro won, its load_instrumentor is wrapped to pass Beacon's hooks."""
+    running.environ["BEACON_SERVER_SPANS"] = "stock"
 
     class OtherDistro(BaseDistro):
         def _configure(self, **kwargs: Any) -> None:
@@ -361,8 +362,9 @@ def test_active_distros_finds_instantiated_distros() -> None:
 def test_distro_gives_frameworks_their_hooks(
     running: AutoRun, name: str, keys: set[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """BeaconDistro.load_instrumentor passes the framework's consumer hooks."""
+    """BeaconDistro.load_instrumentor passes the framework's consumer hooks (stock instrumentation)."""
     monkeypatch.setitem(sys.modules, "fastapi.telemetry", None)  # a FastAPI without its own
+    running.environ["BEACON_SERVER_SPANS"] = "stock"
     entry_point = FakeEntryPoint(name)
     distro.BeaconDistro().load_instrumentor(entry_point, skip_dep_check=True)
     assert set(entry_point.received) == keys | {"skip_dep_check"}

@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from beacon_otel.common import guard, patching
-from beacon_otel.frameworks import starlette
+from beacon_otel.frameworks import flask, starlette
 from beacon_otel.frameworks.asgi import asgi_hooks, outermost_sends_outside
 from beacon_otel.frameworks.base import Hook, validation_items
 from beacon_otel.mapping import span_view
@@ -142,8 +142,13 @@ def excluded_by_user(context: RequestContext) -> bool:
 
 
 _INNER_LAYERS = frozenset(
-    f"opentelemetry.instrumentation.{name}"
-    for name in ("asgi", "fastapi", "starlette", "wsgi", "flask", "django")
+    [
+        *(
+            f"opentelemetry.instrumentation.{name}"
+            for name in ("asgi", "fastapi", "starlette", "wsgi", "flask", "django")
+        ),
+        flask.LEAN_SCOPE,  # beacon-otel's lean span source
+    ]
 )
 
 

@@ -1,18 +1,38 @@
-"""Flask: its request (for a consumer resolver), the rule of a 405, and streamed bodies."""
+"""Flask: its request (for a consumer resolver), the rule of a 405, streamed bodies, and
+beacon-otel's lean SERVER spans.
+
+Under the contrib Flask instrumentation, Beacon's hooks (:func:`flask_hooks`) keep the request
+on its context. Where Beacon alone reads the spans, auto-run installs :func:`install_lean_source`
+instead: the span is made here, with the few attributes an event needs, and the request's
+context is filled in directly.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from types import GeneratorType
 from typing import Any
 
-from beacon_otel.common import guard
-from beacon_otel.frameworks.base import Hook, hook
-from beacon_otel.frameworks.wsgi import BodySent, body_closer
-from beacon_otel.request.context import RequestContext
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from beacon_otel.common import guard, patching
+from beacon_otel.frameworks.base import Hook, hook, record_once
+from beacon_otel.frameworks.wsgi import (
+    ENVIRON_GETTER,
+    HTTP_METHODS,
+    BodySent,
+    body_closer,
+    server_span_attributes,
+)
+from beacon_otel.request.context import RequestContext, wsgi_path
 from beacon_otel.request.registry import RequestRegistry
+from beacon_otel.version import __version__
 
 
 def flask_hooks(registry: RequestRegistry) -> dict[str, Hook]:
@@ -124,3 +144,248 @@ def _after_flask_view(context: RequestContext, body_sent: BodySent, response: An
     except Exception:
         guard.internal_error("watching a streamed Flask response")
     return response
+
+
+# -- the lean span source -------------------------------------------------------------------
+
+LEAN_SCOPE = __name__
+"""The instrumentation scope of the lean source's spans."""
+_SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"  # the stable HTTP conventions
+_SERVED = "beacon_otel.flask.served"
+"""The environ key of the request's :class:`_Served`, from ``wsgi_app`` to the dispatch."""
+_EXCLUDED_URLS = ("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+
+WSGI_APP_PATCH = patching.site(
+    "flask: beacon-otel's lean SERVER span around each request",
+    package="flask",
+    target="flask.Flask.wsgi_app",
+    when="under auto-run, instead of the Flask instrumentation, when no trace or metrics exporter is set",
+)
+DISPATCH_PATCH = patching.site(
+    "flask: the lean SERVER span starts once the request is routed",
+    package="flask",
+    target="flask.Flask.full_dispatch_request",
+    when="under auto-run, instead of the Flask instrumentation, when no trace or metrics exporter is set",
+)
+
+
+def install_lean_source(registry: RequestRegistry, tracer_provider: Any = None) -> None:
+    """Make every Flask app's SERVER spans here, for ``registry``, instead of the instrumentation.
+
+    Two methods of ``flask.Flask`` are wrapped, so apps built before this runs are served too:
+    ``wsgi_app`` times the request, takes its status and ends the span once Flask is done with
+    it (teardown included); ``full_dispatch_request`` starts the span once the request is routed
+    (the route is in its name and start attributes, for samplers, as with the instrumentation)
+    and records an exception that escapes the app's handlers. The span is current meanwhile, so
+    the app's own spans, logs and ``set_consumer()`` find it. ``OTEL_PYTHON_FLASK_EXCLUDED_URLS``
+    (or ``OTEL_PYTHON_EXCLUDED_URLS``) is honoured as the instrumentation honours it.
+    """
+    import flask
+
+    tracer = trace.get_tracer(LEAN_SCOPE, __version__, tracer_provider, schema_url=_SCHEMA_URL)
+    source = _LeanSource(registry, tracer, _excluded_urls())
+    patching.patch(flask.Flask, "full_dispatch_request", source.dispatch_wrapper, site=DISPATCH_PATCH)
+    patching.patch(flask.Flask, "wsgi_app", source.wsgi_app_wrapper, site=WSGI_APP_PATCH)
+
+
+def uninstall_lean_source() -> None:
+    """Put Flask's methods back (tests)."""
+    patching.undo(WSGI_APP_PATCH)
+    patching.undo(DISPATCH_PATCH)
+
+
+def _excluded_urls() -> Any:
+    """The instrumentation's exclusion list, read as it reads it; ``None`` when nothing is excluded."""
+    raw = os.environ.get(_EXCLUDED_URLS[0], os.environ.get(_EXCLUDED_URLS[1], ""))
+    if not raw:
+        return None
+    from opentelemetry.util.http import parse_excluded_urls
+
+    return parse_excluded_urls(raw)
+
+
+class _LeanSource:
+    """What every request of the lean source shares: the registry, the tracer, the exclusions."""
+
+    __slots__ = ("body_sent", "excluded", "registry", "resolver", "response_propagator", "tracer")
+
+    def __init__(self, registry: RequestRegistry, tracer: trace.Tracer, excluded: Any) -> None:
+        from opentelemetry.instrumentation.propagators import get_global_response_propagator
+
+        self.response_propagator = get_global_response_propagator
+        """The response propagator the app may set (``traceresponse``), as the instrumentation asks."""
+        self.registry = registry
+        self.tracer = tracer
+        self.excluded = excluded
+        self.body_sent = registry.body_sent
+        self.resolver = registry.rules.has_resolver
+
+    def wsgi_app_wrapper(self, original: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+        source = self
+
+        def wsgi_app(app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            served = _Served(source, start_response)
+            environ[_SERVED] = served
+            try:
+                body = original(app, environ, served.start_response)
+            except BaseException as error:  # re-raised: Flask propagates it (TESTING, or not an Exception)
+                served.end(error)
+                raise
+            served.end(None)
+            return body
+
+        return wsgi_app
+
+    def dispatch_wrapper(self, original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def full_dispatch_request(app: Any) -> Any:
+            served = None
+            try:
+                request = current_flask_request()
+                if request is not None:
+                    served = request.environ.get(_SERVED)
+                    if served is not None and served.span is None:
+                        served.start(request)
+            except Exception:
+                guard.internal_error("starting the Flask request's span")
+            if served is None or served.span is None:
+                return original(app)
+            try:
+                response = original(app)
+            except Exception as error:  # Flask renders it as a 500 (handle_exception)
+                served.failed(error)
+                raise
+            served.responded(response)
+            return response
+
+        return full_dispatch_request
+
+
+class _Served:
+    """One request of the lean source, from ``wsgi_app`` to the end of its span."""
+
+    __slots__ = ("_start_response", "context", "error", "source", "span", "start_ns", "token")
+
+    def __init__(self, source: _LeanSource, start_response: Any) -> None:
+        self.start_ns = time.time_ns()  # routing is part of the request
+        self.source = source
+        self._start_response = start_response
+        self.span: Any = None
+        self.token: Any = None
+        self.context: RequestContext | None = None
+        self.error = False
+
+    def start(self, request: Any) -> None:
+        """Start the request's span, make it current, and open the request's context for it."""
+        source = self.source
+        environ = request.environ
+        if source.excluded is not None and source.excluded.url_disabled(request.url):
+            return
+        method = environ.get("REQUEST_METHOD", "")
+        path = wsgi_path(environ) or "/"
+        attributes = server_span_attributes(environ, method, path)
+        rule = request.url_rule
+        route = rule.rule if rule is not None else None
+        if method not in HTTP_METHODS:
+            method = attributes["http.request.method"]
+            method = "HTTP" if method == "_OTHER" else method
+        if route is not None:
+            attributes["http.route"] = route
+            name = f"{method} {route}"
+        else:
+            name = method
+        if trace.get_current_span() is trace.INVALID_SPAN:
+            parent = propagate.extract(environ, getter=ENVIRON_GETTER)
+            kind = SpanKind.SERVER
+        else:
+            # Inside another span (an AWS Lambda invocation, a WSGI middleware's): one layer of it.
+            parent = None
+            kind = SpanKind.INTERNAL
+        span = source.tracer.start_span(name, parent, kind, attributes, start_time=self.start_ns)
+        self.span = span
+        self.token = otel_context.attach(trace.set_span_in_context(span, parent))
+        context = source.registry.open(span)
+        if context is not None:
+            # What Beacon's Flask hooks do under the instrumentation.
+            context.environ = environ
+            context.path = path
+            context.request = request
+            if EARLY_CONSUMER in environ:  # set_consumer() before the span started
+                context.consumer, context.resolved = environ[EARLY_CONSUMER], True
+            if request.routing_exception is not None:
+                context.route = flask_rule_of_405(request)
+            self.context = context
+
+    def failed(self, error: BaseException) -> None:
+        """An exception escaped the app's handlers: recorded on the span, which is in error."""
+        try:
+            self.error = True
+            record_once(self.span, error)
+        except Exception:
+            guard.internal_error("recording a Flask request's exception")
+
+    def responded(self, response: Any) -> None:
+        """The view's response: a streamed one keeps the event until the server closes its body."""
+        context = self.context
+        if context is None:
+            return
+        try:
+            # A generator body (Response(gen()), stream_with_context): werkzeug's is_streamed also
+            # holds for error pages rendered through an iterator, which are sent at once.
+            if type(response.response) is GeneratorType:
+                response.call_on_close(body_closer(context, self.source.body_sent))
+        except Exception:
+            guard.internal_error("watching a streamed Flask response")
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        """The server's ``start_response``, after the status is on the span (and the consumer
+        resolved, inside the request context, where the app's auth layer left the user)."""
+        span = self.span
+        if span is not None:
+            try:
+                self._status(span, status, headers)
+            except Exception:
+                guard.internal_error("reading a Flask response's status")
+        return self._start_response(status, headers, *exc_info)
+
+    def _status(self, span: Any, status: str, headers: list[tuple[str, str]]) -> None:
+        code = status[:3]
+        if code.isdigit():
+            span.set_attribute("http.response.status_code", int(code))
+            if code[0] == "5":
+                span.set_attribute("error.type", code)
+                if not self.error:  # an exception's status says more
+                    span.set_status(Status(StatusCode.ERROR))
+        context = self.context
+        if self.source.resolver and context is not None and not context.resolved:  # set_consumer() wins
+            request = current_flask_request()
+            environ = request.environ if request is not None else context.environ
+            context.consumer = self.source.registry.rules.from_environ(environ or {}, request)
+            context.resolved = True
+        propagator = self.source.response_propagator()  # type: ignore[no-untyped-call]
+        if propagator is not None:
+            propagator.inject(headers, setter=_HEADERS_SETTER)
+
+    def end(self, error: BaseException | None) -> None:
+        """Flask is done with the request: end its span (with ``error``, if one escaped Flask)."""
+        span = self.span
+        if span is None:
+            return
+        self.span = None
+        try:
+            if error is not None:
+                record_once(span, error)
+            if self.token is not None:
+                otel_context.detach(self.token)
+            span.end()
+        except Exception:
+            guard.internal_error("ending the Flask request's span")
+
+
+class _HeadersSetter:
+    """Appends a response header to WSGI's header list."""
+
+    def set(self, carrier: list[tuple[str, str]], key: str, value: str) -> None:
+        carrier.append((key, value))
+
+
+_HEADERS_SETTER = _HeadersSetter()

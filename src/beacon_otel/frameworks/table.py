@@ -55,7 +55,9 @@ LeanSource = Callable[[RequestRegistry], None]
 """Installs a framework's lean span source: SERVER spans on the global tracer provider, with the
 request's context filled in directly (no hooks), for ``registry``."""
 
-LEAN_SOURCES: dict[str, LeanSource] = {}
+LEAN_SOURCES: dict[str, LeanSource] = {
+    "flask": flask.install_lean_source,
+}
 """Instrumentors whose framework has a lean span source -> the function that installs it.
 
 A lean source makes a real SDK SERVER span with the stable semantic conventions' name and the

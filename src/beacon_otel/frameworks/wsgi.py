@@ -1,10 +1,15 @@
-"""WSGI: the environ every WSGI framework's hooks keep, and streamed bodies' real duration.
+"""WSGI: the environ every WSGI framework's hooks keep, streamed bodies' real duration, and
+what a lean span source reads from an environ.
 
 Flask's and Django's instrumentations end the request's span when the view returns, before
 the server iterates a streamed body: a 2 s ``stream_with_context``-less download arrives as
 2 ms. PEP 3333 servers call the response iterable's ``close()`` after its last byte; both
 frameworks let a callback run there (:func:`body_closer`), so the request's event waits for it
 and its duration is the time until the last byte was handed to the server.
+
+A framework's lean span source (``frameworks.table.LEAN_SOURCES``) takes the request's trace
+context from the environ's headers (:data:`ENVIRON_GETTER`) and its span's stable
+semantic-convention attributes from the environ (:func:`server_span_attributes`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from opentelemetry.propagators.textmap import Getter
 
 from beacon_otel.common import guard
 from beacon_otel.frameworks.base import Hook, hook
@@ -58,3 +65,66 @@ def body_closer(context: RequestContext, body_sent: BodySent) -> Callable[[], No
         body_sent(context)
 
     return closed
+
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+"""The methods the semantic conventions name; any other is ``_OTHER`` (``http.request.method``)."""
+
+
+class EnvironGetter(Getter[Mapping[str, Any]]):
+    """The propagators' view of a WSGI environ: header ``traceparent`` is ``HTTP_TRACEPARENT``."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        """The header's value, as the one-item list the propagators take; ``None`` when absent."""
+        name = self._names.get(key)
+        if name is None:
+            # The propagators ask for the same few headers on every request.
+            name = self._names.setdefault(key, "HTTP_" + key.upper().replace("-", "_"))
+        value = carrier.get(name)
+        return [value] if value is not None else None
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        """Every header the environ carries, named as on the wire (lower case, with hyphens)."""
+        return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
+
+
+ENVIRON_GETTER = EnvironGetter()
+
+
+def server_span_attributes(environ: Mapping[str, Any], method: str, path: str) -> dict[str, Any]:
+    """A SERVER span's start attributes from a WSGI environ, in the stable HTTP conventions.
+
+    What an event needs (method, path, scheme) and the few cheap ones a span processor expects of
+    an HTTP server span (server and client address, protocol version, user agent). Not the
+    query string, which may carry credentials, nor headers.
+    """
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.path": path,
+        "url.scheme": environ.get("wsgi.url_scheme", "http"),
+    }
+    if method not in HTTP_METHODS:
+        upper = method.upper()
+        attributes["http.request.method"] = upper if upper in HTTP_METHODS else "_OTHER"
+        attributes["http.request.method_original"] = method
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
+    if host:
+        # "example.com:8080", "[::1]:8000": the port is SERVER_PORT's to say.
+        name, colon, port = host.rpartition(":")
+        attributes["server.address"] = name if colon and port.isdigit() else host
+    port = environ.get("SERVER_PORT")
+    if port and port.isdigit():
+        attributes["server.port"] = int(port)
+    client = environ.get("REMOTE_ADDR")
+    if client:
+        attributes["client.address"] = client
+    protocol = environ.get("SERVER_PROTOCOL")
+    if protocol and protocol[:5] == "HTTP/":
+        attributes["network.protocol.version"] = protocol[5:]
+    agent = environ.get("HTTP_USER_AGENT")
+    if agent:
+        attributes["user_agent.original"] = agent
+    return attributes

@@ -11,10 +11,13 @@ import pytest
 from tests.conftest import Pipeline, make_pipeline
 
 
-@pytest.fixture
-def flask_pipeline() -> Iterator[tuple[Any, Pipeline]]:
+@pytest.fixture(params=["stock", "lean"])
+def flask_pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Pipeline]]:
+    """The app under the contrib instrumentation with Beacon's hooks, or under the lean source."""
     from flask import Flask, Response
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from beacon_otel.frameworks.flask import install_lean_source, uninstall_lean_source
 
     app = Flask(__name__)
 
@@ -32,11 +35,16 @@ def flask_pipeline() -> Iterator[tuple[Any, Pipeline]]:
         return Response(chunks(), mimetype="text/plain")
 
     pipeline = make_pipeline()
-    FlaskInstrumentor().instrument_app(
-        app, tracer_provider=pipeline.provider, **pipeline.processor.hooks("flask")
-    )
-    yield app, pipeline
-    FlaskInstrumentor().uninstrument_app(app)
+    if request.param == "lean":
+        install_lean_source(pipeline.processor.requests, pipeline.provider)
+        yield app, pipeline
+        uninstall_lean_source()
+    else:
+        FlaskInstrumentor().instrument_app(
+            app, tracer_provider=pipeline.provider, **pipeline.processor.hooks("flask")
+        )
+        yield app, pipeline
+        FlaskInstrumentor().uninstrument_app(app)
     pipeline.provider.shutdown()
 
 
