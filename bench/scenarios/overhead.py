@@ -122,7 +122,12 @@ def stock_otlp(framework: str) -> Callable[[str, str], Harness]:
 
 
 def autorun(
-    framework: str, *, beacon: bool, otlp: bool, meters_off: bool = False
+    framework: str,
+    *,
+    beacon: bool,
+    otlp: bool,
+    meters_off: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Callable[[str, str], Harness]:
     """Exactly what ``opentelemetry-instrument`` does, in process: its ``initialize()``.
 
@@ -132,11 +137,15 @@ def autorun(
     send/receive spans when no trace exporter is configured, no ``MeterProvider`` when no
     metrics exporter is; with Beacon off the distro leaves the SDK's defaults alone.
     ``meters_off`` gives a Beacon-off run the distro's meter default anyway, so that the
-    difference between it and Beacon + OTLP is Beacon's own work and nothing else.
+    difference between it and Beacon + OTLP is Beacon's own work and nothing else. With Beacon on
+    and no exporter, Flask's SERVER spans come from beacon-otel's lean span source unless
+    ``extra_env`` says ``BEACON_SERVER_SPANS=stock``.
     """
 
     def setup(ingest: str, sink: str) -> Harness:
-        provider = install_autorun(ingest, sink, beacon=beacon, otlp=otlp, meters_off=meters_off)
+        provider = install_autorun(
+            ingest, sink, beacon=beacon, otlp=otlp, meters_off=meters_off, extra_env=extra_env
+        )
         return Harness(_build(framework), flush=provider.force_flush)
 
     return setup
@@ -220,6 +229,21 @@ def _variants() -> list[Variant]:
                 framework,
                 "beacon-otel under opentelemetry-instrument",
                 autorun(framework, beacon=True, otlp=False),
+            ),
+            *(
+                [
+                    Variant(
+                        "flask/beacon-stock",
+                        framework,
+                        "beacon-otel under opentelemetry-instrument, stock Flask instrumentation "
+                        "(BEACON_SERVER_SPANS=stock)",
+                        autorun(
+                            framework, beacon=True, otlp=False, extra_env={"BEACON_SERVER_SPANS": "stock"}
+                        ),
+                    )
+                ]
+                if framework == "flask"
+                else []
             ),
             Variant(
                 f"{framework}/beacon+otlp",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -328,10 +329,22 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--variants", help="comma-separated variant keys (all by default)")
     parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a further setting for every variant run (BEACON_SERVER_SPANS=stock, say); repeatable",
+    )
+    parser.add_argument(
         "--write", action="store_true", help="put the figures into bench/results.json and re-render RESULTS.md"
     )
     args = parser.parse_args(argv)
-    chosen = tuple(v for v in VARIANTS if not args.variants or v.key in args.variants.split(","))
+    extra = tuple(tuple(setting.split("=", 1)) for setting in args.env)
+    chosen = tuple(
+        dataclasses.replace(v, env=v.env + extra)  # type: ignore[arg-type]
+        for v in VARIANTS
+        if not args.variants or v.key in args.variants.split(",")
+    )
     rounds, warmup, seconds = (1, 2.0, 4.0) if args.quick else (3, 2.0, 8.0)
     load_before = os.getloadavg()
     result = measure(args.frameworks, rounds=rounds, warmup=warmup, seconds=seconds, variants=chosen, log=print)

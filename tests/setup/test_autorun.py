@@ -616,13 +616,16 @@ def test_a_lean_source_replaces_the_instrumentor_when_beacon_reads_alone(
         ("OTEL_CONFIG_FILE", "/etc/otel.yaml"),
         ("BEACON_SERVER_SPANS", "stock"),
         ("BEACON_SERVER_SPANS", " Stock "),
+        ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "x-tenant"),
+        ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "content-type"),
     ],
 )
 def test_the_instrumentor_stays_where_others_read_the_spans_or_the_user_says_so(
     running: AutoRun, lean_source: list[Any], monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
-    """A trace or metrics exporter (or an SDK config file, which may name one), or
-    BEACON_SERVER_SPANS=stock: the instrumentor is loaded with Beacon's hooks, as before."""
+    """A trace or metrics exporter (or an SDK config file, which may name one), header capture
+    (only the instrumentation does it), or BEACON_SERVER_SPANS=stock: the instrumentor is loaded
+    with Beacon's hooks, as before."""
     monkeypatch.setenv(variable, value)
     running.environ[variable] = value
     entry_point = FakeEntryPoint("flask")

@@ -18,15 +18,15 @@ from types import GeneratorType
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.base import Hook, hook, record_once
 from beacon_otel.frameworks.wsgi import (
-    ENVIRON_GETTER,
     HTTP_METHODS,
     BodySent,
+    IncomingContext,
     body_closer,
     server_span_attributes,
 )
@@ -207,25 +207,36 @@ def _excluded_urls() -> Any:
 class _LeanSource:
     """What every request of the lean source shares: the registry, the tracer, the exclusions."""
 
-    __slots__ = ("body_sent", "excluded", "registry", "resolver", "response_propagator", "tracer")
+    __slots__ = (
+        "body_sent",
+        "excluded",
+        "incoming",
+        "registry",
+        "resolver",
+        "response_propagator",
+        "serving",
+        "tracer",
+    )
 
     def __init__(self, registry: RequestRegistry, tracer: trace.Tracer, excluded: Any) -> None:
         from opentelemetry.instrumentation.propagators import get_global_response_propagator
 
-        self.response_propagator = get_global_response_propagator
+        self.response_propagator: Callable[[], Any] = get_global_response_propagator
         """The response propagator the app may set (``traceresponse``), as the instrumentation asks."""
         self.registry = registry
         self.tracer = tracer
         self.excluded = excluded
         self.body_sent = registry.body_sent
         self.resolver = registry.rules.has_resolver
+        self.incoming = IncomingContext()
+        self.serving = _flask_request_context()
+        """The request Flask is serving: one context variable look-up where ``flask.request`` is two."""
 
     def wsgi_app_wrapper(self, original: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
         source = self
 
         def wsgi_app(app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            served = _Served(source, start_response)
-            environ[_SERVED] = served
+            served = environ[_SERVED] = _Served(source, start_response)
             try:
                 body = original(app, environ, served.start_response)
             except BaseException as error:  # re-raised: Flask propagates it (TESTING, or not an Exception)
@@ -237,10 +248,12 @@ class _LeanSource:
         return wsgi_app
 
     def dispatch_wrapper(self, original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        serving = self.serving
+
         def full_dispatch_request(app: Any) -> Any:
             served = None
             try:
-                request = current_flask_request()
+                request = serving()
                 if request is not None:
                     served = request.environ.get(_SERVED)
                     if served is not None and served.span is None:
@@ -254,10 +267,29 @@ class _LeanSource:
             except Exception as error:  # Flask renders it as a 500 (handle_exception)
                 served.failed(error)
                 raise
-            served.responded(response)
+            context = served.context
+            # A generator body (Response(gen()), stream_with_context): werkzeug's is_streamed also
+            # holds for error pages rendered through an iterator, which are sent at once.
+            if context is not None and type(getattr(response, "response", None)) is GeneratorType:
+                served.streamed(response, context)
             return response
 
         return full_dispatch_request
+
+
+def _flask_request_context() -> Callable[[], Any]:
+    """A function answering the request Flask is serving in this context, or ``None``."""
+    import flask
+
+    variable = getattr(flask.globals, "_cv_request", None)
+    if variable is None:  # pragma: no cover - Flask before 2.3
+        return current_flask_request
+
+    def serving() -> Any:
+        flask_context = variable.get(None)
+        return flask_context.request if flask_context is not None else None
+
+    return serving
 
 
 class _Served:
@@ -283,25 +315,23 @@ class _Served:
         method = environ.get("REQUEST_METHOD", "")
         path = wsgi_path(environ) or "/"
         attributes = server_span_attributes(environ, method, path)
-        rule = request.url_rule
-        route = rule.rule if rule is not None else None
         if method not in HTTP_METHODS:
             method = attributes["http.request.method"]
             method = "HTTP" if method == "_OTHER" else method
-        if route is not None:
-            attributes["http.route"] = route
+        rule = request.url_rule
+        if rule is not None:
+            route = attributes["http.route"] = rule.rule
             name = f"{method} {route}"
         else:
-            name = method
+            name = method  # no route matched: the method alone, as the conventions say
         if trace.get_current_span() is trace.INVALID_SPAN:
-            parent = propagate.extract(environ, getter=ENVIRON_GETTER)
+            parent = source.incoming(environ)
             kind = SpanKind.SERVER
         else:
             # Inside another span (an AWS Lambda invocation, a WSGI middleware's): one layer of it.
             parent = None
             kind = SpanKind.INTERNAL
-        span = source.tracer.start_span(name, parent, kind, attributes, start_time=self.start_ns)
-        self.span = span
+        span = self.span = source.tracer.start_span(name, parent, kind, attributes, start_time=self.start_ns)
         self.token = otel_context.attach(trace.set_span_in_context(span, parent))
         context = source.registry.open(span)
         if context is not None:
@@ -323,16 +353,10 @@ class _Served:
         except Exception:
             guard.internal_error("recording a Flask request's exception")
 
-    def responded(self, response: Any) -> None:
-        """The view's response: a streamed one keeps the event until the server closes its body."""
-        context = self.context
-        if context is None:
-            return
+    def streamed(self, response: Any, context: RequestContext) -> None:
+        """A streamed response keeps the event until the server closes its body."""
         try:
-            # A generator body (Response(gen()), stream_with_context): werkzeug's is_streamed also
-            # holds for error pages rendered through an iterator, which are sent at once.
-            if type(response.response) is GeneratorType:
-                response.call_on_close(body_closer(context, self.source.body_sent))
+            response.call_on_close(body_closer(context, self.source.body_sent))
         except Exception:
             guard.internal_error("watching a streamed Flask response")
 
@@ -342,28 +366,26 @@ class _Served:
         span = self.span
         if span is not None:
             try:
-                self._status(span, status, headers)
+                code = status[:3]
+                if code.isdigit():
+                    span.set_attribute("http.response.status_code", int(code))
+                    if code[0] == "5":
+                        span.set_attribute("error.type", code)
+                        if not self.error:  # an exception's status says more
+                            span.set_status(Status(StatusCode.ERROR))
+                source = self.source
+                context = self.context
+                if source.resolver and context is not None and not context.resolved:  # set_consumer() wins
+                    request = source.serving()
+                    environ = request.environ if request is not None else context.environ
+                    context.consumer = source.registry.rules.from_environ(environ or {}, request)
+                    context.resolved = True
+                propagator = source.response_propagator()
+                if propagator is not None:
+                    propagator.inject(headers, setter=_HEADERS_SETTER)
             except Exception:
                 guard.internal_error("reading a Flask response's status")
         return self._start_response(status, headers, *exc_info)
-
-    def _status(self, span: Any, status: str, headers: list[tuple[str, str]]) -> None:
-        code = status[:3]
-        if code.isdigit():
-            span.set_attribute("http.response.status_code", int(code))
-            if code[0] == "5":
-                span.set_attribute("error.type", code)
-                if not self.error:  # an exception's status says more
-                    span.set_status(Status(StatusCode.ERROR))
-        context = self.context
-        if self.source.resolver and context is not None and not context.resolved:  # set_consumer() wins
-            request = current_flask_request()
-            environ = request.environ if request is not None else context.environ
-            context.consumer = self.source.registry.rules.from_environ(environ or {}, request)
-            context.resolved = True
-        propagator = self.source.response_propagator()  # type: ignore[no-untyped-call]
-        if propagator is not None:
-            propagator.inject(headers, setter=_HEADERS_SETTER)
 
     def end(self, error: BaseException | None) -> None:
         """Flask is done with the request: end its span (with ``error``, if one escaped Flask)."""

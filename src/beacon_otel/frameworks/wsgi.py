@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
 from beacon_otel.common import guard
@@ -82,7 +85,7 @@ class EnvironGetter(Getter[Mapping[str, Any]]):
         name = self._names.get(key)
         if name is None:
             # The propagators ask for the same few headers on every request.
-            name = self._names.setdefault(key, "HTTP_" + key.upper().replace("-", "_"))
+            name = self._names.setdefault(key, environ_name(key))
         value = carrier.get(name)
         return [value] if value is not None else None
 
@@ -94,12 +97,64 @@ class EnvironGetter(Getter[Mapping[str, Any]]):
 ENVIRON_GETTER = EnvironGetter()
 
 
+def environ_name(header: str) -> str:
+    """The environ key of an HTTP header: ``traceparent`` -> ``HTTP_TRACEPARENT``."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+class IncomingContext:
+    """The trace context a request brings, extracted through the global propagator.
+
+    The default propagators (W3C trace context and baggage) find nothing in a request without
+    their headers, and most requests to a service at the edge carry none: then the context they
+    would return is made here, without the extraction's dozen calls. Any other propagator is
+    always asked.
+    """
+
+    __slots__ = ("_headers", "_textmap", "_without")
+
+    def __init__(self) -> None:
+        self._textmap: Any = None
+        self._headers: tuple[str, ...] | None = None
+        self._without: Context | None = None
+
+    def __call__(self, environ: Mapping[str, Any]) -> Context:
+        """The context for a request's span: its parent, if the request named one."""
+        textmap = propagate.get_global_textmap()
+        if textmap is not self._textmap:
+            self._learn(textmap)
+        headers = self._headers
+        if headers is not None:
+            for header in headers:
+                if header in environ:
+                    break
+            else:
+                # What the W3C propagators return when they find nothing: the context the
+                # first one starts from (an empty one for trace context, the current for baggage).
+                return self._without if self._without is not None else otel_context.get_current()
+        return textmap.extract(environ, getter=ENVIRON_GETTER)
+
+    def _learn(self, textmap: Any) -> None:
+        """Which headers ``textmap`` reads, when it is made of the W3C propagators only."""
+        from opentelemetry.baggage.propagation import W3CBaggagePropagator
+        from opentelemetry.propagators.composite import CompositePropagator
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        known = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+        parts = getattr(textmap, "_propagators", None) if type(textmap) is CompositePropagator else [textmap]
+        self._textmap = textmap
+        if not parts or not all(type(part) in known for part in parts):
+            self._headers = None
+            return
+        self._headers = tuple(environ_name(field) for part in parts for field in sorted(part.fields))
+        self._without = Context() if type(parts[0]) is TraceContextTextMapPropagator else None
+
+
 def server_span_attributes(environ: Mapping[str, Any], method: str, path: str) -> dict[str, Any]:
     """A SERVER span's start attributes from a WSGI environ, in the stable HTTP conventions.
 
-    What an event needs (method, path, scheme) and the few cheap ones a span processor expects of
-    an HTTP server span (server and client address, protocol version, user agent). Not the
-    query string, which may carry credentials, nor headers.
+    What an event needs (method, path, scheme), and no more: each attribute costs the SDK a few
+    microseconds to check and store. Not the query string, which may carry credentials.
     """
     attributes: dict[str, Any] = {
         "http.request.method": method,
@@ -110,21 +165,4 @@ def server_span_attributes(environ: Mapping[str, Any], method: str, path: str) -
         upper = method.upper()
         attributes["http.request.method"] = upper if upper in HTTP_METHODS else "_OTHER"
         attributes["http.request.method_original"] = method
-    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
-    if host:
-        # "example.com:8080", "[::1]:8000": the port is SERVER_PORT's to say.
-        name, colon, port = host.rpartition(":")
-        attributes["server.address"] = name if colon and port.isdigit() else host
-    port = environ.get("SERVER_PORT")
-    if port and port.isdigit():
-        attributes["server.port"] = int(port)
-    client = environ.get("REMOTE_ADDR")
-    if client:
-        attributes["client.address"] = client
-    protocol = environ.get("SERVER_PROTOCOL")
-    if protocol and protocol[:5] == "HTTP/":
-        attributes["network.protocol.version"] = protocol[5:]
-    agent = environ.get("HTTP_USER_AGENT")
-    if agent:
-        attributes["user_agent.original"] = agent
     return attributes

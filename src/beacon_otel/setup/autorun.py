@@ -179,15 +179,15 @@ class AutoRun:
         """Install beacon-otel's lean span source for ``name`` if Beacon alone reads its spans.
 
         Only with Beacon on, ``BEACON_SERVER_SPANS=auto``, no trace or metrics exporter
-        configured, and no argument for the instrumentor beyond ``skip_dep_check`` (hooks or
-        options another distro passes are the instrumentation's to honour). If installing
-        fails, the instrumentor is loaded as usual.
+        configured, no header capture asked of the instrumentations, and no argument for the
+        instrumentor beyond ``skip_dep_check`` (hooks or options another distro passes are the
+        instrumentation's to honour). If installing fails, the instrumentor is loaded as usual.
         """
         install = LEAN_SOURCES.get(name)
         processor = self.processor
         if install is None or processor is None or processor.config.server_spans == "stock":
             return False
-        if not environment.beacon_reads_alone(self.environ):
+        if not environment.beacon_reads_alone(self.environ) or environment.headers_captured(self.environ):
             return False
         if set(kwargs) - {"skip_dep_check"}:
             logger.debug("beacon-otel: the %s instrumentor was given options; it serves Beacon", name)

@@ -149,6 +149,18 @@ def beacon_reads_alone(environ: Mapping[str, str]) -> bool:
     return not (exporter_names("traces") or exporter_names("metrics") or environ.get("OTEL_CONFIG_FILE"))
 
 
+CAPTURE_HEADERS = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+)
+"""The instrumentations' header capture: span attributes that only the instrumentations make."""
+
+
+def headers_captured(environ: Mapping[str, str]) -> bool:
+    """Whether the HTTP instrumentations are asked to copy headers into span attributes."""
+    return any(environ.get(variable, "").strip() for variable in CAPTURE_HEADERS)
+
+
 def warn_unseen_frameworks() -> None:
     """One WARNING per framework installed without an instrumentation: it would be served unseen."""
     from beacon_otel.frameworks.catalog import unseen_frameworks

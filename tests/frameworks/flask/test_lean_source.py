@@ -122,8 +122,9 @@ def served(make_served: Any) -> Served:
 
 
 def test_a_real_sdk_server_span_other_processors_see(served: Served) -> None:
-    """Kind SERVER, the stable name "{method} {route}", and the stable attributes, to every processor."""
-    response = served.client.get("/api/users/7?page=2", headers={"User-Agent": "probe/1"})
+    """Kind SERVER, the stable name "{method} {route}", and the stable attributes an event needs, to
+    every processor; not the query string, which may carry credentials."""
+    response = served.client.get("/api/users/7?token=secret-1")
     assert response.status_code == 200
     span = served.server_span()
     assert span.name == "GET /api/users/<int:user_id>"
@@ -135,11 +136,6 @@ def test_a_real_sdk_server_span_other_processors_see(served: Served) -> None:
         "url.scheme": "http",
         "http.route": "/api/users/<int:user_id>",
         "http.response.status_code": 200,
-        "server.address": "localhost",
-        "server.port": 80,
-        "client.address": "127.0.0.1",
-        "network.protocol.version": "1.1",
-        "user_agent.original": "probe/1",
     }
     assert span.status.status_code is StatusCode.UNSET
     (event,) = served.events()
@@ -261,7 +257,7 @@ class RouteRecordingSampler(Sampler):
         attributes: Any = None,
         links: Any = None,
         trace_state: Any = None,
-    ) -> SamplingResult:  # noqa: E501
+    ) -> SamplingResult:
         self.seen.append((name, kind, dict(attributes or {}).get("http.route")))
         return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
 
