@@ -12,6 +12,12 @@ Django's instrumentation misses in the API frameworks built on Django:
   status. What they answered with is recorded on the request as the contract's
   ``validation_errors``: Ninja's ``loc`` joined like FastAPI's (``body.item.price``), REST
   framework's field path (``items.0.price``, ``non_field_errors``) with its error code as type.
+
+When Beacon is the only reader of the spans (no trace or metrics exporter), auto-run installs
+:class:`ServerSpans` instead of the contrib instrumentation (:func:`install_server_spans`): a
+middleware that opens the same kind of SERVER span through the configured tracer provider and
+sets only what an HTTP server span is made of, without the contrib middleware's per-request
+metrics, semantic-convention helpers and header capture.
 """
 
 from __future__ import annotations
@@ -20,12 +26,21 @@ import contextvars
 import functools
 import importlib
 import importlib.util
+import os
+import sys
 import threading
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import Token
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from beacon_otel.common import guard, patching
+from beacon_otel.contract.event import STANDARD_METHODS
 from beacon_otel.frameworks.base import Hook, hook, validation_items
 from beacon_otel.frameworks.wsgi import BodySent, body_closer
 from beacon_otel.request.context import RequestContext
@@ -225,3 +240,255 @@ def install_route_lookup() -> None:
         return
     if getattr(module, "resolve", None) is not None:
         patching.patch(module, "resolve", lambda _: remembered_resolve, site=ROUTE_LOOKUP_PATCH)
+
+
+# -- the lean SERVER span (auto-run, when Beacon is the only reader of the spans) ----------------
+
+SERVER_SPANS_MIDDLEWARE = "beacon_otel.frameworks.django.ServerSpans"
+"""The dotted path :func:`install_server_spans` puts into ``settings.MIDDLEWARE``."""
+SCOPE_NAME = "beacon_otel.frameworks.django"
+"""The instrumentation scope of the lean source's spans."""
+_EXCEPTION = "_beacon_exception"
+"""Where :meth:`ServerSpans.process_exception` keeps the view's exception on the request."""
+
+
+class _MetaGetter(Getter[Mapping[str, Any]]):
+    """Request headers from ``request.META`` (``HTTP_TRACEPARENT``), under WSGI and ASGI alike."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        return [value] if isinstance(value, str) else None
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
+
+
+_META_GETTER = _MetaGetter()
+
+
+class ServerSpanSource:
+    """What :class:`ServerSpans` opens each request's span with: the tracer, the hooks, the exclusions."""
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        request_hook: Hook | None = None,
+        response_hook: Hook | None = None,
+        excluded_urls: Any = None,
+    ) -> None:
+        self.tracer = tracer
+        self.request_hook = request_hook
+        self.response_hook = response_hook
+        self.excluded_urls = excluded_urls
+        """The contrib instrumentation's ``ExcludeList``, or ``None`` when nothing is excluded."""
+
+    def start(self, request: Any) -> tuple[Any, Token[otel_context.Context], str] | None:
+        """Open and make current the request's span: ``(span, token, name)``; ``None`` if excluded."""
+        excluded = self.excluded_urls
+        if excluded is not None and excluded.url_disabled(request.build_absolute_uri("?")):
+            return None
+        meta = request.META
+        method = request.method or ""
+        known = method in STANDARD_METHODS
+        attributes: dict[str, Any] = {
+            "http.request.method": method if known else "_OTHER",
+            "url.scheme": request.scheme,
+            "url.path": request.path,
+        }
+        if not known:
+            attributes["http.request.method_original"] = method
+        # The cheap recommended attributes of an HTTP server span; never the query string,
+        # which may carry credentials (?api_key=...).
+        if protocol := meta.get("SERVER_PROTOCOL"):
+            attributes["network.protocol.version"] = protocol.partition("/")[2] or protocol
+        if host := meta.get("HTTP_HOST"):
+            address, port = _host_and_port(host)
+            attributes["server.address"] = address
+            if port is not None:
+                attributes["server.port"] = port
+        if client := meta.get("REMOTE_ADDR"):
+            attributes["client.address"] = client
+        if agent := meta.get("HTTP_USER_AGENT"):
+            attributes["user_agent.original"] = agent
+        name = method if known else "HTTP"
+        current = otel_context.get_current()
+        if current:
+            # Inside a span already (an app wrapped in a WSGI or ASGI middleware of its own): a
+            # child of it, as the contrib instrumentation does, not a second request.
+            span = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+            token = otel_context.attach(trace.set_span_in_context(span))
+        else:
+            parent = propagate.extract(meta, getter=_META_GETTER)
+            span = self.tracer.start_span(name, parent, kind=SpanKind.SERVER, attributes=attributes)
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+        if self.request_hook is not None:
+            self.request_hook(span, request)
+        return span, token, name
+
+    def finish(
+        self, span: Any, token: Token[otel_context.Context], name: str, request: Any, response: Any
+    ) -> None:
+        """Complete the span from the response (or the exception), run the hooks, end it."""
+        try:
+            exception = vars(request).pop(_EXCEPTION, None)
+            status = None if response is None else response.status_code
+            if status is None and exception is None:
+                exception = sys.exc_info()[1]  # a BaseException no middleware turned into a response
+            if span.is_recording():
+                attributes: dict[str, Any] = {}
+                if status is not None:
+                    attributes["http.response.status_code"] = status
+                match = getattr(request, "resolver_match", None)
+                route = getattr(match, "route", None) if match is not None else None
+                if route:
+                    # Django's own notation, as the contrib instrumentation reports it:
+                    # "users/<int:pk>", a re_path's pattern as written.
+                    attributes["http.route"] = route
+                    span.update_name(f"{name} {route}")
+                if exception is not None:
+                    span.record_exception(exception)
+                if exception is not None and (status is None or status >= 500):
+                    attributes["error.type"] = type(exception).__qualname__
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
+                elif status is not None and status >= 500:
+                    attributes["error.type"] = str(status)
+                    span.set_status(Status(StatusCode.ERROR))
+                span.set_attributes(attributes)
+            if response is not None:
+                if self.response_hook is not None:
+                    self.response_hook(span, request, response)
+                propagator = _response_propagator()
+                if propagator is not None:
+                    propagator.inject(response)
+        except Exception:
+            guard.internal_error("completing a Django request's span")
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+
+def _host_and_port(host: str) -> tuple[str, int | None]:
+    """``Host``'s name and port: ``example.com:8000``, ``[::1]:8000``, ``example.com``."""
+    if host.startswith("["):
+        address, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        address, colon, port = host.rpartition(":")
+        if not colon:
+            return host, None
+    return address, int(port) if port.isdigit() else None
+
+
+def _response_propagator() -> Any:
+    try:
+        from opentelemetry.instrumentation.propagators import get_global_response_propagator
+    except ImportError:  # pragma: no cover - opentelemetry-instrumentation is a dependency
+        return None
+    return get_global_response_propagator()  # type: ignore[no-untyped-call]
+
+
+_source: ServerSpanSource | None = None
+"""The source the middleware reads when Django builds it; ``None`` when not installed."""
+
+
+class ServerSpans:
+    """Django middleware: each request's SERVER span, current while the request runs.
+
+    First in ``settings.MIDDLEWARE``, as the contrib instrumentation puts its own. Synchronous
+    only, as that one is: under ASGI, Django runs it in its request thread, so the hooks (and
+    a consumer resolver reading ``request.user``) run where synchronous code may touch the
+    database.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.source = _source
+
+    def __call__(self, request: Any) -> Any:
+        source = self.source
+        if source is None:
+            return self.get_response(request)
+        started = None
+        try:
+            started = source.start(request)
+        except Exception:
+            guard.internal_error("starting a Django request's span")
+        if started is None:
+            return self.get_response(request)
+        span, token, name = started
+        response = None
+        try:
+            response = self.get_response(request)
+        finally:
+            source.finish(span, token, name, request, response)
+        return response
+
+    def process_exception(self, request: Any, exception: Exception) -> None:
+        """The view raised: kept for its span (Django turns it into a response further in)."""
+        vars(request)[_EXCEPTION] = exception
+
+
+def install_lean_source(registry: RequestRegistry) -> None:
+    """Auto-run's lean Django span source (``LEAN_SOURCES``): :class:`ServerSpans` with Beacon's hooks."""
+    install_server_spans(django_hooks(registry))
+
+
+def install_server_spans(hooks: Mapping[str, Hook], tracer_provider: Any = None) -> None:
+    """Put :class:`ServerSpans` first in ``settings.MIDDLEWARE``, its spans on ``tracer_provider``.
+
+    Honours what the contrib instrumentation reads from the environment:
+    ``OTEL_PYTHON_DJANGO_INSTRUMENT=False``, ``OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION`` and the
+    excluded URLs (``OTEL_PYTHON_DJANGO_EXCLUDED_URLS``, else ``OTEL_PYTHON_EXCLUDED_URLS``). The
+    global tracer provider when ``tracer_provider`` is ``None``.
+    """
+    if os.environ.get("OTEL_PYTHON_DJANGO_INSTRUMENT") == "False":
+        return  # the contrib instrumentation would install nothing either
+    from django.conf import settings  # type: ignore[import-untyped,unused-ignore]
+    from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped,unused-ignore]
+    from opentelemetry.util.http import get_excluded_urls
+
+    from beacon_otel.version import __version__
+
+    try:
+        middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    except (ImproperlyConfigured, ModuleNotFoundError):
+        # No DJANGO_SETTINGS_MODULE, or a wrong one: empty settings, as the contrib
+        # instrumentation makes them (the app then answers 500, which the doctor explains).
+        settings.configure()
+        middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    excluded = get_excluded_urls("DJANGO")
+    global _source
+    _source = ServerSpanSource(
+        trace.get_tracer(SCOPE_NAME, __version__, tracer_provider=tracer_provider),
+        request_hook=hooks.get("request_hook"),
+        response_hook=hooks.get("response_hook"),
+        # An empty list would still build each request's absolute URL to match it against nothing.
+        excluded_urls=excluded if getattr(excluded, "_excluded_urls", True) else None,
+    )
+    if SERVER_SPANS_MIDDLEWARE not in middleware:
+        middleware.insert(_middleware_position(len(middleware)), SERVER_SPANS_MIDDLEWARE)
+    settings.MIDDLEWARE = middleware
+
+
+def uninstall_server_spans() -> None:
+    """Take :class:`ServerSpans` out of ``settings.MIDDLEWARE`` (handlers built after this)."""
+    global _source
+    _source = None
+    from django.conf import settings  # type: ignore[import-untyped,unused-ignore]
+
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if SERVER_SPANS_MIDDLEWARE in middleware:
+        middleware.remove(SERVER_SPANS_MIDDLEWARE)
+        settings.MIDDLEWARE = middleware
+
+
+def _middleware_position(length: int) -> int:
+    """``OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION`` as the contrib instrumentation reads it; else first."""
+    try:
+        position = int(os.environ.get("OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION", "0"))
+    except ValueError:
+        return 0
+    return position if 0 <= position <= length else 0

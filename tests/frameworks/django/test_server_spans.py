@@ -1,0 +1,276 @@
+"""Django's lean SERVER span (``ServerSpans``): a real SDK span every processor sees, and the
+same events as under the contrib instrumentation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+
+from beacon_otel import BeaconConfig, BeaconSampler, BeaconSpanProcessor
+from beacon_otel.frameworks import django as django_support
+from tests.conftest import Pipeline, configure_django, make_pipeline
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_ID = "b7ad6b7169203331"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+def installed(pipeline: Pipeline, **hooks: Any) -> Any:
+    """A Django test client served through the lean source, on ``pipeline``'s provider."""
+    configure_django()
+    from django.test import Client
+
+    django_support.install_server_spans(
+        {**pipeline.processor.hooks("django"), **hooks}, tracer_provider=pipeline.provider
+    )
+    return Client(raise_request_exception=False)
+
+
+@pytest.fixture
+def lean() -> Iterator[tuple[Pipeline, Any]]:
+    """A pipeline and a test client whose requests go through the lean source."""
+    pipeline = make_pipeline()
+    try:
+        yield pipeline, installed(pipeline)
+    finally:
+        django_support.uninstall_server_spans()
+        pipeline.provider.shutdown()
+
+
+def only_span(pipeline: Pipeline) -> Any:
+    (span,) = pipeline.exporter.get_finished_spans()
+    return span
+
+
+def test_the_span_is_a_server_span_other_processors_see(lean: tuple[Pipeline, Any]) -> None:
+    """Kind SERVER, "{method} {route}", the stable attributes, the incoming trace as parent."""
+    pipeline, client = lean
+    response = client.get(
+        "/users/7?tab=1",
+        HTTP_HOST="api.example.com:8443",
+        HTTP_USER_AGENT="probe/1",
+        HTTP_TRACEPARENT=TRACEPARENT,
+    )
+    assert response.status_code == 200
+    span = only_span(pipeline)
+    assert (span.name, span.kind, span.instrumentation_scope.name) == (
+        "GET users/<int:pk>",
+        SpanKind.SERVER,
+        "beacon_otel.frameworks.django",
+    )
+    assert dict(span.attributes) == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "url.path": "/users/7",
+        "network.protocol.version": "1.1",
+        "server.address": "api.example.com",
+        "server.port": 8443,
+        "client.address": "127.0.0.1",
+        "user_agent.original": "probe/1",
+        "http.response.status_code": 200,
+        "http.route": "users/<int:pk>",
+    }
+    assert span.parent is not None and span.parent.is_remote
+    assert (f"{span.context.trace_id:032x}", f"{span.parent.span_id:016x}") == (TRACE_ID, PARENT_ID)
+    assert span.status.status_code is StatusCode.UNSET
+    (event,) = pipeline.events()
+    assert (event["route"], event["path"], event["status"]) == ("/users/<int:pk>", "/users/7", 200)
+
+
+def test_the_span_is_current_while_the_view_runs(lean: tuple[Pipeline, Any]) -> None:
+    """A span the view opens is the server span's child; set_consumer() in the view names the caller."""
+    from tests.frameworks.django import urls
+
+    pipeline, client = lean
+    urls.CHILD_TRACER[:] = [pipeline.provider.get_tracer("the app")]
+    assert client.get("/nested", HTTP_X_API_KEY="key-1").status_code == 200
+    child, server = pipeline.exporter.get_finished_spans()
+    assert child.name == "load user"
+    assert child.parent is not None and child.parent.span_id == server.context.span_id
+    assert child.context.trace_id == server.context.trace_id
+    (event,) = pipeline.events()
+    assert event["consumer"] == "user-42"
+
+
+def test_an_unhandled_exception_is_recorded(lean: tuple[Pipeline, Any]) -> None:
+    """The view's exception: an exception event, status ERROR and error.type; the event's error text."""
+    pipeline, client = lean
+    assert client.get("/explode").status_code == 500
+    span = only_span(pipeline)
+    assert [event.name for event in span.events] == ["exception"]
+    assert span.events[0].attributes["exception.type"] == "ZeroDivisionError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "ZeroDivisionError"
+    (event,) = pipeline.events()
+    assert (event["status"], event["error"]) == (500, "ZeroDivisionError: division by zero")
+
+
+def test_client_errors_are_not_server_errors(lean: tuple[Pipeline, Any]) -> None:
+    """Http404 raised by a view is recorded, not an ERROR; an unmatched path has no route; a 405
+    keeps the route that matched; an unknown method is _OTHER with its original."""
+    pipeline, client = lean
+    assert client.get("/users/404").status_code == 404
+    assert client.get("/no/such/page").status_code == 404
+    assert client.post("/only-get").status_code == 405
+    assert client.generic("PURGE", "/users/3").status_code == 200
+    raised, unmatched, refused, purge = pipeline.exporter.get_finished_spans()
+    assert [event.name for event in raised.events] == ["exception"]
+    assert raised.status.status_code is StatusCode.UNSET and "error.type" not in raised.attributes
+    assert (unmatched.name, unmatched.attributes.get("http.route")) == ("GET", None)
+    assert (refused.name, refused.attributes["http.response.status_code"]) == ("POST only-get", 405)
+    assert (purge.name, purge.attributes["http.request.method"]) == ("HTTP users/<int:pk>", "_OTHER")
+    assert purge.attributes["http.request.method_original"] == "PURGE"
+    assert [(e["method"], e["route"], e["status"], e["error"]) for e in pipeline.events()] == [
+        ("GET", "/users/<int:pk>", 404, None),
+        ("GET", "/no/such/page", 404, None),
+        ("POST", "/only-get", 405, None),
+        ("PURGE", "/users/<int:pk>", 200, None),
+    ]
+
+
+def test_re_path_routes_read_as_templates(lean: tuple[Pipeline, Any]) -> None:
+    """A re_path's pattern is the span's route as written, and a template in the event."""
+    pipeline, client = lean
+    assert client.get("/legacy/1999/").status_code == 200
+    assert only_span(pipeline).attributes["http.route"] == "^legacy/(?P<year>[0-9]{4})/$"
+    (event,) = pipeline.events()
+    assert event["route"] == "/legacy/<year>/"
+
+
+def test_excluded_urls_get_no_span_and_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_PYTHON_DJANGO_EXCLUDED_URLS, matched as the contrib instrumentation matches it."""
+    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "nothing-here")
+    monkeypatch.setenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "users/7,explode")
+    pipeline = make_pipeline()
+    try:
+        client = installed(pipeline)
+        assert [client.get(p).status_code for p in ("/users/7", "/explode", "/users/8")] == [200, 500, 200]
+        assert [span.attributes["url.path"] for span in pipeline.exporter.get_finished_spans()] == [
+            "/users/8"
+        ]
+        assert [event["path"] for event in pipeline.events()] == ["/users/8"]
+    finally:
+        django_support.uninstall_server_spans()
+        pipeline.provider.shutdown()
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["beacon-sampler", "plain-sampler"])
+def test_sampling_goes_through_the_providers_sampler(wrapped: bool) -> None:
+    """A sampler that drops everything: with BeaconSampler the request is still counted and
+    nothing exported; without it, no span at all, and the request is served all the same."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=BeaconSampler(ALWAYS_OFF) if wrapped else ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = BeaconSpanProcessor(BeaconConfig(dry_run=True, exclude_paths=()))
+    provider.add_span_processor(processor)
+    pipeline = Pipeline(provider, exporter, processor)
+    try:
+        client = installed(pipeline)
+        assert client.get("/users/5", HTTP_X_API_KEY="key-5").status_code == 200
+        assert exporter.get_finished_spans() == ()
+        events = pipeline.events()
+        assert [(e["route"], e["consumer"]) for e in events] == (
+            [("/users/<int:pk>", "key-5")] if wrapped else []
+        )
+    finally:
+        django_support.uninstall_server_spans()
+        provider.shutdown()
+
+
+def test_the_hooks_see_the_request_after_the_middleware_chain() -> None:
+    """A consumer resolver sees what the app's own middleware set on the request (request.user)."""
+    from django.test import override_settings
+
+    configure_django()
+    pipeline = make_pipeline(consumer_resolver=lambda request: getattr(request.user, "username", None))
+    try:
+        with override_settings(MIDDLEWARE=["tests.frameworks.django.test_server_spans.token_user"]):
+            client = installed(pipeline)
+            assert client.get("/users/1", HTTP_X_TOKEN="ada").status_code == 200
+            django_support.uninstall_server_spans()
+        (event,) = pipeline.events()
+        assert event["consumer"] == "ada"
+    finally:
+        django_support.uninstall_server_spans()
+        pipeline.provider.shutdown()
+
+
+def token_user(get_response: Any) -> Any:
+    """The app's token authentication: ``request.user`` from ``X-Token``."""
+    from types import SimpleNamespace
+
+    def middleware(request: Any) -> Any:
+        request.user = SimpleNamespace(username=request.headers.get("X-Token"))
+        return get_response(request)
+
+    return middleware
+
+
+def test_the_middleware_goes_first_once_and_leaves_with_uninstall() -> None:
+    """First in MIDDLEWARE (OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION aside), never twice."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    configure_django()
+    pipeline = make_pipeline()
+    try:
+        with override_settings(MIDDLEWARE=("app.first", "app.second")):
+            installed(pipeline)
+            installed(pipeline)
+            assert settings.MIDDLEWARE == [django_support.SERVER_SPANS_MIDDLEWARE, "app.first", "app.second"]
+            django_support.uninstall_server_spans()
+            assert settings.MIDDLEWARE == ["app.first", "app.second"]
+    finally:
+        django_support.uninstall_server_spans()
+        pipeline.provider.shutdown()
+
+
+def test_switched_off_as_the_contrib_instrumentation_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_PYTHON_DJANGO_INSTRUMENT=False: no middleware, no span."""
+    from django.conf import settings
+
+    configure_django()
+    monkeypatch.setenv("OTEL_PYTHON_DJANGO_INSTRUMENT", "False")
+    django_support.install_server_spans({})
+    assert django_support.SERVER_SPANS_MIDDLEWARE not in settings.MIDDLEWARE
+
+
+def test_a_failing_hook_never_reaches_the_request(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response hook that raises: logged once, the response and the span are as usual."""
+    monkeypatch.delenv("BEACON_RAISE_INTERNAL_ERRORS", raising=False)
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    pipeline = make_pipeline()
+    try:
+        client = installed(pipeline, response_hook=broken)
+        assert client.get("/users/2").status_code == 200
+        span = only_span(pipeline)
+        assert span.end_time is not None and span.attributes["http.response.status_code"] == 200
+        assert "completing a Django request's span failed" in caplog.text
+    finally:
+        django_support.uninstall_server_spans()
+        pipeline.provider.shutdown()
+
+
+def test_a_streamed_body_counts_until_its_last_byte(lean: tuple[Pipeline, Any]) -> None:
+    """StreamingHttpResponse: the span ends with the view, the event waits for the server's close()."""
+    pipeline, client = lean
+    response = client.get("/stream")
+    assert only_span(pipeline).attributes["http.response.status_code"] == 200
+    assert pipeline.events() == []
+    assert b"".join(response.streaming_content) == b"xxx"
+    response.close()
+    (event,) = pipeline.events()
+    assert (event["route"], event["status"]) == ("/stream", 200)
+    assert event["duration_ms"] >= 300
