@@ -69,9 +69,6 @@ def test_the_span_is_a_server_span_other_processors_see(lean: tuple[Pipeline, An
         "http.request.method": "GET",
         "url.scheme": "http",
         "url.path": "/users/7",
-        "network.protocol.version": "1.1",
-        "server.address": "api.example.com",
-        "server.port": 8443,
         "client.address": "127.0.0.1",
         "user_agent.original": "probe/1",
         "http.response.status_code": 200,
@@ -274,3 +271,74 @@ def test_a_streamed_body_counts_until_its_last_byte(lean: tuple[Pipeline, Any]) 
     (event,) = pipeline.events()
     assert (event["route"], event["status"]) == ("/stream", 200)
     assert event["duration_ms"] >= 300
+
+
+class HeaderParent:
+    """A propagator of the app's own: the parent span id in ``X-Parent``."""
+
+    fields = frozenset({"x-parent"})
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+        (value,) = getter.get(carrier, "x-parent") or [None]
+        if value is None:
+            return context
+        parent = SpanContext(int(TRACE_ID, 16), int(value, 16), is_remote=True, trace_flags=TraceFlags(1))
+        return set_span_in_context(NonRecordingSpan(parent), context)
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        pass
+
+
+def test_the_global_propagator_is_the_one_asked(
+    lean: tuple[Pipeline, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another propagator set globally by the app: its header gives the parent; W3C's is not read."""
+    from opentelemetry import propagate
+
+    pipeline, client = lean
+    monkeypatch.setattr(propagate, "_HTTP_TEXT_FORMAT", HeaderParent())
+    assert client.get(
+        "/users/1", HTTP_X_PARENT=PARENT_ID, HTTP_TRACEPARENT=f"00-{'1' * 32}-{'2' * 16}-01"
+    ).status_code
+    span = only_span(pipeline)
+    assert span.parent is not None
+    assert (f"{span.context.trace_id:032x}", f"{span.parent.span_id:016x}") == (TRACE_ID, PARENT_ID)
+
+
+def test_baggage_alone_is_extracted(lean: tuple[Pipeline, Any]) -> None:
+    """A request with baggage and no traceparent: the baggage is current while the view runs."""
+    from opentelemetry import baggage
+
+    from tests.frameworks.django import urls
+
+    seen: list[Any] = []
+
+    class Recording:
+        def start_as_current_span(self, name: str) -> Any:
+            seen.append(baggage.get_baggage("tenant"))
+            return pipeline.provider.get_tracer("the app").start_as_current_span(name)
+
+    pipeline, client = lean
+    urls.CHILD_TRACER[:] = [Recording()]
+    assert client.get("/nested", HTTP_BAGGAGE="tenant=acme").status_code == 200
+    assert seen == ["acme"]
+    assert only_span_named(pipeline, "GET nested").parent is None
+
+
+def only_span_named(pipeline: Pipeline, name: str) -> Any:
+    (span,) = [span for span in pipeline.exporter.get_finished_spans() if span.name == name]
+    return span
+
+
+def test_inside_a_span_of_the_apps_own_it_is_a_child_not_a_request(lean: tuple[Pipeline, Any]) -> None:
+    """Django called inside a span already current (a WSGI middleware of the app's own): an
+    INTERNAL child of it, and no second request."""
+    pipeline, client = lean
+    with pipeline.provider.get_tracer("the app's wsgi layer").start_as_current_span("outer"):
+        assert client.get("/users/3").status_code == 200
+    inner, outer = pipeline.exporter.get_finished_spans()
+    assert (inner.kind, inner.name) == (SpanKind.INTERNAL, "GET users/<int:pk>")
+    assert inner.parent is not None and inner.parent.span_id == outer.context.span_id
+    assert pipeline.events() == []  # the outer span is no HTTP server span: nothing to count
