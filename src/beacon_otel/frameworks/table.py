@@ -57,6 +57,7 @@ request's context filled in directly (no hooks), for ``registry``."""
 
 LEAN_SOURCES: dict[str, LeanSource] = {
     "flask": flask.install_lean_source,
+    "django": django.install_lean_source,
 }
 """Instrumentors whose framework has a lean span source -> the function that installs it.
 
