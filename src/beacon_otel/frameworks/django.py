@@ -317,10 +317,20 @@ class ServerSpanSource:
             return textmap.extract(meta, getter=_META_GETTER)
         return _EMPTY_CONTEXT  # what extraction gives back without either header
 
+    def excluded(self, request: Any) -> bool:
+        """Whether the user excluded the request's URL, matched as the contrib instrumentation does."""
+        try:
+            url = request.build_absolute_uri("?")
+        except Exception:  # a Host outside ALLOWED_HOSTS (DisallowedHost)
+            # No URL to match: the request is counted as whatever Django answers (400 from its
+            # host check), as when nothing is excluded. The contrib check raises here instead.
+            return False
+        return bool(self.excluded_urls.url_disabled(url))
+
     def start(self, request: Any) -> tuple[Any, Token[otel_context.Context], str] | None:
         """Open and make current the request's span: ``(span, token, name)``; ``None`` if excluded."""
         excluded = self.excluded_urls
-        if excluded is not None and excluded.url_disabled(request.build_absolute_uri("?")):
+        if excluded is not None and self.excluded(request):
             return None
         meta = request.META
         method = request.method or ""

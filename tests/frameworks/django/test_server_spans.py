@@ -141,16 +141,21 @@ def test_re_path_routes_read_as_templates(lean: tuple[Pipeline, Any]) -> None:
 
 def test_excluded_urls_get_no_span_and_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_PYTHON_DJANGO_EXCLUDED_URLS, matched as the contrib instrumentation matches it."""
+    from django.test import override_settings
+
     monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "nothing-here")
     monkeypatch.setenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "users/7,explode")
     pipeline = make_pipeline()
     try:
         client = installed(pipeline)
         assert [client.get(p).status_code for p in ("/users/7", "/explode", "/users/8")] == [200, 500, 200]
-        assert [span.attributes["url.path"] for span in pipeline.exporter.get_finished_spans()] == [
-            "/users/8"
-        ]
-        assert [event["path"] for event in pipeline.events()] == ["/users/8"]
+        # A Host outside ALLOWED_HOSTS: no URL to match, so not excluded; the app answers as it
+        # would (no middleware here checks the host).
+        with override_settings(ALLOWED_HOSTS=["good.example"]):
+            assert client.get("/users/9", HTTP_HOST="evil.example").status_code == 200
+        spans = pipeline.exporter.get_finished_spans()
+        assert [span.attributes["url.path"] for span in spans] == ["/users/8", "/users/9"]
+        assert [event["path"] for event in pipeline.events()] == ["/users/8", "/users/9"]
     finally:
         django_support.uninstall_server_spans()
         pipeline.provider.shutdown()
@@ -340,3 +345,16 @@ def test_inside_a_span_of_the_apps_own_it_is_a_child_not_a_request(lean: tuple[P
     assert (inner.kind, inner.name) == (SpanKind.INTERNAL, "GET users/<int:pk>")
     assert inner.parent is not None and inner.parent.span_id == outer.context.span_id
     assert pipeline.events() == []  # the outer span is no HTTP server span: nothing to count
+
+
+def test_an_exception_no_middleware_answers_ends_the_span_too(lean: tuple[Pipeline, Any]) -> None:
+    """A BaseException through Django (a worker's timeout raises SystemExit): recorded, span ended,
+    the request counted as a failure; the exception goes on to the server."""
+    pipeline, client = lean
+    with pytest.raises(KeyboardInterrupt):
+        client.get("/interrupt")
+    span = only_span(pipeline)
+    assert span.end_time is not None and span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "KeyboardInterrupt"
+    (event,) = pipeline.events()
+    assert (event["route"], event["status"], event["error"]) == ("/interrupt", 500, "KeyboardInterrupt")

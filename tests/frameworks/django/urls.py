@@ -51,6 +51,10 @@ def only_get(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+def interrupt(request: HttpRequest) -> JsonResponse:
+    raise KeyboardInterrupt
+
+
 def legacy(request: HttpRequest, year: str) -> JsonResponse:
     return JsonResponse({"year": year})
 
@@ -62,5 +66,6 @@ urlpatterns = [
     path("stream", stream),
     path("nested", nested),
     path("only-get", only_get),
+    path("interrupt", interrupt),
     re_path(r"^legacy/(?P<year>[0-9]{4})/$", legacy),
 ]
