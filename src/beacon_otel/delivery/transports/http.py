@@ -182,6 +182,7 @@ class IngestTransport:
         session, self._session, self._template = self._session, None, None
         if session is not None:
             session.close()
+        self._deadline.close()
 
     def _host(self) -> str:
         parts = urlsplit(self._url)
