@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 
+from beacon_otel.contract.batch import Batch
 from beacon_otel.contract.event import (
     MAX_CONSUMER,
     MAX_VALIDATION_ERRORS,
@@ -17,6 +18,7 @@ from beacon_otel.contract.event import (
     clean_validation_errors,
     encode_batch,
     encode_events,
+    event_json,
     format_ts,
 )
 
@@ -146,3 +148,46 @@ def test_the_body_is_what_json_dumps_writes() -> None:
     assert encode_events(WIRE_EVENTS) == expected
     assert json.loads(encode_events(WIRE_EVENTS)) == {"events": WIRE_EVENTS}
     assert encode_events([]) == b'{"events":[]}'
+
+
+def _event(**fields: object) -> RequestEvent:
+    usual = RequestEvent(1_780_488_000_042_000_000, "GET", "/users/{id}", "/users/1", 200, 3, None, None)
+    return usual._replace(**fields)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        _event(),
+        _event(consumer="key_live_1", error="RuntimeError: boom"),
+        _event(route='/q/"quoted"\\back', path="/caf\u00e9/\u65e5\u672c/\ufffd", consumer="tab\there\x01"),
+        _event(validation_errors=[{"field": "body.price", "message": "must be > 0", "type": "value_error"}]),
+        _event(status=True),  # not an int: written by json.dumps, as true
+        _event(duration_ms=1.5),
+        _event(consumer=b"raw"),  # not text at all: the as_dict path says what json.dumps says
+    ],
+    ids=["usual", "consumer-error", "escapes-unicode", "validation-errors", "bool-status", "float", "bytes"],
+)
+def test_an_event_written_from_its_tuple_is_what_json_dumps_writes(event: RequestEvent) -> None:
+    """``event_json`` writes what ``json.dumps(event.as_dict())`` does, byte for byte (or raises)."""
+    try:
+        expected = json.dumps(event.as_dict(), ensure_ascii=False, separators=(",", ":"))
+    except TypeError:
+        with pytest.raises(TypeError):
+            event_json(event)
+        return
+    assert event_json(event) == expected
+    assert encode_batch([event, event]) == encode_events([event.as_dict(), event.as_dict()])
+
+
+def test_a_batch_of_written_events_splits_and_encodes_like_one_of_wire_dicts() -> None:
+    """A batch cut from memory (JSON texts) has the same body, events and halves as one of wire dicts."""
+    events = [_event(path=f"/users/{n}", duration_ms=n) for n in range(5)]
+    written = Batch.encoded([event_json(event) for event in events])
+    dicts = Batch([event.as_dict() for event in events])
+    assert written.body() == dicts.body()
+    assert written.events == dicts.events
+    assert (len(written), written.divisible()) == (5, 5)
+    halves = written.split(3)
+    assert [h.body() for h in halves] == [h.body() for h in dicts.split(3)]
+    assert len({written.batch_id, *(h.batch_id for h in halves)}) == 3

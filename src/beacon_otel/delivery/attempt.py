@@ -163,7 +163,7 @@ class Delivery:
     def attempt(self, batch: Batch, *, stopping: bool) -> tuple[bool, list[Batch]]:
         """Send ``batch`` once; returns whether it is settled and the batches that replace it."""
         limit = self.body_limit()
-        if limit != math.inf and len(batch.events) > 1 and len(batch.body()) > limit:
+        if limit != math.inf and batch.divisible() > 1 and len(batch.body()) > limit:
             # Larger than the ingest took before (a spooled batch, or the rest of a split).
             self._settle_spooled(batch)
             return True, _split_under(batch, limit)
@@ -177,7 +177,7 @@ class Delivery:
             self._size.accepted()
             self._accepted(batch)
             return True, []
-        if verdict is Verdict.SPLIT and len(batch.events) > 1:
+        if verdict is Verdict.SPLIT and batch.divisible() > 1:
             # Learn the limit rather than halving from the full size for every batch.
             self._size.refused(len(batch.body()))
             self._settle_spooled(batch)
@@ -245,4 +245,4 @@ def _split_under(batch: Batch, limit: float) -> list[Batch]:
     next up, without a request.
     """
     parts = max(2, math.ceil(len(batch.body()) / max(limit, 1)))
-    return batch.split(math.ceil(len(batch.events) / parts))
+    return batch.split(math.ceil(batch.divisible() / parts))

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Any
 
 from beacon_otel.contract.batch import Batch
-from beacon_otel.contract.event import RequestEvent
+from beacon_otel.contract.event import RequestEvent, event_json
 
 
 class EventBuffer:
@@ -86,26 +85,27 @@ class EventBuffer:
     def cut(self, count: int, size: int) -> list[Batch]:
         """Take up to ``count`` events, oldest first, as batches of at most ``size`` (kept by the caller).
 
-        An event that cannot take its wire form is counted lost (``unencodable``), alone: the
-        events popped with it are all in the batches returned, which may be none.
+        Each event is written as JSON here, once. One that cannot take its wire form is counted
+        lost (``unencodable``), alone: the events popped with it are all in the batches
+        returned, which may be none.
         """
         popped = [self._events.popleft() for _ in range(min(count, len(self._events)))]
         try:
-            events = [event.as_dict() for event in popped]
+            texts = [event_json(event) for event in popped]
         except Exception:
-            events = self._encodable(popped)
+            texts = self._encodable(popped)
         if self._events:
             self.oldest_at = self._clock()  # close enough: the rest arrived after the cut
-        return [Batch(events[i : i + size]) for i in range(0, len(events), size)]
+        return [Batch.encoded(texts[i : i + size]) for i in range(0, len(texts), size)]
 
-    def _encodable(self, popped: list[RequestEvent]) -> list[dict[str, Any]]:
-        events = []
+    def _encodable(self, popped: list[RequestEvent]) -> list[str]:
+        texts = []
         for event in popped:
             try:
-                events.append(event.as_dict())
+                texts.append(event_json(event))
             except Exception:
                 self._lost("unencodable", 1)
-        return events
+        return texts
 
     def head(self, size: int) -> Batch | None:
         """The batch to send next: the oldest unsettled one, or a new one of up to ``size`` events."""
