@@ -48,6 +48,9 @@ JOBS: tuple[tuple[str, ...], ...] = (
     ("routes", "fastapi", "native"),
     ("overhead", "fastapi/otlp"),
     ("overhead", "flask/otlp"),
+    # Django against beaconhq, and the instrumentation its lean span source stands in for.
+    ("routes", "django", "beaconhq"),
+    ("routes", "django", "beacon-stock"),
 )
 
 

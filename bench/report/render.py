@@ -185,6 +185,16 @@ def _targets(results: dict[str, Any]) -> str:
                 f"| beacon-otel alone <= 2x beaconhq 0.2.0 | {kind} ({FRAMEWORKS[framework]}) | {_fmt(ir)}x | "
                 f"{_fmt(cpu)}x | {_verdict(ir, 2.0)} |"
             )
+    # Django has no overhead app (section 2): its comparison is the route table's 10 routes, last route.
+    django = [route_counts.get(f"django/{v}", {}).get("10/last") for v in ("bare", "beacon", "beaconhq")]
+    django_cpu = [routes.get("django", {}).get(v, {}).get("10/last", {}).get("above_cpu") for v in ("beacon", "beaconhq")]
+    if all(count is not None for count in django):
+        ir = _ratio(django[1] - django[0], django[2] - django[0])
+        cpu = _ratio(django_cpu[0], django_cpu[1])
+        rows.append(
+            f"| beacon-otel alone <= 2x beaconhq 0.2.0 | WSGI (Django, 10 routes) | {_fmt(ir)}x | {_fmt(cpu)}x | "
+            f"{_verdict(ir, 2.0)} |"
+        )
     processor = results.get("processor")
     if processor:
         own = counts.get("processor", {})

@@ -37,11 +37,14 @@ VARIANTS = {
     "stock": "stock OTel instrumentation + BatchSpanProcessor + OTLP/HTTP",
     "beacon": "beacon-otel under opentelemetry-instrument",
     "native": "beacon-otel with FastAPI's native telemetry (FastAPI instrumentor off)",
+    "beacon-stock": "beacon-otel under opentelemetry-instrument, stock instrumentation (BEACON_SERVER_SPANS=stock)",
 }
 FRAMEWORK_VARIANTS = {
-    framework: [v for v in VARIANTS if v != "native" or framework == "fastapi"]
+    framework: [v for v in VARIANTS if v != "beacon-stock" and (v != "native" or framework == "fastapi")]
     for framework in apps.FRAMEWORKS
 }
+"""The timed variants. ``beacon-stock`` is only counted (``bench.harness.counts``, Django): the
+lean span source against the instrumentation it stands in for."""
 COUNTED_CELLS = ((10, "last"), (1_000, "last"))
 """Cells whose instructions are counted: the ratio of the target, at both ends of the table."""
 
@@ -80,8 +83,11 @@ def setup(framework: str, variant: str, ingest: str, sink: str, sizes: tuple[int
         provider = _stock_provider(sink)
         wrap = functools.partial(_stock, framework, provider)
         flush = provider.force_flush
-    elif variant in ("beacon", "native"):
-        extra = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi,starlette"} if variant == "native" else {}
+    elif variant in ("beacon", "native", "beacon-stock"):
+        extra = {
+            "native": {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi,starlette"},
+            "beacon-stock": {"BEACON_SERVER_SPANS": "stock"},
+        }.get(variant, {})
         provider = overhead.install_autorun(ingest, sink, beacon=True, otlp=False, extra_env=extra)
         flush = provider.force_flush
     built = {size: wrap(apps.sized_app(framework, size)) for size in sizes}
