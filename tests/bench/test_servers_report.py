@@ -60,3 +60,25 @@ def test_the_section_renders_every_variant_and_verdict() -> None:
     assert "| beacon-otel under opentelemetry-instrument |" in text
     assert "| p99/p50 within 1.5x of the bare app's | FastAPI | 2.25x | **missed** by 0.75 |" in text
     assert "| overhead <= 2x beaconhq 0.2 (server CPU) | FastAPI | 2.00x | **met** |" in text
+
+
+def test_beacon_alone_runs_the_lean_source_and_beside_otlp_the_stock_instrumentation(
+    monkeypatch: Any,
+) -> None:
+    """The real-server variants are what a user runs: Beacon alone (no exporter) gets the lean span
+    sources (Flask, Django); beside OTLP, the stock instrumentations."""
+    import os
+
+    from beacon_otel.setup import environment
+
+    chosen = {}
+    for variant in real_servers.VARIANTS:
+        if not (variant.autorun and variant.beacon):
+            continue
+        env = real_servers.server_environment("flask", variant, "http://i", "http://s", "/tmp/spool")
+        for name in [name for name in os.environ if name.startswith(("OTEL_", "BEACON_"))]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        chosen[variant.key] = environment.beacon_reads_alone(os.environ)
+    assert chosen == {"beacon": True, "beacon+otlp": False}
