@@ -99,3 +99,35 @@ def test_lean_source_and_stock_instrumentation_make_the_same_events(
     for events in (lean, stock):
         (download,) = [e for e in events if e["route"] == "/api/v1/export"]
         assert download["duration_ms"] >= DOWNLOAD_S * 1000
+
+
+@pytest.mark.parametrize(
+    ("settings", "scope"),
+    [
+        ({}, "beacon_otel.frameworks.flask"),
+        ({"OTEL_TRACES_EXPORTER": "console"}, "opentelemetry.instrumentation.flask"),
+        ({"OTEL_METRICS_EXPORTER": "console"}, "opentelemetry.instrumentation.flask"),
+        ({"BEACON_SERVER_SPANS": "stock"}, "opentelemetry.instrumentation.flask"),
+        ({"BEACON_ENABLED": "false"}, "opentelemetry.instrumentation.flask"),
+    ],
+    ids=["beacon-alone", "trace-exporter", "metrics-exporter", "forced-stock", "beacon-off"],
+)
+def test_which_instrumentation_serves_flask(
+    launch: Launch, ingest: DevIngest, tmp_path: Path, settings: dict[str, str], scope: str
+) -> None:
+    """The lean source only with Beacon on and alone; any exporter, the setting, or Beacon off: the
+    contrib instrumentation, as without beacon-otel."""
+    env = {
+        "BEACON_INGEST_KEY": "ingest-key",
+        "BEACON_INGEST_URL": ingest.base_url,
+        "BEACON_STORAGE_PATH": str(tmp_path / "spool"),
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+        **settings,
+    }
+    server = launch([*GUNICORN, APP], env)
+    status, body = server.request("GET", "/scope")
+    assert status == 200, server.log()
+    assert json.loads(body)["scope"] == scope
