@@ -51,6 +51,8 @@ JOBS: tuple[tuple[str, ...], ...] = (
     # Django against beaconhq, and the instrumentation its lean span source stands in for.
     ("routes", "django", "beaconhq"),
     ("routes", "django", "beacon-stock"),
+    # Flask's contrib instrumentation, which its lean span source stands in for with Beacon alone.
+    ("overhead", "flask/beacon-stock"),
 )
 
 
