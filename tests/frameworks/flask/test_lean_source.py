@@ -30,6 +30,10 @@ PARENT_ID = "b7ad6b7169203331"
 API_KEY = "key-secret-1"
 
 
+class WorkerTimeout(BaseException):
+    """What a server raises in a worker it gives up on (gunicorn's, gevent's timeouts)."""
+
+
 def build_app(provider: TracerProvider | None = None) -> Any:
     """A realistic small app: a blueprint, auth in before_request, errors, a streamed body.
 
@@ -56,6 +60,10 @@ def build_app(provider: TracerProvider | None = None) -> Any:
     @api.get("/boom")
     def boom() -> None:
         raise RuntimeError("kaboom")
+
+    @api.get("/timeout")
+    def timeout() -> None:
+        raise WorkerTimeout("worker timed out")
 
     @api.get("/drip")
     def drip() -> Response:
@@ -318,3 +326,20 @@ def test_a_request_leaves_no_reference_cycle(served: Served) -> None:
         gc.enable()
     assert ours == []
     assert len(served.events()) == 7
+
+
+def test_a_base_exception_through_flask_ends_the_span_as_a_failed_request(served: Served) -> None:
+    """Not an Exception, so Flask lets it through: the span still ends, in error, recorded; the
+    event is a failed request, and nothing stays current."""
+    with pytest.raises(WorkerTimeout):
+        served.client.get("/api/timeout")
+    span = served.server_span()
+    assert [event.name for event in span.events] == ["exception"]
+    assert span.status.status_code is StatusCode.ERROR
+    (event,) = served.events()
+    assert (event["status"], event["error"], event["route"]) == (
+        500,
+        "WorkerTimeout: worker timed out",
+        "/api/timeout",
+    )
+    assert trace.get_current_span() is trace.INVALID_SPAN
