@@ -39,8 +39,8 @@ CLIENTS = ("beacon", "requests", "urllib3", "http.client")
 
 
 def _body() -> bytes:
-    from bench.scenarios.export import sample_events
     from beacon_otel.contract.event import encode_batch
+    from bench.scenarios.export import sample_events
 
     return encode_batch(sample_events(100))
 
@@ -127,8 +127,8 @@ def timed_child(client: str, base_url: str, posts: int) -> None:
 
 def delivery_child(base_url: str, events: int) -> None:
     """The production worker and transport; flush; leave at once."""
-    from bench.scenarios.export import sample_events
     from beacon_otel import BeaconConfig, BeaconSpanProcessor
+    from bench.scenarios.export import sample_events
 
     config = BeaconConfig(ingest_key="bench-ingest-key", ingest_url=base_url, max_buffer_size=events * 2)
     processor = BeaconSpanProcessor(config)
@@ -147,7 +147,7 @@ def delivery_child(base_url: str, events: int) -> None:
 
 
 def _callgrind(args: list[str], separate: bool) -> dict[int, int]:
-    """Instructions per thread (thread number 1 is the main thread) of ``python -m bench.scenarios.posting args``."""
+    """Instructions per thread (1 is the main thread) of ``python -m bench.scenarios.posting args``."""
     directory = tempfile.mkdtemp(prefix="bench-posting-")
     try:
         subprocess.run(
