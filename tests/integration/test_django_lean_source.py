@@ -38,6 +38,7 @@ class Call:
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     status: int = 200
+    body: bytes | None = None
 
 
 CALLS = [
@@ -56,6 +57,13 @@ CALLS = [
     Call("GET", "/no/such/page", status=404),
     Call("DELETE", "/blobs/c0ffee"),  # no method restriction: the view answers
     Call("GET", "/download?duration=0.8"),
+    Call(
+        "POST",
+        "/api/books/",
+        {"Content-Type": "application/json", "X-API-Key": API_KEY},
+        400,
+        b'{"title": ""}',
+    ),
 ]
 CONTRIB_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
 GUNICORN = [
@@ -92,7 +100,7 @@ def served_events(
         env = {**env, "BEACON_INGEST_URL": ingest.base_url}
         server = launch(argv, env)
         for call in CALLS:
-            status, _ = server.request(call.method, call.path, call.headers)
+            status, _ = server.request(call.method, call.path, call.headers, call.body)
             assert status == call.status, (call, server.log())
         events = ingest.wait_for_events(len(CALLS), timeout=60)
         _, stack = server.request("GET", "/stack")  # its event comes after any duplicate
@@ -118,6 +126,12 @@ def comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def refused_fields(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The REST framework serializer's validation errors on the refused POST: (field, type)."""
+    (refused,) = [event for event in events if event["path"] == "/api/books/"]
+    return [(item["field"], item.get("type", "")) for item in refused["validation_errors"]]
+
+
 EXPECTED = {
     ("GET", "/shop/products/7/"): ("/shop/products/<int:pk>/", 200, API_KEY, None),
     ("GET", "/shop/products/blue-mug/reviews/"): ("/shop/products/<slug:slug>/reviews/", 200, None, None),
@@ -134,6 +148,7 @@ EXPECTED = {
     ("GET", "/no/such/page"): ("/no/such/page", 404, None, None),
     ("DELETE", "/blobs/c0ffee"): ("/blobs/<hex:digest>", 200, None, None),
     ("GET", "/download"): ("/download", 200, None, None),
+    ("POST", "/api/books/"): ("/api/books/", 400, API_KEY, None),
 }
 """Route, status, consumer and error of each call's event. The resolver replaces the header rules:
 a bearer token alone names nobody, as the app's resolver says."""
@@ -142,7 +157,8 @@ a bearer token alone names nobody, as the app's resolver says."""
 def test_lean_and_stock_give_the_same_events_under_gunicorn(
     launch: Launch, tmp_path: Path, otlp: OtlpReceiver
 ) -> None:
-    """Beacon alone (lean source) and beside OTLP (contrib instrumentation): identical events."""
+    """Beacon alone (lean source) and beside OTLP (contrib instrumentation): identical events,
+    REST framework's validation errors included."""
     with DevIngest() as placeholder:
         lean_env = site_env(placeholder, tmp_path)
         service = f"site-{uuid.uuid4().hex[:8]}"
@@ -161,6 +177,7 @@ def test_lean_and_stock_give_the_same_events_under_gunicorn(
         (e["method"], e["path"]): (e["route"], e["status"], e["consumer"], e["error"]) for e in lean
     } == EXPECTED
     assert comparable(lean) == comparable(stock)
+    assert refused_fields(lean) == [("title", "blank"), ("year", "required")]
     assert all(event["streamed_until_last_byte"] in (True, None) for event in comparable(lean))
     # The exporter got the contrib instrumentation's spans, not the lean source's.
     otlp.wait_for_server_spans(service, len(CALLS) + 1)
@@ -179,6 +196,7 @@ def test_lean_source_under_uvicorn_gives_the_same_events(launch: Launch, tmp_pat
         (e["method"], e["path"]): (e["route"], e["status"], e["consumer"], e["error"]) for e in under_asgi
     } == EXPECTED
     assert all(event["streamed_until_last_byte"] in (True, None) for event in comparable(under_asgi))
+    assert refused_fields(under_asgi) == [("title", "blank"), ("year", "required")]
 
 
 FIRST_MIDDLEWARE = """

@@ -1,5 +1,6 @@
-"""A project as sites are built: two apps' URLconfs included, converters of Django's and its own,
-a legacy re_path, Django's session and auth middleware and a token login of the app's own.
+"""A project as sites are built: three apps' URLconfs included (one a REST framework API),
+converters of Django's and its own, a legacy re_path, Django's session and auth middleware and a
+token login of the app's own.
 
 No database: sessions live in signed cookies, and the token login's users are plain objects.
 """
@@ -13,6 +14,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "siteproject.shop",
     "siteproject.accounts",
+    "rest_framework",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -24,3 +26,4 @@ MIDDLEWARE = [
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
+REST_FRAMEWORK = {"DEFAULT_AUTHENTICATION_CLASSES": [], "DEFAULT_PERMISSION_CLASSES": []}

@@ -52,6 +52,7 @@ def download(request: HttpRequest) -> StreamingHttpResponse:
 
 urlpatterns: list[Any] = [
     path("shop/", include("siteproject.shop.urls")),
+    path("api/", include("siteproject.api.urls")),
     path("accounts/", include(("siteproject.accounts.urls", "accounts"), namespace="accounts")),
     re_path(r"^archive/(?P<year>[0-9]{4})/(?P<month>[0-9]{2})/$", archive),
     path("blobs/<hex:digest>", blob),
