@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from beacon_otel.mapping.facts import RequestFacts
-from beacon_otel.mapping.span_to_event import Unmappable, span_to_event
+from beacon_otel.mapping.span_to_event import Unmappable, plain_event, plain_route, span_to_event
 
 START = 1_780_488_000_000_000_000
 OLD = {"http.method": "GET", "http.target": "/users/7?expand=1", "http.status_code": 200}
@@ -261,3 +261,53 @@ def test_route_templates_are_cleaned_once_and_the_cache_is_bounded(monkeypatch: 
         assert mapping._route("/a\x01{b}", "/a") == "/a%01{b}"
         assert mapping._route("/third/{x}", "/third/1") == "/third/{x}"
     assert mapping._clean_routes == {"users/<int:pk>": "/users/<int:pk>", "/a\x01{b}": "/a%01{b}"}
+
+
+PLAIN = [
+    # (method, path, route template, status)
+    ("GET", "/users/7", "/users/{id}", 200),
+    ("POST", "/users", "/users", 201),
+    ("GET", "/nope", None, 404),
+    ("DELETE", "/users/7", "/users/{id}", 499),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "template", "status"), PLAIN)
+def test_a_plain_request_makes_the_event_its_span_makes(
+    method: str, path: str, template: str | None, status: int
+) -> None:
+    """plain_route and plain_event give exactly what span_to_event makes of the request's span."""
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.path": path,
+        "http.response.status_code": status,
+    }
+    if template is not None:
+        attributes["http.route"] = template
+    facts = RequestFacts(method=method, path=path, consumer="key-1")
+    expected = span_to_event(make_span(attributes), facts)  # cleans and keeps the template
+    route = plain_route(method, path, template, status)
+    assert route == expected.route
+    assert plain_event(START + 42_500_000, method, route, path, status, START, "key-1") == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template", "status"),
+    [
+        ("GET", "/users/7", "/users/{id}", 500),  # failed: the error text is read from the span
+        ("GET", "/users/7", "/users/{id}", 99),
+        ("GET", "/users/7", "/users/{id}", None),
+        ("PURGE", "/users/7", "/users/{id}", 200),
+        ("GET", "/users/?x", "/users/{id}", 200),
+        ("GET", "/caf\u00e9", "/users/{id}", 200),
+        ("GET", "users/7", "/users/{id}", 200),
+        ("GET", None, "/users/{id}", 200),
+        ("GET", "/users/7", "/never/mapped/{id}", 200),  # a template not cleaned yet
+    ],
+)
+def test_anything_else_takes_the_general_way(
+    method: str, path: str | None, template: str | None, status: int | None
+) -> None:
+    """plain_route answers None unless every field is one span_to_event passes through as it is."""
+    span_to_event(make_span({**NEW, "http.route": "/users/{id}"}))  # "/users/{id}" is cleaned
+    assert plain_route(method, path, template, status) is None

@@ -24,7 +24,7 @@ from beacon_otel.frameworks.settle import absorb_inner_span, is_inner_layer, set
 from beacon_otel.frameworks.table import hooks_for
 from beacon_otel.mapping import span_view
 from beacon_otel.mapping.facts import NO_FACTS
-from beacon_otel.mapping.span_to_event import Unmappable, span_to_event
+from beacon_otel.mapping.span_to_event import Unmappable, plain_event, span_to_event
 from beacon_otel.mapping.span_view import SpanView
 from beacon_otel.request.consumer import ConsumerRules
 from beacon_otel.request.context import RequestContext
@@ -73,7 +73,8 @@ class BeaconSpanProcessor(SpanProcessor):
         rules = ConsumerRules(
             config.consumer_header, config.consumer_resolver, timeout=config.consumer_resolver_timeout
         )
-        self.requests = RequestRegistry(rules, body_sent=self.body_sent)
+        self.requests = RequestRegistry(rules, body_sent=self.body_sent, served=self.served)
+        self._ending_directly = self.requests.ending_directly
         self._off_loop = OffLoopResolution(rules, self._queue_event) if config.consumer_resolver else None
         self.self_metrics = SelfMetrics(self.stats, queue_size=self.buffered, capacity=config.max_buffer_size)
         self._report = functools.partial(_call_on_error, config.on_error)
@@ -110,6 +111,9 @@ class BeaconSpanProcessor(SpanProcessor):
         """Map a finished SERVER span and queue its event; never raises, never waits."""
         if not self._enabled:
             return
+        ending_directly = self._ending_directly.get()
+        if ending_directly is not None and span.context is ending_directly:
+            return  # its span source hands the request's facts to served() instead
         try:
             view = span_view.read(span, _SERVER)  # None for any other kind: one call either way
         except Exception:
@@ -162,6 +166,35 @@ class BeaconSpanProcessor(SpanProcessor):
         try:
             event = self.event_for(span, context)
             if event is not None:
+                self._worker.submit(event)
+        except Exception:
+            self.stats.drop("internal_error")
+            guard.internal_error("queueing a request's event")
+
+    def served(
+        self,
+        context: RequestContext,
+        span_id: int,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        start_ns: int,
+        end_ns: int,
+    ) -> None:
+        """The event of a request whose span source knows its facts, found plain; never raises.
+
+        What ``on_end`` would make of the span, without reading it: Flask's lean span source
+        calls this for nearly every request (saving about 25,000 instructions of a request).
+        """
+        if not self._enabled:
+            return
+        try:
+            self.requests.pop(span_id)
+            if not context.resolved:
+                context.consumer = self.requests.rules.from_environ(context.environ or {}, context.request)
+            event = plain_event(end_ns, method, route, path, status, start_ns, context.consumer)
+            if self._kept is None or self._kept(event) is not None:
                 self._worker.submit(event)
         except Exception:
             self.stats.drop("internal_error")

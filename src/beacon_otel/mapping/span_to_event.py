@@ -119,6 +119,39 @@ _event: Callable[[tuple[Any, ...]], RequestEvent] = functools.partial(tuple.__ne
 """A ``RequestEvent`` from all its fields in order, made in C (as ``request.context._facts``)."""
 
 
+def plain_route(method: str, path: str | None, template: str | None, status: int | None) -> str | None:
+    """The event's route of a request :func:`span_to_event` would map on its quick paths alone.
+
+    For a span source that knows its request's facts (``frameworks.flask``'s lean one): a
+    standard method, a plain ASCII path, a status from 100 to 499, and a route template cleaned
+    before (or none: the concrete path). ``None`` for anything else, which goes the general way.
+    """
+    if (
+        type(status) is int
+        and 100 <= status < 500
+        and method in STANDARD_METHODS
+        and type(path) is str
+        and path[:1] == "/"
+        and len(path) <= MAX_PATH
+        and path.isascii()
+        and path.isprintable()
+        and "?" not in path
+    ):
+        return path[:MAX_ROUTE] if template is None else _clean_routes.get(template)
+    return None
+
+
+def plain_event(
+    end: int, method: str, route: str, path: str, status: int, start: int, consumer: str | None
+) -> RequestEvent:
+    """The event of a request whose fields :func:`plain_route` found plain: what span_to_event
+    would make of its span, without reading the span (about 20,000 instructions less)."""
+    duration_ms = (end - start) // 1_000_000
+    return _event(
+        (end, method, route, path, status, duration_ms if duration_ms > 0 else 0, consumer, None, None)
+    )
+
+
 def error_text(exception: str, detail: str) -> str:
     """``"ExcType: message"`` cut to ``detail``: ``type``, ``first_line`` or ``full``.
 

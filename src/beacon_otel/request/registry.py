@@ -48,6 +48,12 @@ def come_back(token: Token[tuple[Any, RequestContext] | None]) -> None:
     _CURRENT.reset(token)
 
 
+Served = Callable[[RequestContext, int, str, str, str, int, int, int], None]
+"""``served(context, span_id, method, path, route, status, start_ns, end_ns)``: a request whose
+span source knows its facts (``mapping.span_to_event.plain_route`` found them plain), after its
+span ended, in place of the processor reading the span."""
+
+
 class RequestRegistry:
     """Request contexts keyed by server span id, bounded so a span that never ends cannot leak."""
 
@@ -56,10 +62,17 @@ class RequestRegistry:
         rules: ConsumerRules,
         limit: int = 100_000,
         body_sent: Callable[[RequestContext], None] | None = None,
+        served: Served | None = None,
     ) -> None:
         self.rules = rules
         self.body_sent = body_sent or _nothing
         """Called when a streamed body's last byte went out, with its request's context."""
+        self.served = served
+        """Takes the facts of a request whose span source made its span (see :data:`Served`);
+        ``None`` when nothing does, and the span is read when it ends."""
+        self.ending_directly: ContextVar[Any] = ContextVar("beacon_ending_directly", default=None)
+        """The ``SpanContext`` of the span a span source is ending while it hands its request's
+        facts to :attr:`served`: the processor leaves that span alone."""
         self._limit = limit
         self._contexts: dict[int, RequestContext] = {}
         self._nested: dict[int, RequestContext] = {}

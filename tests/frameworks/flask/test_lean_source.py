@@ -91,7 +91,7 @@ class Served:
     def __init__(self, provider: TracerProvider, **config: Any) -> None:
         self.exporter = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.processor = BeaconSpanProcessor(BeaconConfig(dry_run=True, exclude_paths=(), **config))
+        self.processor = BeaconSpanProcessor(BeaconConfig(**{"dry_run": True, "exclude_paths": (), **config}))
         provider.add_span_processor(self.processor)
         self.pipeline = Pipeline(provider, self.exporter, self.processor)
         install_lean_source(self.processor.requests, provider)
@@ -343,3 +343,48 @@ def test_a_base_exception_through_flask_ends_the_span_as_a_failed_request(served
         "/api/timeout",
     )
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_plain_request_hands_its_facts_to_beacon_and_its_event_is_the_one_its_span_makes(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its route is known, a plain request's event is made from the source's facts, without
+    the processor reading its span: the same event, and the span other processors see unchanged."""
+    from beacon_otel.mapping import span_view
+
+    served.client.get("/api/users/7", headers={"X-API-Key": API_KEY})  # the route's first: the span is read
+    read_servers: list[Any] = []
+    reading = span_view.read
+
+    def counting(span: Any, only: Any = None) -> Any:
+        if span.kind is SpanKind.SERVER:
+            read_servers.append(span)
+        return reading(span, only)
+
+    monkeypatch.setattr(span_view, "read", counting)
+    served.client.get("/api/users/7", headers={"X-API-Key": API_KEY})
+    assert read_servers == []
+    first, second = served.events()
+    assert first["ts"] <= second["ts"]
+    for event in (first, second):
+        del event["ts"], event["duration_ms"]
+    assert first == second
+    assert (first["method"], first["route"], first["path"], first["status"], first["consumer"]) == (
+        "GET",
+        "/api/users/<int:user_id>",
+        "/api/users/7",
+        200,
+        API_KEY,
+    )
+    one, two = [span for span in served.spans() if span.kind is SpanKind.SERVER]
+    assert dict(one.attributes or {}) == dict(two.attributes or {})
+    assert len(served.processor.requests) == 0  # nothing left behind
+
+
+def test_a_plain_request_the_user_excludes_makes_no_event(make_served: Any) -> None:
+    """exclude_paths holds for requests whose facts the source hands over: counted as excluded."""
+    excluding = make_served(exclude_paths=(r"^/api/users/",))
+    excluding.client.get("/api/users/1")
+    excluding.client.get("/api/users/1")
+    assert excluding.events() == []
+    assert excluding.processor.stats.snapshot()["excluded"] == 2
