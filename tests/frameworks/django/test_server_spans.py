@@ -358,3 +358,24 @@ def test_an_exception_no_middleware_answers_ends_the_span_too(lean: tuple[Pipeli
     assert span.attributes["error.type"] == "KeyboardInterrupt"
     (event,) = pipeline.events()
     assert (event["route"], event["status"], event["error"]) == ("/interrupt", 500, "KeyboardInterrupt")
+
+
+@pytest.mark.parametrize(("position", "index"), [("1", 1), ("2", 2), ("9", 0), ("first", 0)])
+def test_the_middleware_position_is_read_as_the_contrib_instrumentation_reads_it(
+    position: str, index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION places it; out of range or not a number: first."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    configure_django()
+    monkeypatch.setenv("OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION", position)
+    pipeline = make_pipeline()
+    try:
+        with override_settings(MIDDLEWARE=["app.first", "app.second"]):
+            installed(pipeline)
+            assert settings.MIDDLEWARE.index(django_support.SERVER_SPANS_MIDDLEWARE) == index
+            django_support.uninstall_server_spans()
+    finally:
+        django_support.uninstall_server_spans()
+        pipeline.provider.shutdown()
