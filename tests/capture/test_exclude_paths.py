@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask import Flask
 
-from beacon_otel.config.settings import DEFAULT_EXCLUDE_PATHS, BeaconConfig, BeaconConfigError
+from beacon_otel.capture.processor import kept_events
+from beacon_otel.config.settings import (
+    DEFAULT_EXCLUDE_PATHS,
+    DEFAULT_EXCLUDED_ENDINGS,
+    BeaconConfig,
+    BeaconConfigError,
+)
+from beacon_otel.contract.event import RequestEvent
+from beacon_otel.delivery.stats import DeliveryStats
 from tests.conftest import make_pipeline
 
 PATHS = [
@@ -100,3 +110,50 @@ def test_a_bad_pattern_names_the_setting() -> None:
         BeaconConfig.from_env({"BEACON_EXCLUDE_PATHS": "/ok,/bad(", "BEACON_DRY_RUN": "true"})
     assert caught.value.variable == "BEACON_EXCLUDE_PATHS"
     assert "'/bad('" in str(caught.value)
+
+
+DEFAULT_MATCHES = [
+    "/health",
+    "/_health/",
+    "/healthz",
+    "/api/v1/healthcheck",
+    "/health-check/",
+    "/health_check",
+    "/livez",
+    "/readyz",
+    "/ping",
+    "/favicon.ico",
+    "/robots.txt",
+    "/apple-touch-icon-120x120-precomposed.png",
+    "/robots.txt\n",
+]
+
+
+@pytest.mark.parametrize("path", DEFAULT_MATCHES)
+def test_every_path_the_default_list_matches_has_one_of_its_endings(path: str) -> None:
+    """DEFAULT_EXCLUDED_ENDINGS, which spares the search on other paths, covers every default match."""
+    assert any(re.search(pattern, path) for pattern in DEFAULT_EXCLUDE_PATHS)
+    assert path.endswith(DEFAULT_EXCLUDED_ENDINGS)
+
+
+def test_the_default_list_searches_only_paths_it_can_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path with none of the default list's endings is kept without a search; the others are
+    searched, and only the matches excluded."""
+    searched: list[str] = []
+    compile_pattern = re.compile
+
+    class Counting:
+        def __init__(self, pattern: str) -> None:
+            self.pattern = compile_pattern(pattern)
+
+        def search(self, path: str) -> object:
+            searched.append(path)
+            return self.pattern.search(path)
+
+    monkeypatch.setattr(re, "compile", Counting)
+    kept = kept_events(DEFAULT_EXCLUDE_PATHS, DeliveryStats())
+    assert kept is not None
+    paths = ["/users/1", "/users/ping", "/orders/", "/healthz", "/robots.txt"]
+    outcome = [kept(RequestEvent(1, "GET", path, path, 200, 1, None, None)) for path in paths]
+    assert [event is not None for event in outcome] == [True, False, True, False, False]
+    assert searched == ["/users/ping", "/orders/", "/healthz", "/robots.txt"]

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from beacon_otel.capture.off_loop import OffLoopResolution
 from beacon_otel.common import guard
-from beacon_otel.config.settings import BeaconConfig
+from beacon_otel.config.settings import DEFAULT_EXCLUDE_PATHS, DEFAULT_EXCLUDED_ENDINGS, BeaconConfig
 from beacon_otel.contract.event import RequestEvent
 from beacon_otel.delivery.metrics import SelfMetrics
 from beacon_otel.delivery.outbound import Outbound
@@ -54,9 +54,13 @@ def kept_events(
     if not patterns:
         return None
     search = re.compile("|".join(f"(?:{pattern})" for pattern in patterns)).search
+    # The default list only matches paths with a few endings: one C call rules out nearly every
+    # request, where the search costs about 4,000 instructions (measured on a Flask request).
+    endings = DEFAULT_EXCLUDED_ENDINGS if patterns == DEFAULT_EXCLUDE_PATHS else ("",)
 
     def kept(event: RequestEvent) -> RequestEvent | None:
-        if search(event.path) is None:
+        path = event.path
+        if not path.endswith(endings) or search(path) is None:
             return event
         stats.record(Fate.EXCLUDED)  # not traffic, by the user's choice: counted, not a loss
         return None

@@ -31,6 +31,13 @@ DEFAULT_EXCLUDE_PATHS: tuple[str, ...] = (
 )
 """Requests that are not API traffic, kept out of events unless ``exclude_paths`` says otherwise."""
 
+DEFAULT_EXCLUDED_ENDINGS: tuple[str, ...] = (
+    *("health", "healthz", "healthcheck", "health-check", "health_check", "livez", "readyz", "ping"),
+    *("/", ".ico", ".txt", ".png", "\n"),  # "$" also matches before a final newline
+)
+"""How every path :data:`DEFAULT_EXCLUDE_PATHS` matches ends: any other path is kept without a
+search (``str.endswith`` is a tenth of the regular expression's cost on the usual path)."""
+
 ConsumerResolver = Callable[[Any], "str | None"]
 ErrorCallback = Callable[[BaseException], None]
 
