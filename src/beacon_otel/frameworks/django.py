@@ -44,6 +44,7 @@ from beacon_otel.common import guard, patching
 from beacon_otel.contract.event import STANDARD_METHODS
 from beacon_otel.frameworks.base import Hook, hook, validation_items
 from beacon_otel.frameworks.wsgi import BodySent, body_closer
+from beacon_otel.mapping.span_to_event import plain_route
 from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry, current_request
 
@@ -297,8 +298,11 @@ class ServerSpanSource:
         request_hook: Hook | None = None,
         response_hook: Hook | None = None,
         excluded_urls: Any = None,
+        registry: RequestRegistry | None = None,
     ) -> None:
         self.tracer = tracer
+        self.registry = registry
+        """Beacon's requests, to hand a plain request's facts to (``registry.served``); else ``None``."""
         self.request_hook = request_hook
         self.response_hook = response_hook
         self.excluded_urls = excluded_urls
@@ -364,6 +368,8 @@ class ServerSpanSource:
         self, span: Any, token: Token[otel_context.Context], name: str, request: Any, response: Any
     ) -> None:
         """Complete the span from the response (or the exception), run the hooks, end it."""
+        plain: tuple[Any, ...] | None = None
+        route = None
         try:
             exception = vars(request).pop(_EXCEPTION, None)
             status = None if response is None else response.status_code
@@ -397,11 +403,54 @@ class ServerSpanSource:
                 propagator = _propagators.get_global_response_propagator()  # type: ignore[no-untyped-call]
                 if propagator is not None:
                     propagator.inject(response)
+                if exception is None and self.registry is not None:
+                    plain = self._plain(span, name, route, status)
         except Exception:
             guard.internal_error("completing a Django request's span")
         finally:
             otel_context.detach(token)
+            if plain is None:  # anything but the plain request: the processor reads the span
+                span.end()
+            else:
+                self._end_plain(span, plain)
+
+    def _plain(
+        self, span: Any, method: str, template: str | None, status: int | None
+    ) -> tuple[Any, ...] | None:
+        """What Beacon takes of a plain request instead of its span; ``None`` for any other.
+
+        Plain: a SERVER span with Beacon's context, no exception, no route of Ninja's, no
+        validation errors, no streamed body, and fields ``plain_route`` finds plain (a standard
+        method, a plain path, a status below 500, a route template mapped once already).
+        """
+        registry = self.registry
+        served = registry.served if registry is not None else None
+        context = registry.get(span) if served is not None else None  # type: ignore[union-attr]
+        if context is None or context.scope is not None or context.inner_open:
+            return None
+        if context.route is not None or context.validation_errors is not None or context.error is not None:
+            return None
+        if context.body_sent_ns is not None or span.kind is not SpanKind.SERVER:
+            return None
+        route = plain_route(method, context.path, template, status)
+        return None if route is None else (served, context, method, context.path, route, status)
+
+    def _end_plain(self, span: Any, plain: tuple[Any, ...]) -> None:
+        """End the span with the processor leaving it alone, then hand Beacon the request's facts.
+
+        Other processors see the span as ever; Beacon's would only read back what is handed to
+        it here (measured: about 8,000 instructions a request less, the span's reading and the
+        mapping's checks).
+        """
+        served, context, method, path, route, status = plain
+        span_context = span.get_span_context()
+        ending = self.registry.ending_directly  # type: ignore[union-attr]
+        token = ending.set(span_context)
+        try:
             span.end()
+        finally:
+            ending.reset(token)
+        served(context, span_context.span_id, method, path, route, status, span.start_time, span.end_time)
 
 
 _source: ServerSpanSource | None = None
@@ -450,10 +499,12 @@ class ServerSpans:
 
 def install_lean_source(registry: RequestRegistry) -> None:
     """Auto-run's lean Django span source (``LEAN_SOURCES``): :class:`ServerSpans` with Beacon's hooks."""
-    install_server_spans(django_hooks(registry))
+    install_server_spans(django_hooks(registry), registry=registry)
 
 
-def install_server_spans(hooks: Mapping[str, Hook], tracer_provider: Any = None) -> None:
+def install_server_spans(
+    hooks: Mapping[str, Hook], tracer_provider: Any = None, registry: RequestRegistry | None = None
+) -> None:
     """Put :class:`ServerSpans` first in ``settings.MIDDLEWARE``, its spans on ``tracer_provider``.
 
     Honours what the contrib instrumentation reads from the environment:
@@ -484,6 +535,7 @@ def install_server_spans(hooks: Mapping[str, Hook], tracer_provider: Any = None)
         response_hook=hooks.get("response_hook"),
         # An empty list would still build each request's absolute URL to match it against nothing.
         excluded_urls=excluded if getattr(excluded, "_excluded_urls", True) else None,
+        registry=registry,
     )
     if SERVER_SPANS_MIDDLEWARE not in middleware:
         middleware.insert(_middleware_position(len(middleware)), SERVER_SPANS_MIDDLEWARE)

@@ -28,7 +28,9 @@ def installed(pipeline: Pipeline, **hooks: Any) -> Any:
     from django.test import Client
 
     django_support.install_server_spans(
-        {**pipeline.processor.hooks("django"), **hooks}, tracer_provider=pipeline.provider
+        {**pipeline.processor.hooks("django"), **hooks},
+        tracer_provider=pipeline.provider,
+        registry=pipeline.processor.requests,  # as auto-run installs it: plain requests handed over
     )
     return Client(raise_request_exception=False)
 
@@ -376,6 +378,94 @@ def test_the_middleware_position_is_read_as_the_contrib_instrumentation_reads_it
             installed(pipeline)
             assert settings.MIDDLEWARE.index(django_support.SERVER_SPANS_MIDDLEWARE) == index
             django_support.uninstall_server_spans()
+    finally:
+        django_support.uninstall_server_spans()
+        pipeline.provider.shutdown()
+
+
+def test_a_plain_request_hands_its_facts_to_beacon_and_its_event_is_the_one_its_span_makes(
+    lean: tuple[Pipeline, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its route has been mapped, a plain request's event is made from the source's facts
+    without the processor reading its span: the same event; the span other processors see unchanged."""
+    from beacon_otel.mapping import span_view
+
+    pipeline, client = lean
+    client.get("/users/7", HTTP_X_API_KEY="key-7")  # the route's first request: its span is read
+    read_servers: list[Any] = []
+    reading = span_view.read
+
+    def counting(span: Any, only: Any = None) -> Any:
+        if span.kind is SpanKind.SERVER:
+            read_servers.append(span)
+        return reading(span, only)
+
+    monkeypatch.setattr(span_view, "read", counting)
+    client.get("/users/7", HTTP_X_API_KEY="key-7")
+    assert read_servers == []
+    first, second = pipeline.events()
+    for event in (first, second):
+        del event["ts"], event["duration_ms"]
+    assert (
+        first
+        == second
+        == {
+            "method": "GET",
+            "route": "/users/<int:pk>",
+            "path": "/users/7",
+            "status": 200,
+            "consumer": "key-7",
+            "error": None,
+        }
+    )
+    one, two = pipeline.exporter.get_finished_spans()
+    assert (one.name, dict(one.attributes or {})) == (two.name, dict(two.attributes or {}))
+    assert len(pipeline.processor.requests) == 0  # nothing left behind
+
+
+def test_requests_that_are_not_plain_are_read_from_their_span(
+    lean: tuple[Pipeline, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 5xx, an exception, a streamed body, an unknown method: the processor reads the span."""
+    from beacon_otel.mapping import span_view
+
+    pipeline, client = lean
+    paths = ("/explode", "/users/404", "/stream")
+
+    def serve(path: str) -> None:
+        response = client.get(path)
+        if response.streaming:  # as a server sends it
+            b"".join(response.streaming_content)
+            response.close()
+
+    for path in paths:
+        serve(path)  # each route mapped once
+    client.generic("PURGE", "/users/3")
+    read_servers: list[str] = []
+    reading = span_view.read
+
+    def counting(span: Any, only: Any = None) -> Any:
+        if span.kind is SpanKind.SERVER:
+            read_servers.append(span.attributes["url.path"])
+        return reading(span, only)
+
+    monkeypatch.setattr(span_view, "read", counting)
+    for path in paths:
+        serve(path)
+    client.generic("PURGE", "/users/3")
+    assert read_servers == [*paths, "/users/3"]
+    assert [e["status"] for e in pipeline.events()][4:] == [500, 404, 200, 200]
+
+
+def test_a_plain_request_the_user_excludes_makes_no_event() -> None:
+    """exclude_paths holds for the requests whose facts the source hands over: counted as excluded."""
+    pipeline = make_pipeline(exclude_paths=(r"^/users/",))
+    try:
+        client = installed(pipeline)
+        client.get("/users/1")
+        client.get("/users/1")
+        assert pipeline.events() == []
+        assert pipeline.processor.stats.snapshot()["excluded"] == 2
     finally:
         django_support.uninstall_server_spans()
         pipeline.provider.shutdown()
