@@ -71,6 +71,27 @@ def test_a_watchdog_ended_after_a_quiet_spell_is_made_again(monkeypatch: pytest.
     assert outcome.detail == "timed out after 1 s"
 
 
+def test_a_watchdog_that_could_not_start_is_tried_again_by_the_next_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request whose watchdog thread could not start fails (as an internal error upstream); the
+    next request starts one, and its trickled reply is cut at the deadline."""
+
+    def no_thread(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with misbehaving(first_answered_then_trickled) as ingest:
+        transport = transport_to(f"http://127.0.0.1:{ingest.port}", timeout=1.0)
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        with pytest.raises(RuntimeError):
+            transport.send(b'{"events":[]}', "b1")
+        monkeypatch.undo()
+        assert send_in_thread(transport).status == 202
+        outcome = send_in_thread(transport)
+        transport.close()
+    assert (outcome.verdict, outcome.kind) == (Verdict.RETRY, FailureKind.TIMEOUT)
+
+
 def test_closing_the_transport_ends_its_watchdog() -> None:
     """A closed transport leaves no thread behind; sending again makes a new watchdog."""
     with misbehaving(answer(202)) as ingest:

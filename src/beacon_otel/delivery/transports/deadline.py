@@ -81,7 +81,15 @@ class RequestDeadline:
             elif due < self._wakes_at:
                 sync.wake.notify()  # it sleeps past this request's end: have it look again
         if new_watchdog is not None:
-            new_watchdog.start()  # no lock held: under gevent, start() switches to the new greenlet
+            try:
+                new_watchdog.start()  # no lock held: under gevent, start() switches to the new greenlet
+            except BaseException:
+                # No thread (the process is at its limit): the next request tries again, rather
+                # than count on a watchdog that never ran. This one fails, as the caller sees.
+                with sync.lock:
+                    if self._watchdog is new_watchdog:
+                        self._watchdog, self._running = None, False
+                raise
 
     def stop(self) -> None:
         """The request is over: disarm (a watchdog that already fired has done its work)."""
