@@ -307,6 +307,7 @@ class _Served:
         "context",
         "error",
         "method",
+        "own",
         "source",
         "span",
         "start_ns",
@@ -322,7 +323,8 @@ class _Served:
         self.span: Any = None
         self.token: Any = None
         self.context: RequestContext | None = None
-        """Set for a SERVER span with Beacon's context: its facts may go to ``registry.served``."""
+        self.own = False
+        """The context is the span's own, not an outer request's: its facts may go to Beacon."""
         self.error = False
         self.method = ""
         self.template: str | None = None
@@ -366,7 +368,7 @@ class _Served:
             )
         self.token = otel_context.attach(current)
         context = source.registry.open(span)
-        if context is not None and kind is SpanKind.SERVER:
+        if context is not None:
             # What Beacon's Flask hooks do under the instrumentation.
             context.environ = environ
             context.path = path
@@ -376,6 +378,9 @@ class _Served:
             if request.routing_exception is not None:
                 context.route = flask_rule_of_405(request)
             self.context = context
+            # Not a layer of an outer request (an AWS Lambda invocation's, one live here when
+            # this span started): only a request's own facts may go to Beacon directly.
+            self.own = kind is SpanKind.SERVER and context.inner_open == 0
 
     def failed(self, error: BaseException) -> None:
         """An exception escaped the app's handlers: recorded on the span, which is in error."""
@@ -455,7 +460,7 @@ class _Served:
         """What Beacon takes of a plain request instead of its span (see ``plain_route``)."""
         served = self.source.registry.served
         context = self.context
-        if served is None or context is None or self.error:
+        if served is None or context is None or not self.own or self.error:
             return None
         path, status = context.path, self.status
         if path is None or status is None or context.route is not None:  # a 405's rule

@@ -404,3 +404,17 @@ def test_inside_another_span_the_request_is_one_layer_of_it(served: Served) -> N
     assert child.parent is not None and span.context is not None and child.context is not None
     assert child.parent.span_id == span.context.span_id
     assert response.get_json()["current"] == child.context.span_id
+
+
+def test_under_an_outer_request_the_flask_request_is_one_layer_of_its_one_event(served: Served) -> None:
+    """Under an outer SERVER span (an AWS Lambda invocation's), the Flask request gives the outer
+    request its facts (here the consumer, from its headers) and makes no event of its own."""
+    tracer = served.pipeline.provider.get_tracer("invocation")
+    outer_attributes = {"http.request.method": "GET", "url.path": "/api/users/3", "url.scheme": "https"}
+    with tracer.start_as_current_span(
+        "invocation", kind=SpanKind.SERVER, attributes=outer_attributes
+    ) as outer:
+        served.client.get("/api/users/3", headers={"X-API-Key": API_KEY})
+        outer.set_attribute("http.response.status_code", 200)
+    (event,) = served.events()
+    assert (event["path"], event["status"], event["consumer"]) == ("/api/users/3", 200, API_KEY)
