@@ -234,7 +234,11 @@ class IngestTransport:
         template = session.prepare_request(Request("POST", self._url, headers=self._headers))
         adapter = session.get_adapter(self._url)
         assert isinstance(adapter, HTTPAdapter)  # the GuardedAdapter mounted by _new_session
-        pool = adapter.get_connection_with_tls_context(template, session.verify, proxies=session.proxies)
+        with_tls = getattr(adapter, "get_connection_with_tls_context", None)
+        if with_tls is not None:
+            pool = with_tls(template, session.verify, proxies=session.proxies)
+        else:  # requests before 2.32.2 (the TLS settings then come from cert_verify alone)
+            pool = adapter.get_connection(self._url, session.proxies)
         adapter.cert_verify(pool, self._url, session.verify, None)
         self._route = route = _Route(
             pool=pool,
