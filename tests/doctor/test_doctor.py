@@ -169,6 +169,26 @@ def test_fastapi_native_telemetry_beside_the_instrumentor_is_one_span(
     assert any("one SERVER span per request" in line for line in lines(result, "info"))
 
 
+def test_says_which_instrumentation_makes_flask_and_django_spans(ingest: DevIngest, tmp_path: Path) -> None:
+    """beacon-otel's lean span source when nothing else reads the spans; else the instrumentation, and why."""
+    settings = {"BEACON_INGEST_KEY": KEY, "BEACON_INGEST_URL": ingest.base_url}
+    alone = [line for line in lines(doctor(tmp_path, **settings), "info") if "SERVER spans under" in line]
+    assert [line.split(":", 1)[0] for line in alone] == ["Flask", "Django"]
+    assert all("beacon-otel's lean span source" in line for line in alone)
+    exported = lines(
+        doctor(tmp_path, **settings, OTEL_TRACES_EXPORTER="otlp", BEACON_SERVER_SPANS="stock"), "info"
+    )
+    assert (
+        "Flask: opentelemetry-instrumentation-flask makes the SERVER spans "
+        "(BEACON_SERVER_SPANS=stock; OTEL_TRACES_EXPORTER=otlp)" in exported
+    )
+    metrics = lines(doctor(tmp_path, **settings, OTEL_METRICS_EXPORTER="console"), "info")
+    assert (
+        "Django: opentelemetry-instrumentation-django makes the SERVER spans (OTEL_METRICS_EXPORTER=console)"
+        in metrics
+    )
+
+
 def test_spool_state_lists_batches_per_destination(ingest: DevIngest, tmp_path: Path) -> None:
     """Each destination's waiting batches are counted (this one's marked), and earlier-version files noted."""
     from beacon_otel import BeaconConfig

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from beacon_otel.common import patching
@@ -144,11 +144,56 @@ def _double_server_spans(environ: Mapping[str, str], found: list[Finding]) -> No
             "(OTEL_TRACES_EXPORTER unset) or opentelemetry-instrumentation-fastapi's (an exporter "
             "set); with no exporter, FastAPI(telemetry={'tracing': False}) would leave Beacon none",
         )
+    _lean_sources(environ, add)
     others = [name for name in OTHER_ANALYTICS if catalog.installed(name)]
     if others:
         add(WARN, f"other request analytics installed ({', '.join(others)}): each counts requests itself")
     if not native and not others:
         add(OK, "one source of SERVER spans per request")
+
+
+LEAN_FRAMEWORKS = (("flask", "Flask"), ("django", "Django"))
+"""The frameworks whose SERVER spans beacon-otel's own lean source makes when Beacon alone reads them."""
+
+
+def _lean_sources(environ: Mapping[str, str], add: Callable[[str, str], None]) -> None:
+    """Which instrumentation makes Flask's and Django's SERVER spans under ``opentelemetry-instrument``.
+
+    Auto-run's rule (``setup.autorun``): beacon-otel's lean span source stands in for the
+    framework's instrumentation when nothing else reads the spans; a user who reads the
+    instrumentation's spans or metrics must see why they are not there.
+    """
+    stock = []
+    if environ.get("BEACON_SERVER_SPANS", "").strip().lower() == "stock":
+        stock.append("BEACON_SERVER_SPANS=stock")
+    for signal in ("TRACES", "METRICS"):
+        variable = f"OTEL_{signal}_EXPORTER"
+        names = [n.strip() for n in environ.get(variable, "").split(",") if n.strip() not in ("", "none")]
+        if names:
+            stock.append(f"{variable}={','.join(names)}")
+    for variable in ("OTEL_CONFIG_FILE", *CAPTURE_HEADER_VARIABLES):
+        if environ.get(variable, "").strip():
+            stock.append(f"{variable} is set")
+    for package, name in LEAN_FRAMEWORKS:
+        instrumentation = f"opentelemetry-instrumentation-{package}"
+        if catalog.installed(package) is None or catalog.installed(instrumentation) is None:
+            continue
+        if stock:
+            add(INFO, f"{name}: {instrumentation} makes the SERVER spans ({'; '.join(stock)})")
+        else:
+            add(
+                INFO,
+                f"{name}: beacon-otel's lean span source makes the SERVER spans under "
+                f"opentelemetry-instrument, in place of {instrumentation}: nothing else reads them "
+                "(no trace or metrics exporter); BEACON_SERVER_SPANS=stock keeps the instrumentation",
+            )
+
+
+CAPTURE_HEADER_VARIABLES = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+)
+"""Header capture: span attributes only the instrumentations make, so they keep the spans."""
 
 
 def _exporters(environ: Mapping[str, str], found: list[Finding]) -> None:
