@@ -151,6 +151,12 @@ class RequestRegistry:
         """Take the context of an ended outermost span."""
         return self._contexts.pop(span_id, None)
 
+    def finish(self, span_id: int) -> None:
+        """A request whose span source handed its facts over is done: forget it, and name no
+        request current here (the next request's start then need not ask the ended span)."""
+        self._contexts.pop(span_id, None)
+        _CURRENT.set(None)
+
     def pop_nested(self, span_id: int) -> RequestContext | None:
         """Take the outer request's context if ``span_id`` was an inner layer; else ``None``."""
         if not self._nested:
