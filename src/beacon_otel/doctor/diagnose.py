@@ -26,6 +26,7 @@ from beacon_otel.frameworks import catalog
 # Imported for the patch sites they declare (the frameworks' modules, beacon-otel's instrumentors).
 from beacon_otel.frameworks import table as _frameworks_table  # noqa: F401
 from beacon_otel.frameworks.catalog import FRAMEWORKS, unseen_frameworks
+from beacon_otel.frameworks.table import CAPTURE_HEADER_VARIABLES
 from beacon_otel.instrumentation import bottle as _bottle  # noqa: F401
 from beacon_otel.instrumentation import falcon_asgi as _falcon_asgi  # noqa: F401
 from beacon_otel.instrumentation import litestar as _litestar  # noqa: F401
@@ -187,13 +188,6 @@ def _lean_sources(environ: Mapping[str, str], add: Callable[[str, str], None]) -
                 f"opentelemetry-instrument, in place of {instrumentation}: nothing else reads them "
                 "(no trace or metrics exporter); BEACON_SERVER_SPANS=stock keeps the instrumentation",
             )
-
-
-CAPTURE_HEADER_VARIABLES = (
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
-)
-"""Header capture: span attributes only the instrumentations make, so they keep the spans."""
 
 
 def _exporters(environ: Mapping[str, str], found: list[Finding]) -> None:

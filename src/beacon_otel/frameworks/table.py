@@ -69,6 +69,14 @@ else would see the attributes and metrics the instrumentation adds), unless
 """
 
 
+CAPTURE_HEADER_VARIABLES = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+)
+"""The instrumentations' header capture: span attributes only they make, so a framework that is
+asked for them keeps its instrumentation instead of a lean source (auto-run, and the doctor)."""
+
+
 def hooks_for(registry: RequestRegistry, framework: str) -> dict[str, Hook]:
     """Keyword arguments for ``<Framework>Instrumentor().instrument(...)`` or ``instrument_app``."""
     table = FRAMEWORKS.get(framework)

@@ -24,6 +24,7 @@ from beacon_otel.config.settings import (
     unknown_variables,
 )
 from beacon_otel.frameworks.fastapi import has_native_telemetry
+from beacon_otel.frameworks.table import CAPTURE_HEADER_VARIABLES
 
 logger = logging.getLogger("beacon_otel")
 
@@ -149,16 +150,9 @@ def beacon_reads_alone(environ: Mapping[str, str]) -> bool:
     return not (exporter_names("traces") or exporter_names("metrics") or environ.get("OTEL_CONFIG_FILE"))
 
 
-CAPTURE_HEADERS = (
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
-)
-"""The instrumentations' header capture: span attributes that only the instrumentations make."""
-
-
 def headers_captured(environ: Mapping[str, str]) -> bool:
     """Whether the HTTP instrumentations are asked to copy headers into span attributes."""
-    return any(environ.get(variable, "").strip() for variable in CAPTURE_HEADERS)
+    return any(environ.get(variable, "").strip() for variable in CAPTURE_HEADER_VARIABLES)
 
 
 def warn_unseen_frameworks() -> None:
