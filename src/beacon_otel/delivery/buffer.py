@@ -89,14 +89,28 @@ class EventBuffer:
         lost (``unencodable``), alone: the events popped with it are all in the batches
         returned, which may be none.
         """
+        texts = self.encode(self.pop(count))
+        return [Batch.encoded(texts[i : i + size]) for i in range(0, len(texts), size)]
+
+    def pop(self, count: int) -> list[RequestEvent]:
+        """Take up to ``count`` events, oldest first, to be written as JSON by :meth:`encode`.
+
+        What is popped is no longer counted in memory: the caller holds it until it is a batch.
+        """
         popped = [self._events.popleft() for _ in range(min(count, len(self._events)))]
-        try:
-            texts = [event_json(event) for event in popped]
-        except Exception:
-            texts = self._encodable(popped)
         if self._events:
             self.oldest_at = self._clock()  # close enough: the rest arrived after the cut
-        return [Batch.encoded(texts[i : i + size]) for i in range(0, len(texts), size)]
+        return popped
+
+    def encode(self, popped: list[RequestEvent]) -> list[str]:
+        """Each event's JSON text; one that cannot take its wire form is counted lost, alone.
+
+        Needs no lock: the delivery thread may write a large batch without holding up requests.
+        """
+        try:
+            return [event_json(event) for event in popped]
+        except Exception:
+            return self._encodable(popped)
 
     def _encodable(self, popped: list[RequestEvent]) -> list[str]:
         texts = []

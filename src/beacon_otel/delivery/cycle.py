@@ -11,7 +11,18 @@ from __future__ import annotations
 import time
 
 from beacon_otel.common import guard
+from beacon_otel.contract.batch import Batch
+from beacon_otel.contract.event import RequestEvent
 from beacon_otel.delivery.schedule import DeliverySchedule, Wake
+
+SPOOL_WRITE_BATCHES = 10
+"""Batches' worth of events the spool takes in one file, at most, when that many wait in memory.
+
+Each file costs an fsync and a few system calls, and a thread that gives up the GIL for each one
+waits to get it back behind a busy server: 10 to 50 ms a file under a saturated uvicorn. At one
+batch a file, a burst of 2,000 requests a second into a 200-event buffer lost 13% of its events
+with a 10 ms fsync; with everything waiting in one file, none. Such a file goes as one request when
+the ingest is back, larger than ``batch_size`` (a 413 splits it as it splits any batch)."""
 
 
 class DeliveryCycle:
@@ -45,31 +56,40 @@ class DeliveryCycle:
             self._replay_one()
 
     def _offload(self) -> None:
-        """While the ingest is down, batches beyond the one being retried wait on disk."""
+        """While the ingest is down, batches beyond the one being retried wait on disk.
+
+        What waits is written as one file, up to ``SPOOL_WRITE_BATCHES`` batches' worth, and
+        turned into JSON outside the lock.
+        """
         schedule, buffer = self._schedule, self._buffer
         while True:
+            popped: list[RequestEvent] = []
+            batch: Batch | None = None
             with schedule.sync.lock:
                 if not schedule.should_offload():
                     # A flush waiting on memory may return now, even while the ingest backs off.
                     schedule.sync.idle.notify_all()
                     return
+                limit = schedule.batch_limit()
                 if buffer.batches > 1 or (buffer.batches and not buffer.events):
                     batch = buffer.take_newest()
                 else:
-                    limit = schedule.batch_limit()
-                    cut = buffer.cut(limit, limit)
-                    if not cut:
-                        continue  # nothing in it could be sent: counted lost by the buffer
-                    batch = cut[0]
+                    popped = buffer.pop(max(limit, min(buffer.events, limit * SPOOL_WRITE_BATCHES)))
                 schedule.busy = True  # out of memory, not on disk yet: a flush must wait for it
             kept = False
             try:
-                kept = self._delivery.keep(batch)
+                if batch is None:
+                    texts = buffer.encode(popped)
+                    if texts:  # else nothing in it could be sent: counted lost by the buffer
+                        batch = Batch.encoded(texts)
+                kept = batch is None or self._delivery.keep(batch)
             finally:
                 with schedule.sync.lock:
                     schedule.busy = False
-                    if not kept:
-                        buffer.keep(batch)  # the disk said no: it waits in memory after all
+                    if batch is not None and not kept:
+                        # The disk said no: it waits in memory after all, in batches of the usual size.
+                        for part in batch.split(limit) if len(batch) > limit else [batch]:
+                            buffer.keep(part)
             if not kept:
                 return
 
