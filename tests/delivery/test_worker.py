@@ -592,6 +592,7 @@ def test_a_disk_slower_than_the_requests_takes_what_waits_in_one_file(
     assert store.writing.wait(5)
     for n in range(10, 38):  # 28 more while that write is on its way: the buffer never overflows
         worker.submit(event(n))
+    assert worker.buffered() == 38  # the 5 on their way to disk are still in memory
     store.go.set()
     wait_until(lambda: len(store.sizes) == 2)
     assert store.sizes == [5, 28]  # all that waited, in one file

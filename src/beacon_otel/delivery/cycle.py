@@ -76,6 +76,7 @@ class DeliveryCycle:
                 else:
                     popped = buffer.pop(max(limit, min(buffer.events, limit * SPOOL_WRITE_BATCHES)))
                 schedule.busy = True  # out of memory, not on disk yet: a flush must wait for it
+                schedule.offloading = len(batch) if batch is not None else len(popped)
             kept = False
             try:
                 if batch is None:
@@ -86,6 +87,7 @@ class DeliveryCycle:
             finally:
                 with schedule.sync.lock:
                     schedule.busy = False
+                    schedule.offloading = 0
                     if batch is not None and not kept:
                         # The disk said no: it waits in memory after all, in batches of the usual size.
                         for part in batch.split(limit) if len(batch) > limit else [batch]:

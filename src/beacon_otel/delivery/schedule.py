@@ -55,7 +55,13 @@ class DeliverySchedule:
         self.clock = clock
         self._flush_requests = 0  # flushes waiting: a partial batch goes now
         self.busy = False
-        """A request is in flight."""
+        """A request is in flight, or a write to the spool."""
+        self.offloading = 0
+        """Events on their way to the spool: out of the buffer, not yet on disk.
+
+        Not counted against the buffer size, so a slow write leaves all of memory to the requests
+        that keep coming; what memory holds is bounded by the buffer size plus one write
+        (``cycle.SPOOL_WRITE_BATCHES`` batches)."""
         self.in_flight_since: float | None = None
         """``time.monotonic()`` when the request in flight (live or replayed) began; None between."""
         self.stopping = False

@@ -129,9 +129,9 @@ class DeliveryWorker:
         return True
 
     def buffered(self) -> int:
-        """Events waiting in memory, in the buffer or in batches awaiting a retry."""
+        """Events waiting in memory: in the buffer, in batches awaiting a retry, or being spooled."""
         with self._sync.lock:
-            return self._buffer.unsent()
+            return self._buffer.unsent() + self._schedule.offloading
 
     # -- control ---------------------------------------------------------------------------
 
