@@ -29,6 +29,41 @@ INGEST_KEY = "bench-ingest-key"
 APITALLY_TOKEN = "apt_" + "b" * 24  # the format Apitally 1.0 checks; its OTLP goes to the local sink
 
 
+def _record_gc_pauses() -> None:
+    """With ``BENCH_GC_LOG=PATH``, each worker appends its garbage collections' pauses there at exit.
+
+    A diagnostic for tail latency: one line per worker, ``pid gen0 gen1 gen2 max_ms total_ms``.
+    """
+    path = os.environ.get("BENCH_GC_LOG")
+    if not path:
+        return
+    import atexit
+    import gc
+    import time
+
+    counts = [0, 0, 0]
+    pauses: list[float] = []
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            counts[info["generation"]] += 1
+            pauses.append(time.perf_counter() - started[0])
+
+    def dump() -> None:
+        with open(path, "a") as log:
+            worst = max(pauses, default=0.0) * 1000
+            log.write(f"{os.getpid()} {counts[0]} {counts[1]} {counts[2]} {worst:.2f} {sum(pauses) * 1000:.1f}\n")
+
+    gc.callbacks.append(callback)
+    atexit.register(dump)
+
+
+_record_gc_pauses()
+
+
 def _observer() -> str:
     return os.environ.get("BENCH_OBSERVER", "none")
 

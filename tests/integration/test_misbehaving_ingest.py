@@ -119,7 +119,8 @@ def test_spooled_batches_replay_while_traffic_flows(
     # Batches cut while the load ran at full pace (the last one, after the load stops, may be short).
     steady = [post for post in live_posts if post.at < load.stopped_at - 1.5]
     per_post = sum(len(post.events) for post in steady) / max(len(steady), 1)
-    full = sum(1 for post in steady if len(post.events) == REPLAY_BATCH) / max(len(steady), 1)
+    # Live events spooled while the ingest still failed come back as whole batches, one or several.
+    full = sum(1 for post in steady if len(post.events) % REPLAY_BATCH == 0) / max(len(steady), 1)
     summary(
         "replay-under-load",
         spooled_batches=len(on_disk.batches),

@@ -58,8 +58,8 @@ class DeliveryCycle:
     def _offload(self) -> None:
         """While the ingest is down, batches beyond the one being retried wait on disk.
 
-        What waits is written as one file, up to ``SPOOL_WRITE_BATCHES`` batches' worth, and
-        turned into JSON outside the lock.
+        What waits is written as one file, up to ``SPOOL_WRITE_BATCHES`` whole batches, and turned
+        into JSON outside the lock.
         """
         schedule, buffer = self._schedule, self._buffer
         while True:
@@ -74,7 +74,10 @@ class DeliveryCycle:
                 if buffer.batches > 1 or (buffer.batches and not buffer.events):
                     batch = buffer.take_newest()
                 else:
-                    popped = buffer.pop(max(limit, min(buffer.events, limit * SPOOL_WRITE_BATCHES)))
+                    # Whole batches (a flush's partial one alone), so the spool's files replay as
+                    # full requests; what is left is less than a batch, taken by the next write.
+                    whole = min(SPOOL_WRITE_BATCHES, buffer.events // limit)
+                    popped = buffer.pop(limit * max(1, whole))
                 schedule.busy = True  # out of memory, not on disk yet: a flush must wait for it
                 schedule.offloading = len(batch) if batch is not None else len(popped)
             kept = False

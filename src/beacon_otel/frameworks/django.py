@@ -35,15 +35,14 @@ from contextvars import Token
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.instrumentation import propagators as _propagators
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from beacon_otel.common import guard, patching
 from beacon_otel.contract.event import STANDARD_METHODS
 from beacon_otel.frameworks.base import Hook, hook, validation_items
-from beacon_otel.frameworks.wsgi import BodySent, body_closer
+from beacon_otel.frameworks.wsgi import BodySent, IncomingContext, body_closer
 from beacon_otel.mapping.span_to_event import plain_route
 from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry, current_request
@@ -254,41 +253,6 @@ _EXCEPTION = "_beacon_exception"
 """Where :meth:`ServerSpans.process_exception` keeps the view's exception on the request."""
 
 
-class _MetaGetter(Getter[Mapping[str, Any]]):
-    """Request headers from ``request.META`` (``HTTP_TRACEPARENT``), under WSGI and ASGI alike."""
-
-    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
-        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
-        return [value] if isinstance(value, str) else None
-
-    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
-        return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
-
-
-_META_GETTER = _MetaGetter()
-_EMPTY_CONTEXT = otel_context.Context()
-_W3C_HEADERS = ("HTTP_TRACEPARENT", "HTTP_BAGGAGE")
-
-
-def _is_plain_w3c(textmap: object) -> bool:
-    """Whether ``textmap`` is the SDK's default propagator: W3C trace context, then W3C baggage.
-
-    Both read nothing but their own header and give back the context they were given when it
-    is missing, so a request without either header needs no extraction at all.
-    """
-    from opentelemetry.baggage.propagation import W3CBaggagePropagator
-    from opentelemetry.propagators.composite import CompositePropagator
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    inner = getattr(textmap, "_propagators", None)
-    return (
-        type(textmap) is CompositePropagator
-        and isinstance(inner, list)
-        and [type(propagator) for propagator in inner]
-        == [TraceContextTextMapPropagator, W3CBaggagePropagator]
-    )
-
-
 class ServerSpanSource:
     """What :class:`ServerSpans` opens each request's span with: the tracer, the hooks, the exclusions."""
 
@@ -307,19 +271,8 @@ class ServerSpanSource:
         self.response_hook = response_hook
         self.excluded_urls = excluded_urls
         """The contrib instrumentation's ``ExcludeList``, or ``None`` when nothing is excluded."""
-        self._plain_textmap: object = None
-        """The global propagator last found to be the default W3C one (the app may set another)."""
-
-    def parent(self, meta: Mapping[str, Any]) -> otel_context.Context:
-        """The incoming trace context, through the global propagator."""
-        textmap = propagate.get_global_textmap()
-        if textmap is not self._plain_textmap:
-            if not _is_plain_w3c(textmap):
-                return textmap.extract(meta, getter=_META_GETTER)
-            self._plain_textmap = textmap
-        if _W3C_HEADERS[0] in meta or _W3C_HEADERS[1] in meta:
-            return textmap.extract(meta, getter=_META_GETTER)
-        return _EMPTY_CONTEXT  # what extraction gives back without either header
+        self.parent = IncomingContext()
+        """The incoming trace context of a request's ``META`` (its ``HTTP_`` keys, under WSGI and ASGI)."""
 
     def excluded(self, request: Any) -> bool:
         """Whether the user excluded the request's URL, matched as the contrib instrumentation does."""
