@@ -75,7 +75,7 @@ def client(ingest_url: str, compression: bool, n: int, batch_size: int = 100) ->
         ingest_url=ingest_url,
         compression=compression,
         batch_size=batch_size,
-        max_buffer_size=n,  # nothing may be evicted: every event must arrive
+        max_buffer_size=max(n, batch_size),  # nothing may be evicted: every event must arrive
     )
     processor = BeaconSpanProcessor(config)
     worker = processor._worker  # events are pre-built: only delivery is measured

@@ -130,7 +130,7 @@ def delivery_child(base_url: str, events: int) -> None:
     from beacon_otel import BeaconConfig, BeaconSpanProcessor
     from bench.scenarios.export import sample_events
 
-    config = BeaconConfig(ingest_key="bench-ingest-key", ingest_url=base_url, max_buffer_size=events * 2)
+    config = BeaconConfig(ingest_key="bench-ingest-key", ingest_url=base_url, max_buffer_size=max(events * 2, 100))
     processor = BeaconSpanProcessor(config)
     worker = processor._worker
     batch = sample_events(events)

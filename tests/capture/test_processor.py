@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from beacon_otel import BeaconConfig, BeaconSpanProcessor, configure
+from beacon_otel.delivery.cycle import DeliveryCycle
 from tests.conftest import Pipeline, make_pipeline
 
 HTTP = {"http.request.method": "GET", "url.path": "/x", "http.response.status_code": 200}
@@ -149,14 +151,21 @@ def test_on_error_that_raises_is_contained(caplog: pytest.LogCaptureFixture) -> 
     processor.shutdown()
 
 
-def test_shutdown_logs_one_summary_line_when_events_were_lost(caplog: pytest.LogCaptureFixture) -> None:
+def test_shutdown_logs_one_summary_line_when_events_were_lost(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Drops are never silent: shutdown reports them by reason."""
+    # The delivery thread waits until the three spans have ended: memory for one, two dropped.
+    go = threading.Event()
+    run = DeliveryCycle.run
+    monkeypatch.setattr(DeliveryCycle, "run", lambda self: (go.wait(10), run(self))[1])
     provider = TracerProvider()
-    processor = BeaconSpanProcessor(BeaconConfig(dry_run=True, max_buffer_size=1, batch_size=10))
+    processor = BeaconSpanProcessor(BeaconConfig(dry_run=True, max_buffer_size=1, batch_size=1))
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
     for _ in range(3):
         tracer.start_span("GET /x", kind=SpanKind.SERVER, attributes=HTTP).end()
+    go.set()
     with caplog.at_level(logging.WARNING, logger="beacon_otel"):
         provider.shutdown()
     assert any("1 events sent, 2 dropped (buffer_full=2)" in r.getMessage() for r in caplog.records)

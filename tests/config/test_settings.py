@@ -385,3 +385,16 @@ def test_a_key_that_cannot_go_in_a_header_fails_at_configuration_without_showing
     )
     assert "secret" not in message and "bytes_" not in message
     assert raised.value.variable == "BEACON_INGEST_KEY"
+
+
+def test_a_batch_larger_than_memory_is_refused_naming_both_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory that cannot hold one batch would never send a full one nor spool during an outage."""
+    expected = r"BEACON_BATCH_SIZE.*BEACON_MAX_BUFFER_SIZE, 50\), got 100"
+    with pytest.raises(BeaconConfigError, match=expected) as info:
+        BeaconConfig(ingest_key="k", batch_size=100, max_buffer_size=50)
+    assert info.value.setting == "batch_size"
+    monkeypatch.setenv("BEACON_BATCH_SIZE", "500")
+    monkeypatch.setenv("BEACON_MAX_BUFFER_SIZE", "200")
+    with pytest.raises(BeaconConfigError, match="BEACON_BATCH_SIZE"):
+        BeaconConfig.from_env(ingest_key="k")
+    assert BeaconConfig(ingest_key="k", batch_size=50, max_buffer_size=50).batch_size == 50

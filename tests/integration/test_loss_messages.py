@@ -64,7 +64,7 @@ def test_a_full_buffer_says_why_the_spool_did_not_take_the_events(
     where = (
         {"max_storage_bytes": 0} if spool == "off" else {"storage_path": str(tmp_path / "a-file" / "spool")}
     )
-    processor = unreachable(max_buffer_size=10, batch_size=100, **where)
+    processor = unreachable(max_buffer_size=10, batch_size=10, **where)
     with caplog.at_level(logging.WARNING, logger="beacon_otel"):
         p = BeaconSpanProcessor(processor)
         end_spans(p, 30)

@@ -156,6 +156,14 @@ class BeaconConfig:
             if f.name not in ("ingest_key", "ingest_url"):
                 value = _checked(f, getattr(self, f.name))
                 object.__setattr__(self, f.name, value)
+        if self.batch_size > self.max_buffer_size:
+            # Memory could never hold a full batch: nothing would go before the interval, and while
+            # the ingest is down nothing would go to disk before memory overflowed.
+            raise BeaconConfigError(
+                f"Expected batch_size (BEACON_BATCH_SIZE) to be at most max_buffer_size "
+                f"(BEACON_MAX_BUFFER_SIZE, {self.max_buffer_size}), got {self.batch_size}",
+                setting="batch_size",
+            )
         # A key is needed only to send: dry runs and disabled configs work without one.
         needs_key = self.enabled and not self.dry_run
         if needs_key:
