@@ -191,3 +191,25 @@ def test_a_batch_of_written_events_splits_and_encodes_like_one_of_wire_dicts() -
     halves = written.split(3)
     assert [h.body() for h in halves] == [h.body() for h in dicts.split(3)]
     assert len({written.batch_id, *(h.batch_id for h in halves)}) == 3
+
+
+def test_repeated_values_and_timestamps_are_written_as_json_dumps_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kept JSON literals (methods, routes, consumers) and kept seconds never change what is written.
+
+    Past the limit of kept literals new values are escaped each time; timestamps crossing a second
+    (and going back, as events of several threads do) take their own second's text.
+    """
+    from beacon_otel.contract import event as module
+
+    monkeypatch.setattr(module, "_repeated", {})
+    monkeypatch.setattr(module, "_REPEATED_LIMIT", 3)
+    second = 1_780_488_000_000_000_000
+    times = [second + 999_000_000, second + 1_000_000_000, second + 1_001_000_000, second + 5_000_000, second]
+    for n, end in enumerate(times * 2):
+        event = _event(end_time_ns=end, route=f"/r{n % 4}/{{id}}", consumer=f"c\u00e9-{n % 5}\t")
+        assert event_json(event) == json.dumps(event.as_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert len(module._repeated) == 3
+    assert format_ts(second + 999_999_999) == "2026-06-03T12:00:00.999+00:00"
+    assert format_ts(second + 1_000_000_000) == "2026-06-03T12:00:01.000+00:00"

@@ -58,18 +58,25 @@ class RequestEvent(NamedTuple):
 
 
 _second_cache: tuple[int, str] = (-1, "")
+_MILLISECONDS = [f".{ms:03d}+00:00" for ms in range(1000)]
+"""Each millisecond's tail of a timestamp: a ``:03d`` format costs more than the rest of the time."""
 
 
 def format_ts(time_ns: int) -> str:
     """ISO 8601 in UTC with an explicit offset, millisecond precision."""
+    milliseconds = time_ns // 1_000_000
+    second, text = _second_cache
+    if milliseconds // 1000 != second:
+        text = _format_second(milliseconds // 1000)
+    return text + _MILLISECONDS[milliseconds % 1000]
+
+
+def _format_second(second: int) -> str:
+    """A second's part of a timestamp, kept: the events of one batch mostly share their second."""
     global _second_cache
-    second, nanoseconds = divmod(time_ns, 1_000_000_000)
-    cached_second, prefix = _second_cache
-    if second != cached_second:
-        # Events of one batch mostly share their second: format it once.
-        prefix = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _second_cache = (second, prefix)
-    return f"{prefix}.{nanoseconds // 1_000_000:03d}+00:00"
+    text = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    _second_cache = (second, text)  # one assignment: a reader sees the old pair or the new one
+    return text
 
 
 def encode_batch(events: list[RequestEvent]) -> bytes:
@@ -108,13 +115,40 @@ def event_json(event: RequestEvent) -> str:
         or not (error is None or type(error) is str)
     ):
         return json.dumps(event.as_dict(), ensure_ascii=False, separators=(",", ":"))
+    # format_ts and _json_repeated inlined: a Python call costs as much as what they do.
+    milliseconds = end_time_ns // 1_000_000
+    second, ts = _second_cache
+    if milliseconds // 1000 != second:
+        ts = _format_second(milliseconds // 1000)
+    repeated = _repeated
     # ts is digits and punctuation only: nothing in it to escape.
     return (
-        f'{{"ts":"{format_ts(end_time_ns)}","method":{_json_string(method)},"route":{_json_string(route)},'
-        f'"path":{_json_string(path)},"status":{status},"duration_ms":{duration_ms},'
-        f'"consumer":{"null" if consumer is None else _json_string(consumer)},'
+        f'{{"ts":"{ts}{_MILLISECONDS[milliseconds % 1000]}",'
+        f'"method":{repeated.get(method) or _json_repeated(method)},'
+        f'"route":{repeated.get(route) or _json_repeated(route)},"path":{_json_string(path)},'
+        f'"status":{status},"duration_ms":{duration_ms},'
+        f'"consumer":{"null" if consumer is None else repeated.get(consumer) or _json_repeated(consumer)},'
         f'"error":{"null" if error is None else _json_string(error)}}}'
     )
+
+
+_REPEATED_LIMIT = 4096
+"""Distinct methods, routes and consumers whose JSON literal is kept (a few hundred kilobytes at most)."""
+_repeated: dict[str, str] = {}
+
+
+def _json_repeated(text: str) -> str:
+    """The JSON literal of a value that repeats from event to event (a method, a route, a consumer).
+
+    Looked up rather than escaped again: a fifth of the cost. Past ``_REPEATED_LIMIT`` distinct
+    values (consumers of a very large API), new ones are escaped each time, as paths are.
+    """
+    literal = _repeated.get(text)
+    if literal is None:
+        literal = _json_string(text)
+        if len(_repeated) < _REPEATED_LIMIT:
+            _repeated[text] = literal
+    return literal
 
 
 def _event_json(event: dict[str, Any]) -> str:
