@@ -39,9 +39,9 @@ def test_the_bound_counts_events_in_batches_too() -> None:
     buffer = filled(4, max_size=5)
     assert buffer.head(3) is not None
     assert (buffer.events, buffer.batches, buffer.unsent()) == (1, 1, 4)
-    assert not buffer.full()
-    buffer.add(event(4))
-    assert buffer.full()
+    assert buffer.add(event(4)) == 2
+    assert buffer.add(event(5)) == 0  # full: not added
+    assert (buffer.events, buffer.unsent()) == (2, 5)
 
 
 def test_dropping_the_oldest_refuses_when_memory_is_all_batches() -> None:

@@ -157,6 +157,34 @@ def test_transient_failure_is_retried_without_duplicates(
     assert len(set(transport.batch_ids)) == 1  # a retry is the same batch to the ingest
 
 
+def test_recovery_counts_the_events_the_failure_delayed(
+    make_worker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The recovery line counts the failed batch's events and every event queued while failing."""
+    caplog.set_level(logging.INFO, logger="beacon_otel")
+    monkeypatch.setattr("beacon_otel.delivery.health.backoff_delay", lambda failures, **_: 0.0)
+    sends: list[int] = []
+    release = threading.Event()
+
+    def on_send() -> None:
+        sends.append(1)
+        if len(sends) == 2:  # the retry waits while more requests come in
+            release.wait(5.0)
+
+    transport = ScriptedTransport([Outcome(Verdict.RETRY, 503)], on_send=on_send)
+    worker, transport, _, _ = make_worker(transport)
+    for n in range(3):
+        worker.submit(event(n))
+    wait_until(lambda: len(sends) == 2)
+    for n in range(3, 5):
+        worker.submit(event(n))
+    release.set()
+    assert worker.flush(5.0)
+    assert sorted(transport.delivered()[3:]) == list(range(5))
+    recovered = [r.getMessage() for r in caplog.records if "recovered after" in r.getMessage()]
+    assert len(recovered) == 1 and recovered[0].endswith("; 5 events were delayed")
+
+
 def test_each_batch_and_each_split_half_has_its_own_id(make_worker: Any) -> None:
     """Idempotency keys: distinct per batch, and a 413's halves each get a new one."""
     transport = ScriptedTransport([Outcome(Verdict.SPLIT, 413)])

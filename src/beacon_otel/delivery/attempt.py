@@ -83,7 +83,8 @@ class Delivery:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transport = transport
-        self._stats = stats
+        self.stats = stats
+        """The counters; the worker counts each event it queues there itself."""
         self._report = report
         self._log = log
         self.spool: SpoolPolicy | NoSpool = spool if spool is not None else NoSpool()
@@ -91,13 +92,15 @@ class Delivery:
         self._clock = clock
         self.health = IngestHealth(clock=clock)
         self._size = BodySizeLimit(clock)  # learnt from 413s: the largest body the ingest takes
-        self._delayed = 0  # events queued while the ingest was failing
+        self._delayed_from = 0
+        """While the ingest fails: the count of events queued, less the first failed batch's.
+        What the count has grown by since is how many events the failure delayed."""
 
     def reset(self) -> None:
         """A forked child starts healthy, with its own connections and counters."""
-        self._stats.after_fork()
+        self.stats.after_fork()
         self.health = IngestHealth(clock=self._clock)
-        self._delayed = 0
+        self._delayed_from = 0
         self._transport.reset()
 
     def close(self) -> None:
@@ -107,15 +110,9 @@ class Delivery:
 
     # -- counting (called under the worker's lock: no I/O here) ------------------------------
 
-    def queued(self) -> None:
-        """One event was queued."""
-        self._stats.queued()
-        if self.health.failures:  # health.failing, without a property call per event
-            self._delayed += 1
-
     def lost(self, reason: str, count: int, outcome: Outcome | None = None) -> None:
         """``count`` events will never arrive: counted, reported, logged once a minute."""
-        self._stats.drop(reason, count)
+        self.stats.drop(reason, count)
         error = DeliveryError(
             reason, count, outcome, what=self._buffer_full() if reason == "buffer_full" else None
         )
@@ -204,20 +201,19 @@ class Delivery:
         if batch.spooled is not None:
             self.spool.settle(batch, delivered=True)
         else:
-            self._stats.record(Fate.SENT, len(batch))
+            self.stats.record(Fate.SENT, len(batch))
         failing_for = self.health.succeeded()
         if failing_for is not None:
-            self._log.recovered(failing_for, self._delayed)
-            self._delayed = 0
+            self._log.recovered(failing_for, self.stats.queued_events - self._delayed_from)
 
     def _failed(self, batch: Batch, outcome: Outcome, *, stopping: bool) -> bool:
         """A transient failure: back off, tell, and keep the batch in memory or on disk."""
         first = not self.health.failing
         delay = self.health.failed(outcome)
-        self._stats.record(Fate.RETRIED, len(batch))
+        self.stats.record(Fate.RETRIED, len(batch))
         self._report(DeliveryError("retrying", len(batch), outcome))
         if first:
-            self._delayed = len(batch)
+            self._delayed_from = self.stats.queued_events - len(batch)
         gives_up = batch.attempts >= GIVE_UP_AFTER or self.health.down
         if self.spool.configured and (gives_up or stopping):
             next_step = f"spooling to {self._log.spool_path}"

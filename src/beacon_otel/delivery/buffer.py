@@ -49,10 +49,6 @@ class EventBuffer:
         """Events in memory, in batches or not: what the buffer size bounds."""
         return len(self._events) + self._batch_events
 
-    def full(self) -> bool:
-        """Whether one more event would go over the buffer size."""
-        return len(self._events) + self._batch_events >= self._max_size  # per event: no call
-
     def should_spill(self, limit: int, *, batch_size: int, failing: bool) -> bool:
         """Whether memory is full enough for batches to go to disk (``limit``: events per batch).
 
@@ -76,11 +72,15 @@ class EventBuffer:
         return True
 
     def add(self, event: RequestEvent) -> int:
-        """Append one event; returns how many wait outside batches now."""
-        if not self._events:
+        """Append one event unless the buffer is full; how many wait outside batches now (0: full,
+        nothing added): one call on every request, where asking first whether it is full was two."""
+        events = self._events
+        if len(events) + self._batch_events >= self._max_size:
+            return 0
+        if not events:
             self.oldest_at = self._clock()
-        self._events.append(event)
-        return len(self._events)
+        events.append(event)
+        return len(events)
 
     def cut(self, count: int, size: int) -> list[Batch]:
         """Take up to ``count`` events, oldest first, as batches of at most ``size`` (kept by the caller).

@@ -45,6 +45,7 @@ class DeliveryWorker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._delivery = delivery
+        self._stats = delivery.stats
         # Made again in a forked child, with fresh primitives and an empty buffer.
         self._new_schedule = functools.partial(
             DeliverySchedule,
@@ -106,14 +107,15 @@ class DeliveryWorker:
                 self._delivery.lost("after_shutdown", 1)
                 return False
             buffer = self._buffer
-            if buffer.full():
+            waiting = buffer.add(event)
+            if not waiting:
                 # Memory is full and the spool could not take more: the oldest goes first,
                 # recent traffic matters most.
                 self._delivery.lost("buffer_full", 1)
                 if not buffer.drop_oldest():
                     return False  # memory is all batches being retried: the new one goes
-            waiting = buffer.add(event)
-            self._delivery.queued()
+                waiting = buffer.add(event)
+            self._stats.queued_events += 1  # the only writer, under the lock: no call per event
             if self._thread is None:
                 thread = self._new_thread()
             elif waiting % self._schedule.batch_size == 0:
