@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from beacon_otel.mapping.facts import RequestFacts
-from beacon_otel.mapping.span_to_event import Unmappable, plain_event, plain_route, span_to_event
+from beacon_otel.mapping.span_to_event import Unmappable, plain_event, span_to_event
 
 START = 1_780_488_000_000_000_000
 OLD = {"http.method": "GET", "http.target": "/users/7?expand=1", "http.status_code": 200}
@@ -276,7 +276,7 @@ PLAIN = [
 def test_a_plain_request_makes_the_event_its_span_makes(
     method: str, path: str, template: str | None, status: int
 ) -> None:
-    """plain_route and plain_event give exactly what span_to_event makes of the request's span."""
+    """plain_event gives exactly what span_to_event makes of the request's span."""
     attributes: dict[str, Any] = {
         "http.request.method": method,
         "url.path": path,
@@ -286,9 +286,7 @@ def test_a_plain_request_makes_the_event_its_span_makes(
         attributes["http.route"] = template
     facts = RequestFacts(method=method, path=path, consumer="key-1")
     expected = span_to_event(make_span(attributes), facts)  # cleans and keeps the template
-    route = plain_route(method, path, template, status)
-    assert route == expected.route
-    assert plain_event(START + 42_500_000, method, route, path, status, START, "key-1") == expected
+    assert plain_event(START + 42_500_000, method, template, path, status, START, "key-1") == expected
 
 
 @pytest.mark.parametrize(
@@ -308,6 +306,6 @@ def test_a_plain_request_makes_the_event_its_span_makes(
 def test_anything_else_takes_the_general_way(
     method: str, path: str | None, template: str | None, status: int | None
 ) -> None:
-    """plain_route answers None unless every field is one span_to_event passes through as it is."""
+    """plain_event answers None unless every field is one span_to_event passes through as it is."""
     span_to_event(make_span({**NEW, "http.route": "/users/{id}"}))  # "/users/{id}" is cleaned
-    assert plain_route(method, path, template, status) is None
+    assert plain_event(START + 1, method, template, path, status, START, "key-1") is None

@@ -188,34 +188,43 @@ class BeaconSpanProcessor(SpanProcessor):
         context: RequestContext,
         span_id: int,
         method: str,
-        path: str,
-        route: str,
-        status: int,
+        path: str | None,
+        template: str | None,
+        status: int | None,
         start_ns: int,
         end_ns: int,
-    ) -> None:
-        """The event of a request whose span source knows its facts, found plain; never raises.
+    ) -> bool:
+        """Queue the event of a request whose span source knows its facts, if they are plain.
 
-        What ``on_end`` would make of the span, without reading it: Flask's lean span source
-        calls this for nearly every request.
+        What ``on_end`` would make of the span, without reading it: the lean span sources call
+        this for nearly every request, before they end its span. False when the facts are not
+        plain (``mapping.span_to_event.plain_event``): then the span is read as it ends, as any
+        other. True when the request is done with here, its event queued (or excluded, or
+        counted lost): its span's end must then be left alone (``RequestRegistry.ending_directly``).
+        Never raises.
         """
         if not self._enabled:
-            return
+            return False
         try:
-            self.requests.finish(span_id)
             if not context.resolved:
                 context.consumer = self.requests.rules.from_environ(context.environ or {}, context.request)
-            event = plain_event(end_ns, method, route, path, status, start_ns, context.consumer)
+                context.resolved = True
+            event = plain_event(end_ns, method, template, path, status, start_ns, context.consumer)
+            if event is None:
+                return False
+            self.requests.finish(span_id)
             # The exclusion's cheap test inline: the kept() call only for a path it may exclude.
             if (
                 self._kept is None
-                or not path.endswith(self._excluded_endings)
+                or not event.path.endswith(self._excluded_endings)
                 or self._kept(event) is not None
             ):
                 self._worker.submit(event)
         except Exception:
             self.stats.drop("internal_error")
             guard.internal_error("queueing a request's event")
+            self.requests.finish(span_id)
+        return True
 
     def body_sent(self, context: RequestContext) -> None:
         """A streamed body is done: the event of its already ended span can go now."""

@@ -119,14 +119,24 @@ _event: Callable[[tuple[Any, ...]], RequestEvent] = functools.partial(tuple.__ne
 """A ``RequestEvent`` from all its fields in order, made in C (as ``request.context._facts``)."""
 
 
-def plain_route(method: str, path: str | None, template: str | None, status: int | None) -> str | None:
-    """The event's route of a request :func:`span_to_event` would map on its quick paths alone.
+def plain_event(
+    end: int,
+    method: str,
+    template: str | None,
+    path: str | None,
+    status: int | None,
+    start: int,
+    consumer: str | None,
+) -> RequestEvent | None:
+    """The event :func:`span_to_event` would make of a request's span on its quick paths alone.
 
-    For a span source that knows its request's facts (``frameworks.flask``'s lean one): a
-    standard method, a plain ASCII path, a status from 100 to 499, and a route template cleaned
-    before (or none: the concrete path). ``None`` for anything else, which goes the general way.
+    For a span source that knows its request's facts (``frameworks.flask``'s and
+    ``frameworks.django``'s lean ones), without reading the span (about 20,000 instructions
+    less). ``None`` unless the request is plain: a standard method, a plain ASCII path, a status
+    from 100 to 499, and a route template cleaned before (or none: the concrete path). Anything
+    else goes the general way.
     """
-    if (
+    if not (
         type(status) is int
         and 100 <= status < 500
         and method in STANDARD_METHODS
@@ -137,15 +147,13 @@ def plain_route(method: str, path: str | None, template: str | None, status: int
         and path.isprintable()
         and "?" not in path
     ):
-        return path[:MAX_ROUTE] if template is None else _clean_routes.get(template)
-    return None
-
-
-def plain_event(
-    end: int, method: str, route: str, path: str, status: int, start: int, consumer: str | None
-) -> RequestEvent:
-    """The event of a request whose fields :func:`plain_route` found plain: what span_to_event
-    would make of its span, without reading the span (about 20,000 instructions less)."""
+        return None
+    if template is None:
+        route: str | None = path[:MAX_ROUTE]
+    else:
+        route = _clean_routes.get(template)
+        if route is None:
+            return None
     duration_ms = (end - start) // 1_000_000
     return _event(
         (end, method, route, path, status, duration_ms if duration_ms > 0 else 0, consumer, None, None)

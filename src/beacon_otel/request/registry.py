@@ -48,10 +48,11 @@ def come_back(token: Token[tuple[Any, RequestContext] | None]) -> None:
     _CURRENT.reset(token)
 
 
-Served = Callable[[RequestContext, int, str, str, str, int, int, int], None]
-"""``served(context, span_id, method, path, route, status, start_ns, end_ns)``: a request whose
-span source knows its facts (``mapping.span_to_event.plain_route`` found them plain), after its
-span ended, in place of the processor reading the span."""
+Served = Callable[[RequestContext, int, str, "str | None", "str | None", "int | None", int, int], bool]
+"""``served(context, span_id, method, path, template, status, start_ns, end_ns)``: a request
+whose span source knows its facts, just before its span ends. True when its event was made from
+them (``mapping.span_to_event.plain_event`` found them plain): the span's end is then left alone
+(:attr:`RequestRegistry.ending_directly`). False for any other request: its span is read."""
 
 
 class RequestRegistry:
@@ -71,8 +72,8 @@ class RequestRegistry:
         """Takes the facts of a request whose span source made its span (see :data:`Served`);
         ``None`` when nothing does, and the span is read when it ends."""
         self.ending_directly: ContextVar[Any] = ContextVar("beacon_ending_directly", default=None)
-        """The ``SpanContext`` of the span a span source is ending while it hands its request's
-        facts to :attr:`served`: the processor leaves that span alone."""
+        """The ``SpanContext`` of the span a span source is ending after :attr:`served` took its
+        request's facts: the processor leaves that span alone."""
         self._limit = limit
         self._contexts: dict[int, RequestContext] = {}
         self._nested: dict[int, RequestContext] = {}
