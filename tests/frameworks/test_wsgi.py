@@ -91,9 +91,27 @@ def test_another_propagator_is_always_asked_and_a_change_is_seen(textmap: Any) -
 )
 def test_server_span_attributes_follow_the_stable_conventions(method: str, expected: dict[str, str]) -> None:
     """Method (``_OTHER`` and the original for unknown ones), path and scheme; never the query."""
-    environ = {"REQUEST_METHOD": method, "wsgi.url_scheme": "https", "QUERY_STRING": "token=secret"}
-    assert server_span_attributes(environ, method, "/a") == {
-        **expected,
-        "url.path": "/a",
-        "url.scheme": "https",
+    environ = {
+        "REQUEST_METHOD": method,
+        "wsgi.url_scheme": "https",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/a",
+        "QUERY_STRING": "token=secret",
     }
+    assert server_span_attributes(environ) == {**expected, "url.path": "/a", "url.scheme": "https"}
+
+
+@pytest.mark.parametrize(
+    ("script_name", "path_info", "path"),
+    [
+        ("", "/users/7", "/users/7"),
+        ("/api", "/users/7", "/api/users/7"),
+        ("", "", "/"),
+        ("", "/caf\u00c3\u00a9", "/caf\u00e9"),  # PEP 3333's latin-1 of the UTF-8 bytes
+    ],
+)
+def test_the_span_path_is_the_clients(script_name: str, path_info: str, path: str) -> None:
+    """``url.path``: the mount point and the path, as the client sent them; ``/`` when empty."""
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": script_name, "PATH_INFO": path_info}
+    attributes = server_span_attributes(environ)
+    assert (attributes["url.path"], attributes["url.scheme"]) == (path, "http")

@@ -26,13 +26,12 @@ from beacon_otel.common import guard, patching
 from beacon_otel.frameworks.base import Hook, hook, record_once
 from beacon_otel.frameworks.wsgi import (
     CURRENT_SPAN_KEY,
-    HTTP_METHODS,
     BodySent,
     IncomingContext,
     body_closer,
     server_span_attributes,
 )
-from beacon_otel.request.context import RequestContext, wsgi_path
+from beacon_otel.request.context import RequestContext
 from beacon_otel.request.registry import RequestRegistry
 from beacon_otel.version import __version__
 
@@ -211,6 +210,7 @@ class _LeanSource:
 
     __slots__ = (
         "body_sent",
+        "current",
         "ending_directly",
         "excluded",
         "incoming",
@@ -232,6 +232,7 @@ class _LeanSource:
         self.excluded = excluded
         self.body_sent = registry.body_sent
         self.served = registry.served
+        self.current = registry.current
         self.ending_directly = registry.ending_directly
         self.resolver = registry.rules.has_resolver
         self.incoming = IncomingContext()
@@ -346,12 +347,11 @@ class _Served:
         environ = request.environ
         if source.excluded is not None and source.excluded.url_disabled(request.url):
             return
-        method = environ.get("REQUEST_METHOD", "")
-        path = wsgi_path(environ) or "/"
-        attributes = server_span_attributes(environ, method, path)
-        if method not in HTTP_METHODS:
-            method = attributes["http.request.method"]
-            method = "HTTP" if method == "_OTHER" else method
+        attributes = server_span_attributes(environ)
+        path = attributes["url.path"]
+        method = attributes["http.request.method"]
+        if method == "_OTHER":
+            method = "HTTP"
         rule = request.url_rule
         if rule is not None:
             route = self.template = attributes["http.route"] = rule.rule
@@ -377,7 +377,10 @@ class _Served:
                 Context({CURRENT_SPAN_KEY: span}) if parent is not None else trace.set_span_in_context(span)
             )
         self.token = otel_context.attach(current)
-        context = source.registry.open(span)
+        # registry.open(span), without the call when the processor has just made the span's
+        # request current (it always has, unless it is not on the span's provider).
+        opened = source.current.get()
+        context = opened[1] if opened is not None and opened[0] is span else source.registry.open(span)
         if context is not None:
             # What Beacon's Flask hooks do under the instrumentation.
             context.environ = environ

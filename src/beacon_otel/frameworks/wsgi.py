@@ -25,7 +25,7 @@ from opentelemetry.propagators.textmap import Getter
 
 from beacon_otel.common import guard
 from beacon_otel.frameworks.base import Hook, hook
-from beacon_otel.request.context import RequestContext
+from beacon_otel.request.context import RequestContext, wsgi_path
 from beacon_otel.request.registry import RequestRegistry
 
 BodySent = Callable[[RequestContext], None]
@@ -155,15 +155,21 @@ class IncomingContext:
         self._without = Context() if type(parts[0]) is TraceContextTextMapPropagator else None
 
 
-def server_span_attributes(environ: Mapping[str, Any], method: str, path: str) -> dict[str, Any]:
+def server_span_attributes(environ: Mapping[str, Any]) -> dict[str, Any]:
     """A SERVER span's start attributes from a WSGI environ, in the stable HTTP conventions.
 
     What an event needs (method, path, scheme), and no more: each attribute costs the SDK a few
-    microseconds to check and store. Not the query string, which may carry credentials.
+    microseconds to check and store. Not the query string, which may carry credentials. The
+    path is the client's (:func:`~beacon_otel.request.context.wsgi_path`), ``/`` when empty; a
+    method outside the standard ones is ``_OTHER``, with ``http.request.method_original``.
     """
+    method = environ.get("REQUEST_METHOD", "")
+    raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    # wsgi_path(), inline for the usual ASCII path (a call less on every request).
+    path = raw if type(raw) is str and raw.isascii() else wsgi_path(environ)
     attributes: dict[str, Any] = {
         "http.request.method": method,
-        "url.path": path,
+        "url.path": path or "/",
         "url.scheme": environ.get("wsgi.url_scheme", "http"),
     }
     if method not in HTTP_METHODS:

@@ -79,6 +79,9 @@ class RequestRegistry:
         self._nested: dict[int, RequestContext] = {}
         self.inner_layers = self._nested
         """Open inner layers by span id, to test for truth: the usual answer is a quick no."""
+        self.current = _CURRENT
+        """The request this task or thread serves, with its outermost SERVER span: a span source
+        that has just started a span finds its context here, as :meth:`open` would, without a call."""
         self.evicted = 0
 
     def started(self, span: Any) -> None:
@@ -92,7 +95,13 @@ class RequestRegistry:
         if current is not None and current[0] is not span and current[0].is_recording():
             self.nest(span, current[1])
             return
-        _CURRENT.set((span, self._add(span.get_span_context().span_id)))
+        # _add(), inline: this runs for every request.
+        context = RequestContext()
+        contexts = self._contexts
+        if len(contexts) >= self._limit:
+            self._evict_one()
+        contexts[span.get_span_context().span_id] = context
+        _CURRENT.set((span, context))
 
     def serving(self) -> RequestContext | None:
         """The request this task or thread is serving, if its outermost span is still live."""
@@ -111,13 +120,17 @@ class RequestRegistry:
     def _add(self, span_id: int) -> RequestContext:
         context = RequestContext()
         contexts = self._contexts
-        # No lock: single dict operations are atomic, and eviction only has to be approximate.
         if len(contexts) >= self._limit:
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                contexts.pop(next(iter(contexts)))
-                self.evicted += 1
+            self._evict_one()
         contexts[span_id] = context
         return context
+
+    def _evict_one(self) -> None:
+        """Forget the oldest request: its span never ended, or not yet."""
+        # No lock: single dict operations are atomic, and eviction only has to be approximate.
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+            self._contexts.pop(next(iter(self._contexts)))
+            self.evicted += 1
 
     def open(self, span: Any) -> RequestContext | None:
         """The context of a recording SERVER span, for its hooks; ``None`` for any other span."""
