@@ -247,3 +247,37 @@ def test_response_hooks_only_for_a_resolver(framework: str) -> None:
     finally:
         plain.provider.shutdown()
         resolved.provider.shutdown()
+
+
+def test_handed_over_facts_make_the_event_of_their_own_span_only(pipeline: Pipeline) -> None:
+    """A span source's handed-over facts make its request's event when that span ends, unread.
+
+    A span ending meanwhile (a child, on the same thread) neither takes them nor loses them;
+    facts that are not plain (a 5xx) leave the event to the span, read as any other.
+    """
+    tracer = pipeline.provider.get_tracer("t")
+    requests = pipeline.processor.requests
+    attributes = {**HTTP, "url.path": "/users/7", "http.route": "/users/{id}"}
+
+    def serve(handed_status: int, span_status: int) -> None:
+        span = tracer.start_span("GET /users/{id}", kind=SpanKind.SERVER, attributes=attributes)
+        span.set_attribute("http.response.status_code", span_status)
+        context = requests.open(span)
+        assert context is not None
+        context.path = "/users/7"
+        start = span.start_time
+        assert start is not None
+        context.handed_over = ("GET", "/users/{id}", handed_status, start, start + 3_000_000)
+        tracer.start_span("SELECT", kind=SpanKind.CLIENT).end()  # a child ending first
+        span.end(start + 3_000_000)
+
+    # The route's first request: its span is read, and its template cleaned once.
+    tracer.start_span("GET /users/{id}", kind=SpanKind.SERVER, attributes=attributes).end()
+    serve(handed_status=201, span_status=200)  # the facts, not the span: 201
+    serve(handed_status=503, span_status=502)  # not plain: the span's 502
+    events = pipeline.events()
+    assert [(e["status"], e["route"], e["duration_ms"]) for e in events[1:]] == [
+        (201, "/users/{id}", 3),
+        (502, "/users/{id}", 3),
+    ]
+    assert len(requests) == 0

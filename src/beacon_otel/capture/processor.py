@@ -84,8 +84,8 @@ class BeaconSpanProcessor(SpanProcessor):
         rules = ConsumerRules(
             config.consumer_header, config.consumer_resolver, timeout=config.consumer_resolver_timeout
         )
-        self.requests = RequestRegistry(rules, body_sent=self.body_sent, served=self.served)
-        self._ending_directly = self.requests.ending_directly
+        self.requests = RequestRegistry(rules, body_sent=self.body_sent)
+        self._serving = self.requests.current
         self._off_loop = OffLoopResolution(rules, self._queue_event) if config.consumer_resolver else None
         self.self_metrics = SelfMetrics(self.stats, queue_size=self.buffered, capacity=config.max_buffer_size)
         self._report = functools.partial(_call_on_error, config.on_error)
@@ -123,9 +123,17 @@ class BeaconSpanProcessor(SpanProcessor):
         """Map a finished SERVER span and queue its event; never raises, never waits."""
         if not self._enabled:
             return
-        ending_directly = self._ending_directly.get()
-        if ending_directly is not None and span.context is ending_directly:
-            return  # its span source hands the request's facts to served() instead
+        serving = self._serving.get()
+        if serving is not None:
+            context = serving[1]
+            # A request whose span source handed its facts over: its event is made from them,
+            # without reading the span, if they are plain (nearly every Flask and Django request).
+            if (
+                context.handed_over is not None
+                and span.context is context.span_context
+                and self._served(context)
+            ):
+                return
         try:
             view = span_view.read(span, _SERVER)  # None for any other kind: one call either way
         except Exception:
@@ -183,36 +191,22 @@ class BeaconSpanProcessor(SpanProcessor):
             self.stats.drop("internal_error")
             guard.internal_error("queueing a request's event")
 
-    def served(
-        self,
-        context: RequestContext,
-        span_id: int,
-        method: str,
-        path: str | None,
-        template: str | None,
-        status: int | None,
-        start_ns: int,
-        end_ns: int,
-    ) -> bool:
-        """Queue the event of a request whose span source knows its facts, if they are plain.
+    def _served(self, context: RequestContext) -> bool:
+        """Queue the event of a request whose span source handed its facts over, if they are plain.
 
-        What ``on_end`` would make of the span, without reading it: the lean span sources call
-        this for nearly every request, before they end its span. False when the facts are not
-        plain (``mapping.span_to_event.plain_event``): then the span is read as it ends, as any
-        other. True when the request is done with here, its event queued (or excluded, or
-        counted lost): its span's end must then be left alone (``RequestRegistry.ending_directly``).
-        Never raises.
+        What the rest of ``on_end`` would make of the span, without reading it (about 28,000
+        instructions less a Flask request). False when the facts are not plain
+        (``mapping.span_to_event.plain_event``): the span is then read as any other. Never raises.
         """
-        if not self._enabled:
-            return False
         try:
+            method, template, status, start_ns, end_ns = context.handed_over  # type: ignore[misc]
             if not context.resolved:
                 context.consumer = self.requests.rules.from_environ(context.environ or {}, context.request)
                 context.resolved = True
-            event = plain_event(end_ns, method, template, path, status, start_ns, context.consumer)
+            event = plain_event(end_ns, method, template, context.path, status, start_ns, context.consumer)
             if event is None:
                 return False
-            self.requests.finish(span_id)
+            self.requests.finish(context.span_id)
             # The exclusion's cheap test inline: the kept() call only for a path it may exclude.
             if (
                 self._kept is None
@@ -223,7 +217,7 @@ class BeaconSpanProcessor(SpanProcessor):
         except Exception:
             self.stats.drop("internal_error")
             guard.internal_error("queueing a request's event")
-            self.requests.finish(span_id)
+            self.requests.finish(context.span_id)
         return True
 
     def body_sent(self, context: RequestContext) -> None:

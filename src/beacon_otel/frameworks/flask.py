@@ -155,6 +155,9 @@ _SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"  # the stable HTTP conve
 _SERVED = "beacon_otel.flask.served"
 """The environ key of the request's :class:`_Served`, from ``wsgi_app`` to the dispatch."""
 _EXCLUDED_URLS = ("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+_SERVER, _INTERNAL = SpanKind.SERVER, SpanKind.INTERNAL
+"""Read once: ``SpanKind.SERVER`` looks its member up through the enum class, about 900
+instructions each time (measured on a Flask request)."""
 
 WSGI_APP_PATCH = patching.site(
     "flask: beacon-otel's lean SERVER span around each request",
@@ -211,13 +214,11 @@ class _LeanSource:
     __slots__ = (
         "body_sent",
         "current",
-        "ending_directly",
         "excluded",
         "incoming",
         "registry",
         "resolver",
         "response_propagator",
-        "served",
         "serving",
         "tracer",
     )
@@ -231,9 +232,7 @@ class _LeanSource:
         self.tracer = tracer
         self.excluded = excluded
         self.body_sent = registry.body_sent
-        self.served = registry.served
         self.current = registry.current
-        self.ending_directly = registry.ending_directly
         self.resolver = registry.rules.has_resolver
         self.incoming = IncomingContext()
         self.serving = _flask_request_context()
@@ -364,11 +363,11 @@ class _Served:
         outer = otel_context.get_current().get(CURRENT_SPAN_KEY)
         if outer is None or outer is trace.INVALID_SPAN or not isinstance(outer, trace.Span):
             parent = source.incoming(environ)
-            kind = SpanKind.SERVER
+            kind = _SERVER
         else:
             # Inside another span (an AWS Lambda invocation, a WSGI middleware's): one layer of it.
             parent = None
-            kind = SpanKind.INTERNAL
+            kind = _INTERNAL
         span = self.span = source.tracer.start_span(name, parent, kind, attributes, start_time=self.start_ns)
         if parent:
             current = trace.set_span_in_context(span, parent)
@@ -393,7 +392,7 @@ class _Served:
             self.context = context
             # Not a layer of an outer request (an AWS Lambda invocation's, one live here when
             # this span started): only a request's own facts may go to Beacon directly.
-            self.own = kind is SpanKind.SERVER and context.inner_open == 0
+            self.own = kind is _SERVER and context.inner_open == 0
 
     def failed(self, error: BaseException) -> None:
         """An exception escaped the app's handlers: recorded on the span, which is in error."""
@@ -450,39 +449,21 @@ class _Served:
                 record_once(span, error)
             if self.token is not None:
                 otel_context.detach(self.token)
-            context, served = self.context, self.source.served
+            context = self.context
             if (
                 error is None
                 and self.own
                 and not self.error
                 and context is not None
-                and served is not None
                 and context.route is None  # a 405's rule
                 and context.body_sent_ns is None  # streamed
                 and context.error is None
             ):
-                span_context = span.get_span_context()
-                if served(
-                    context,
-                    span_context.span_id,
-                    self.method,
-                    context.path,
-                    self.template,
-                    self.status,
-                    self.start_ns,
-                    end_ns,
-                ):
-                    # The plain request: its facts went to Beacon as they are, and the processor
-                    # leaves the span alone (measured: 8,000 instructions less a request, reading
-                    # the span and the mapping's checks). Other processors see the span as ever.
-                    ending = self.source.ending_directly
-                    token = ending.set(span_context)
-                    try:
-                        span.end(end_ns)
-                    finally:
-                        ending.reset(token)
-                    return
-            span.end(end_ns)  # anything but the plain request: the processor reads the span
+                # Beacon makes the event from these facts when the span ends, without reading the
+                # span, if they are plain (measured: 28,000 instructions less a request). Other
+                # processors see the span as ever.
+                context.handed_over = (self.method, self.template, self.status, self.start_ns, end_ns)
+            span.end(end_ns)
         except Exception:
             guard.internal_error("ending the Flask request's span")
 

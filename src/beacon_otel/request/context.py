@@ -22,6 +22,10 @@ _facts: Callable[[tuple[Any, ...]], RequestFacts] = functools.partial(tuple.__ne
 tuple's own ``__new__`` (Python code, with its defaults) costs about ten times as much."""
 
 
+HandedOver = tuple[str, "str | None", "int | None", int, int]
+"""What a span source hands over of its request (:attr:`RequestContext.handed_over`)."""
+
+
 class RequestContext:
     """What the hooks learned about one request, until its server span ends."""
 
@@ -31,6 +35,7 @@ class RequestContext:
         "ended_span",
         "environ",
         "error",
+        "handed_over",
         "inner_open",
         "inner_route",
         "matched",
@@ -39,6 +44,8 @@ class RequestContext:
         "resolved",
         "route",
         "scope",
+        "span_context",
+        "span_id",
         "validation_errors",
     )
 
@@ -70,6 +77,14 @@ class RequestContext:
         self.inner_route: str | None = None
         """The route an inner layer matched (``""`` when it matched none); ``None`` without one.
         The request's route when its outer span only wraps the app (an AWS Lambda invocation)."""
+        self.span_context: Any = None
+        """The ``SpanContext`` of the request's outermost SERVER span, once it started."""
+        self.span_id = 0
+        """Its span id."""
+        self.handed_over: HandedOver | None = None
+        """``(method, route template, status, start_ns, end_ns)`` of a request whose span source
+        knows its facts, set just before it ends the span: the processor makes the event from
+        them, without reading the span, if they are plain (``mapping.span_to_event.plain_event``)."""
 
     @property
     def streaming(self) -> bool:

@@ -48,13 +48,6 @@ def come_back(token: Token[tuple[Any, RequestContext] | None]) -> None:
     _CURRENT.reset(token)
 
 
-Served = Callable[[RequestContext, int, str, "str | None", "str | None", "int | None", int, int], bool]
-"""``served(context, span_id, method, path, template, status, start_ns, end_ns)``: a request
-whose span source knows its facts, just before its span ends. True when its event was made from
-them (``mapping.span_to_event.plain_event`` found them plain): the span's end is then left alone
-(:attr:`RequestRegistry.ending_directly`). False for any other request: its span is read."""
-
-
 class RequestRegistry:
     """Request contexts keyed by server span id, bounded so a span that never ends cannot leak."""
 
@@ -63,17 +56,10 @@ class RequestRegistry:
         rules: ConsumerRules,
         limit: int = 100_000,
         body_sent: Callable[[RequestContext], None] | None = None,
-        served: Served | None = None,
     ) -> None:
         self.rules = rules
         self.body_sent = body_sent or _nothing
         """Called when a streamed body's last byte went out, with its request's context."""
-        self.served = served
-        """Takes the facts of a request whose span source made its span (see :data:`Served`);
-        ``None`` when nothing does, and the span is read when it ends."""
-        self.ending_directly: ContextVar[Any] = ContextVar("beacon_ending_directly", default=None)
-        """The ``SpanContext`` of the span a span source is ending after :attr:`served` took its
-        request's facts: the processor leaves that span alone."""
         self._limit = limit
         self._contexts: dict[int, RequestContext] = {}
         self._nested: dict[int, RequestContext] = {}
@@ -81,7 +67,9 @@ class RequestRegistry:
         """Open inner layers by span id, to test for truth: the usual answer is a quick no."""
         self.current = _CURRENT
         """The request this task or thread serves, with its outermost SERVER span: a span source
-        that has just started a span finds its context here, as :meth:`open` would, without a call."""
+        that has just started a span finds its context here, as :meth:`open` would, and the
+        processor a request whose facts were handed over (``RequestContext.handed_over``), without
+        a call."""
         self.evicted = 0
 
     def started(self, span: Any) -> None:
@@ -100,7 +88,9 @@ class RequestRegistry:
         contexts = self._contexts
         if len(contexts) >= self._limit:
             self._evict_one()
-        contexts[span.get_span_context().span_id] = context
+        span_context = context.span_context = span.get_span_context()
+        span_id = context.span_id = span_context.span_id
+        contexts[span_id] = context
         _CURRENT.set((span, context))
 
     def serving(self) -> RequestContext | None:
