@@ -269,7 +269,8 @@ class ServerSpanSource:
     ) -> None:
         self.tracer = tracer
         self.registry = registry
-        """Beacon's requests, to hand a plain request's facts to (``registry.served``); else ``None``."""
+        """Beacon's requests, to hand a plain request's facts to (``RequestContext.handed_over``);
+        else ``None``."""
         self.request_hook = request_hook
         self.response_hook = response_hook
         self.excluded_urls = excluded_urls
