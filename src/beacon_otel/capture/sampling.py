@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+
+from beacon_otel.common.spans import CURRENT_SPAN_KEY
 
 
 class BeaconSampler(Sampler):
@@ -105,10 +106,6 @@ def _deciding_without_wrapper(delegate: Sampler) -> Callable[..., SamplingResult
     return _root_always_on(decide) if kept["root"] is ALWAYS_ON else decide
 
 
-_CURRENT_SPAN_KEY: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
-"""The context key of the current span, as ``trace.set_span_in_context`` names it."""
-
-
 def _root_always_on(decide: Callable[..., SamplingResult]) -> Callable[..., SamplingResult]:
     """``decide`` (a ``ParentBased`` whose root is ALWAYS_ON), answering a span without a parent itself.
 
@@ -117,7 +114,7 @@ def _root_always_on(decide: Callable[..., SamplingResult]) -> Callable[..., Samp
     times through as many calls (about 7,000 instructions a span). The answer is the same
     (:class:`_SampledRoot`); any span with something in its context's span slot goes to ``decide``.
     """
-    key = _CURRENT_SPAN_KEY
+    key = CURRENT_SPAN_KEY
     new = object.__new__
 
     def should_sample(

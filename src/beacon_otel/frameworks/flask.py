@@ -23,9 +23,9 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from beacon_otel.common import guard, patching
+from beacon_otel.common.spans import CURRENT_SPAN_KEY
 from beacon_otel.frameworks.base import Hook, hook, record_once
 from beacon_otel.frameworks.wsgi import (
-    CURRENT_SPAN_KEY,
     BodySent,
     IncomingContext,
     body_closer,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
@@ -100,11 +100,6 @@ ENVIRON_GETTER = EnvironGetter()
 def environ_name(header: str) -> str:
     """The environ key of an HTTP header: ``traceparent`` -> ``HTTP_TRACEPARENT``."""
     return "HTTP_" + header.upper().replace("-", "_")
-
-
-CURRENT_SPAN_KEY: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
-"""The context key of the current span, as ``trace.set_span_in_context`` names it: a lean span
-source reads and makes the request's context with it directly."""
 
 
 class IncomingContext:
