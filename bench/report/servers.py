@@ -29,6 +29,31 @@ def _ms(us: float) -> str:
     return f"{us / 1000:.1f} ms"
 
 
+def _receivers(settings: dict[str, Any]) -> str:
+    if settings.get("events_to", "the sink") == "the sink":
+        return (
+            "Every variant's events and spans go to one accept-anything sink, in its own process on wrk's core "
+            "(not to the strict dev ingest: its validation, about 3 ms of CPU per 100 events, would pause wrk there, "
+            "and wrk's clock would count the pause as the server's latency)."
+        )
+    return (
+        "Events go to the strict dev ingest and spans to an accept-anything sink, in their own processes on wrk's "
+        "core (`--strict-ingest`: the ingest's validation pauses wrk, and wrk's clock counts that as latency)."
+    )
+
+
+def _arrived(cell: dict[str, float]) -> str:
+    """Events and server spans that reached the sink per request served: "-" for neither, "n/a" if not counted."""
+    if "events_per_request" not in cell:
+        return "n/a"
+    parts = [
+        f"{cell[key]:.2f} {name}"
+        for key, name in (("events_per_request", "events"), ("spans_per_request", "spans"))
+        if cell[key] > 0
+    ]
+    return ", ".join(parts) or "-"
+
+
 def targets(section: dict[str, Any]) -> list[tuple[str, str, float | None, float]]:
     """(target, framework, value, limit) for each of the issue's real-server targets."""
     found: list[tuple[str, str, float | None, float]] = []
@@ -57,10 +82,11 @@ def render(section: dict[str, Any], results: dict[str, Any]) -> str:
         "a 42-route app with path parameters (`bench/harness/served.py`), every request to the last route with "
         "`X-API-Key`. Each variant started fresh each round, warmed up "
         f"{settings['warmup_s']:.0f} s, loaded {settings['seconds']:.0f} s; {settings['rounds']} rounds, variants "
-        "interleaved, order rotated; medians. The dev ingest and the OTLP sink run in their own processes on wrk's "
-        "core. *us/request* is 1 / throughput (the server's core is saturated); *CPU* is the server's process CPU "
+        f"interleaved, order rotated; medians. {_receivers(settings)} *us/request* is 1 / throughput (the server's core is saturated); *CPU* is the server's process CPU "
         "(every thread and process) per completed request, which the machine's other load disturbs less; "
         "*above bare* pairs each round with that round's bare run. *Spread* is p99/p50, median of rounds. "
+        "*Arrived* is what the sink received per request served (events, and server spans for OTLP), warm-up and "
+        "shutdown included: 1.00 is every request's. "
         "*Load* is the machine's 1-minute load average when each run ended (median of rounds).",
         "",
     ]
@@ -78,8 +104,8 @@ def render(section: dict[str, Any], results: dict[str, Any]) -> str:
             f"### {FRAMEWORKS[framework]}: {section['servers'][framework]}",
             "",
             "| variant | req/s | us/request | CPU us/request | CPU above bare | / beaconhq | / Apitally | "
-            "p50 | p99 | p99.9 | spread | spread / bare's | errors | load |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "p50 | p99 | p99.9 | spread | spread / bare's | errors | arrived | load |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key in ORDER:
             cell = medians.get(key)
@@ -94,7 +120,7 @@ def render(section: dict[str, Any], results: dict[str, Any]) -> str:
                 f"{_fmt(_ratio(above, apitally), '{:.2f}x') if key != 'bare' else '-'} | "
                 f"{_ms(cell['p50_us'])} | {_ms(cell['p99_us'])} | {_ms(cell['p999_us'])} | {cell['spread']:.1f}x | "
                 f"{_fmt(_ratio(cell['spread'], bare_spread), '{:.2f}x')} | "
-                f"{cell['errors'] + cell['non_2xx']:.0f} | {load:.1f} |"
+                f"{cell['errors'] + cell['non_2xx']:.0f} | {_arrived(cell)} | {load:.1f} |"
             )
         rows.append("")
     rows += [

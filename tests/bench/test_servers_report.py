@@ -82,3 +82,15 @@ def test_beacon_alone_runs_the_lean_source_and_beside_otlp_the_stock_instrumenta
             monkeypatch.setenv(name, value)
         chosen[variant.key] = environment.beacon_reads_alone(os.environ)
     assert chosen == {"beacon": True, "beacon+otlp": False}
+
+
+def test_what_arrived_is_counted_per_request_served() -> None:
+    """Beacon's events and OTLP's server spans per request the server handled (warm-up and shutdown
+    included): a variant that kept up shows 1.00; one that lost a tenth, 0.90."""
+    kept_up = [{**_run(300, 2_000, 4_000), "served": 12_000, "events_arrived": 12_000, "spans_arrived": 0}] * 2
+    beside = [{**_run(900, 2_000, 4_000), "served": 12_000, "events_arrived": 12_000, "spans_arrived": 10_800}] * 2
+    cell, both = real_servers.medians(kept_up), real_servers.medians(beside)
+    assert (cell["events_per_request"], cell["spans_per_request"]) == (1.0, 0.0)
+    assert servers._arrived(cell) == "1.00 events"
+    assert servers._arrived(both) == "1.00 events, 0.90 spans"
+    assert servers._arrived(real_servers.medians(kept_up, counted=False)) == "n/a"  # events went elsewhere
