@@ -32,7 +32,7 @@ lint: $(STAMP)  # ruff over everything, mypy strict over src/, the package's lay
 	$(BIN)/lint-imports
 
 # Benchmarks against the alternatives: figures in bench/results.json, tables rendered into
-# bench/RESULTS.md (whose commentary section is kept). About 22 minutes (12 of them the real servers) on a quiet 2-core machine;
+# bench/RESULTS.md (whose commentary section is kept). About 30 minutes (20 of them the real servers) on a quiet 2-core machine;
 # BENCH_QUICK=1 for a short trial. Instruction counts need valgrind and cc (Debian packages);
 # BENCH_INSTRUCTIONS=0 skips them. The comparison packages are benchmark-only, installed here.
 # The real-server section drives uvicorn and gunicorn with Debian's wrk, installed here when missing

@@ -63,7 +63,8 @@ class Settings:
         self.starts = 1 if quick else 2
         self.counted_requests = 10 if quick else 20
         # Real servers: rounds, warm-up and load seconds per variant (each started fresh).
-        self.server_rounds, self.server_warmup, self.server_seconds = (1, 2.0, 4.0) if quick else (3, 2.0, 8.0)
+        full = (real_servers.ROUNDS, 2.0, 8.0)
+        self.server_rounds, self.server_warmup, self.server_seconds = (1, 2.0, 4.0) if quick else full
 
     def as_data(self) -> dict[str, Any]:
         return dict(vars(self))

@@ -49,6 +49,10 @@ from bench.harness import apps, served, services
 
 SERVER_CORE, LOAD_CORE = 0, 1
 CONNECTIONS = 8
+ROUNDS = 5
+"""Rounds of a full run. A bare app's CPU per request moves by up to 20% between runs on this
+VM, and each overhead is paired with its round's bare run: with 3 rounds, one slow bare run
+in two moved Flask's ratio to beaconhq from 1.8x to 3x."""
 WRK_SCRIPT = Path(__file__).with_name("wrk_summary.lua")
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
@@ -398,7 +402,7 @@ def main(argv: list[str]) -> None:
         for v in VARIANTS
         if not args.variants or v.key in args.variants.split(",")
     )
-    rounds, warmup, seconds = (1, 2.0, 4.0) if args.quick else (3, 2.0, 8.0)
+    rounds, warmup, seconds = (1, 2.0, 4.0) if args.quick else (ROUNDS, 2.0, 8.0)
     load_before = os.getloadavg()
     result = measure(
         args.frameworks,

@@ -9,8 +9,9 @@ over one keep-alive connection, the process idles ``SETTLE`` seconds (so that th
 thread and the OTLP exporter do their share of the work), and the counts of every thread are
 dumped. Kernel work (syscalls, context switches) is not counted; ``strace -c -f`` says that.
 
-``python -m bench.scenarios.server_instructions [fastapi|flask] [variant ...]`` prints
-instructions per request per variant (``otlp`` and ``beacon+otlp`` by default) and their ratio.
+``python -m bench.scenarios.server_instructions [fastapi|flask|django] [variant ...]`` prints
+instructions per request per variant (``otlp`` and ``beacon+otlp`` by default) and the targets'
+ratios among those counted: beside OTLP over OTLP alone, Beacon's and beaconhq's overheads.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def count(framework: str, variant: rs.Variant, ingest: str, sink: str) -> float:
     directory = tempfile.mkdtemp(prefix="bench-server-count-")
     spool = tempfile.mkdtemp(prefix="bench-spool-")
     port = rs._free_port()
-    command = [str(rs.BIN / "opentelemetry-instrument"), *rs.server_command(framework, port)]
+    command = rs.server_command(framework, port)
+    if variant.autorun:
+        command = [str(rs.BIN / "opentelemetry-instrument"), *command]
     process = subprocess.Popen(
         [
             "taskset", "-c", str(rs.SERVER_CORE),
@@ -120,6 +123,12 @@ def main(argv: list[str]) -> None:
             print(f"  {framework}/{variant.key}: {figure:,.0f} instructions per request", flush=True)
     if "otlp" in results and "beacon+otlp" in results:
         print(f"  beside OTLP / OTLP alone: {results['beacon+otlp'] / results['otlp']:.3f}x")
+    if {"bare", "beaconhq", "beacon"} <= results.keys():
+        above = {key: results[key] - results["bare"] for key in ("beaconhq", "beacon")}
+        print(
+            f"  above bare: beacon-otel {above['beacon']:+,.0f}, beaconhq {above['beaconhq']:+,.0f}: "
+            f"{above['beacon'] / above['beaconhq']:.2f}x"
+        )
 
 
 if __name__ == "__main__":
