@@ -87,8 +87,9 @@ def test_beacon_alone_runs_the_lean_source_and_beside_otlp_the_stock_instrumenta
 def test_what_arrived_is_counted_per_request_served() -> None:
     """Beacon's events and OTLP's server spans per request the server handled (warm-up and shutdown
     included): a variant that kept up shows 1.00; one that lost a tenth, 0.90."""
-    kept_up = [{**_run(300, 2_000, 4_000), "served": 12_000, "events_arrived": 12_000, "spans_arrived": 0}] * 2
-    beside = [{**_run(900, 2_000, 4_000), "served": 12_000, "events_arrived": 12_000, "spans_arrived": 10_800}] * 2
+    counted = {"served": 12_000, "events_arrived": 12_000}
+    kept_up = [{**_run(300, 2_000, 4_000), **counted, "spans_arrived": 0}] * 2
+    beside = [{**_run(900, 2_000, 4_000), **counted, "spans_arrived": 10_800}] * 2
     cell, both = real_servers.medians(kept_up), real_servers.medians(beside)
     assert (cell["events_per_request"], cell["spans_per_request"]) == (1.0, 0.0)
     assert servers._arrived(cell) == "1.00 events"
