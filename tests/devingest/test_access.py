@@ -16,19 +16,11 @@ import requests
 
 from beacon_otel.devingest import DevIngest, Fault
 from beacon_otel.devingest.access import Access, split_host
+from tests.support.events import wire_event
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
 JSON = {"Content-Type": "application/json"}
-EVENT = {
-    "ts": "2026-06-03T12:00:00.000+00:00",
-    "method": "GET",
-    "route": "/users/{user_id}",
-    "path": "/users/42",
-    "status": 200,
-    "duration_ms": 12,
-    "consumer": "sk_live_raw_key",
-    "error": None,
-}
+EVENT = wire_event(consumer="sk_live_raw_key")
 
 
 @pytest.fixture

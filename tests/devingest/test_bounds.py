@@ -18,19 +18,11 @@ import requests
 from beacon_otel.devingest import MAX_PROBLEMS, DevIngest
 from beacon_otel.devingest.httpd import MAX_HANDLERS
 from beacon_otel.devingest.validation import MAX_EVENTS, MAX_JSON_VALUES
+from tests.support.events import wire_event
 from tests.support.waiting import wait_until
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
-EVENT = {
-    "ts": "2026-06-03T12:00:00.000+00:00",
-    "method": "GET",
-    "route": "/users/{user_id}",
-    "path": "/users/42",
-    "status": 200,
-    "duration_ms": 12,
-    "consumer": "acme",
-    "error": None,
-}
+EVENT = wire_event()
 
 
 @pytest.fixture

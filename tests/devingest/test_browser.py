@@ -15,19 +15,11 @@ from playwright.sync_api import expect
 
 from beacon_otel.devingest import DevIngest, Fault
 from tests.support.browser import TIMEOUT_MS, system_chromium
+from tests.support.events import wire_event
 
 REBIND_NAME = "rebind.attacker.example"
 AUTH = {"Authorization": "Bearer dev", "Content-Type": "application/json"}
-EVENT = {
-    "ts": "2026-06-03T12:00:00.000+00:00",
-    "method": "GET",
-    "route": "/users/{user_id}",
-    "path": "/users/42",
-    "status": 200,
-    "duration_ms": 12,
-    "consumer": "sk_live_raw_key",
-    "error": None,
-}
+EVENT = wire_event(consumer="sk_live_raw_key")
 
 pytestmark = pytest.mark.integration
 

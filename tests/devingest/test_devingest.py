@@ -31,25 +31,14 @@ from beacon_otel.devingest import (
 )
 from beacon_otel.devingest.httpd import discard_chunked
 from beacon_otel.devingest.summary import _percentile
+from tests.support.events import DELETE, wire_event
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
-DELETE = object()  # marks a key to remove from the valid event
 
 
 def make_event(**changes: Any) -> dict[str, Any]:
     """A valid event, with some keys changed (or removed with DELETE)."""
-    event: dict[str, Any] = {
-        "ts": "2026-06-03T12:00:00.000+00:00",
-        "method": "GET",
-        "route": "/users/{user_id}",
-        "path": "/users/123",
-        "status": 200,
-        "duration_ms": 12,
-        "consumer": "alice",
-        "error": None,
-    }
-    event.update(changes)
-    return {k: v for k, v in event.items() if v is not DELETE}
+    return wire_event(**{"path": "/users/123", "consumer": "alice", **changes})
 
 
 @pytest.fixture(autouse=True)

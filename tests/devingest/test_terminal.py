@@ -13,20 +13,12 @@ import requests
 from beacon_otel.delivery.transports.console import event_line
 from beacon_otel.devingest import DevIngest, format_event, format_rejection, format_summary
 from beacon_otel.devingest.terminal import printable
+from tests.support.events import wire_event
 
 AUTH = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
 # Sets the window title, clears the screen, starts a CSI with the C1 byte, forges a line.
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31m\r\nINFO: all batches accepted\x7f"
-EVENT = {
-    "ts": "2026-06-03T12:00:00.000+00:00",
-    "method": "GET",
-    "route": "/users/{user_id}",
-    "path": "/users/42",
-    "status": 500,
-    "duration_ms": 12,
-    "consumer": "acme",
-    "error": None,
-}
+EVENT = wire_event(status=500)
 
 
 def controls(text: str) -> list[str]:

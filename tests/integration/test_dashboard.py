@@ -15,24 +15,11 @@ from playwright.sync_api import expect
 
 from beacon_otel.devingest import DevIngest
 from tests.support.browser import TIMEOUT_MS, system_chromium
+from tests.support.events import wire_event
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / ".artifacts" / "dashboard.png"
 
 pytestmark = pytest.mark.integration
-
-
-def event(**changes: Any) -> dict[str, Any]:
-    base = {
-        "ts": "2026-06-03T12:00:00.000+00:00",
-        "method": "GET",
-        "route": "/users/{user_id}",
-        "path": "/users/42",
-        "status": 200,
-        "duration_ms": 12,
-        "consumer": "acme",
-        "error": None,
-    }
-    return {**base, **changes}
 
 
 def send(ingest: DevIngest, events: list[dict[str, Any]]) -> None:
@@ -54,14 +41,16 @@ def test_dashboard_shows_what_was_sent_and_updates_itself(
     """The page loads without console errors, shows routes, figures, errors, validation fields and
     charts from the events sent, follows new events by itself and filters by consumer."""
     invalid = [{"field": "body.items.0.price", "message": "Field required", "type": "missing"}]
-    events = [event(duration_ms=d) for d in (5, 8, 12, 20, 35, 60, 90, 150, 400, 900)]
+    events = [wire_event(duration_ms=d) for d in (5, 8, 12, 20, 35, 60, 90, 150, 400, 900)]
     events += [
-        event(path="/users/7", status=500, error="ZeroDivisionError: division by zero", consumer="globex")
+        wire_event(
+            path="/users/7", status=500, error="ZeroDivisionError: division by zero", consumer="globex"
+        )
     ]
     events += [
-        event(method="POST", route="/orders", path="/orders", status=422, validation_errors=invalid)
+        wire_event(method="POST", route="/orders", path="/orders", status=422, validation_errors=invalid)
     ] * 2
-    events += [event(route="/missing", path="/missing", status=404, consumer=None)]
+    events += [wire_event(route="/missing", path="/missing", status=404, consumer=None)]
     problems: list[str] = []
     with DevIngest() as ingest:
         send(ingest, events)
@@ -88,7 +77,7 @@ def test_dashboard_shows_what_was_sent_and_updates_itself(
         assert page.locator("#traffic rect").count() >= 1
 
         # It follows new events by itself: no reload.
-        send(ingest, [event(route="/health", path="/health", consumer="initech")])
+        send(ingest, [wire_event(route="/health", path="/health", consumer="initech")])
         expect(page.locator("#routes")).to_contain_text("/health", timeout=TIMEOUT_MS)
 
         # The consumer filter narrows every figure, and keeps the choice in the address.
@@ -140,9 +129,9 @@ def test_dashboard_views_empty_state_consumers_routes_drill_down_errors_and_time
 
     crash = "RuntimeError: invoice renderer crashed"
     invalid = [{"field": "body.items.0.price", "message": "Input should be a valid number", "type": "float"}]
-    recent = [event(ts=ago(20 + i), duration_ms=0, consumer="acme") for i in range(6)]
+    recent = [wire_event(ts=ago(20 + i), duration_ms=0, consumer="acme") for i in range(6)]
     recent += [
-        event(
+        wire_event(
             ts=ago(10 + i),
             route="/orders/{id}/invoice",
             path=f"/orders/{i}/invoice",
@@ -152,14 +141,14 @@ def test_dashboard_views_empty_state_consumers_routes_drill_down_errors_and_time
         )
         for i in range(9)
     ]
-    recent += [event(ts=ago(5), path="/users/9", status=404, consumer="hash_0123456789ab")]
+    recent += [wire_event(ts=ago(5), path="/users/9", status=404, consumer="hash_0123456789ab")]
     recent += [
-        event(
+        wire_event(
             ts=ago(4), method="POST", route="/orders", path="/orders", status=422, validation_errors=invalid
         )
     ]
-    recent += [event(ts=ago(3), path="/users/1", consumer=None)]
-    earlier = [event(ts=ago(7200 + i), consumer="globex", duration_ms=40) for i in range(4)]
+    recent += [wire_event(ts=ago(3), path="/users/1", consumer=None)]
+    earlier = [wire_event(ts=ago(7200 + i), consumer="globex", duration_ms=40) for i in range(4)]
 
     with DevIngest() as ingest:
         page = browser.new_page(viewport={"width": 1280, "height": 900})

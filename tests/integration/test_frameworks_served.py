@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 import requests
+from opentelemetry.sdk.trace import TracerProvider
 from packaging.version import Version
 
+from beacon_otel import BeaconSpanProcessor
 from beacon_otel.devingest import DevIngest
 from tests.support.apps import app_file
 
@@ -162,6 +164,41 @@ def ingest() -> Iterator[DevIngest]:
         yield server
 
 
+@dataclass
+class ByHand:
+    """Beacon on a provider of the test's own, as a user sets it up by hand; undone at teardown."""
+
+    provider: TracerProvider
+    processor: BeaconSpanProcessor
+    ingest: DevIngest
+    undo: list[Callable[[], object]] = field(default_factory=list)
+    """What the test instrumented, uninstrumented in reverse order before the provider shuts down."""
+
+    def instrument(self, instrumentor: Any, hooks_for: str) -> None:
+        """``instrumentor.instrument()`` on this provider with Beacon's hooks for ``hooks_for``."""
+        instrumentor.instrument(tracer_provider=self.provider, **self.processor.hooks(hooks_for))
+        self.undo.append(instrumentor.uninstrument)
+
+    def check(self, server: contextlib.AbstractContextManager[str], calls: list[Call]) -> None:
+        """Every call through ``server`` (started here), then exactly its events at the ingest."""
+        with server as base:
+            exercise(base, calls)
+        assert self.processor.force_flush(10_000)
+        check_events(self.ingest, calls)
+
+
+@pytest.fixture
+def by_hand(ingest: DevIngest) -> Iterator[ByHand]:
+    provider, _, processor = pipeline_for(ingest)
+    setup = ByHand(provider, processor, ingest)
+    try:
+        yield setup
+    finally:
+        for undo in reversed(setup.undo):
+            undo()
+        provider.shutdown()
+
+
 # -- Litestar --------------------------------------------------------------------------------
 
 
@@ -170,24 +207,19 @@ def test_litestar_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -
     serve_zero_code(launch, [*UVICORN, "litestar_app:app"], ingest, tmp_path, LITESTAR_CALLS)
 
 
-def test_litestar_by_hand(ingest: DevIngest) -> None:
+def test_litestar_by_hand(by_hand: ByHand) -> None:
     """LitestarInstrumentor.instrument_app with Beacon's hooks, served by uvicorn."""
     from beacon_otel.instrumentation.litestar import LitestarInstrumentor
     from tests.frameworks.litestar.litestar_app import build_app
 
-    provider, _, processor = pipeline_for(ingest)
     app = build_app()
-    LitestarInstrumentor.instrument_app(app, tracer_provider=provider, **processor.hooks("litestar"))
-    try:
-        with serve_uvicorn(app) as base:
-            exercise(base, LITESTAR_CALLS)
-        assert processor.force_flush(10_000)
-        check_events(ingest, LITESTAR_CALLS)
-    finally:
-        provider.shutdown()
+    LitestarInstrumentor.instrument_app(
+        app, tracer_provider=by_hand.provider, **by_hand.processor.hooks("litestar")
+    )
+    by_hand.check(serve_uvicorn(app), LITESTAR_CALLS)
 
 
-def test_litestar_own_plugin_by_hand(ingest: DevIngest) -> None:
+def test_litestar_own_plugin_by_hand(by_hand: ByHand) -> None:
     """Litestar's OpenTelemetryPlugin with Beacon's hook: one event per request, the template as route."""
     # Older Litestar releases have no OpenTelemetry plugin to handle.
     plugin = pytest.importorskip("litestar.plugins.opentelemetry")
@@ -196,16 +228,9 @@ def test_litestar_own_plugin_by_hand(ingest: DevIngest) -> None:
     from beacon_otel.instrumentation.litestar import LitestarInstrumentor
     from tests.frameworks.litestar.litestar_app import build_app
 
-    provider, _, processor = pipeline_for(ingest)
-    app = build_app(plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=provider))])
-    LitestarInstrumentor.instrument_app(app, **processor.hooks("litestar"))
-    try:
-        with serve_uvicorn(app) as base:
-            exercise(base, LITESTAR_CALLS)
-        assert processor.force_flush(10_000)
-        check_events(ingest, LITESTAR_CALLS)
-    finally:
-        provider.shutdown()
+    app = build_app(plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=by_hand.provider))])
+    LitestarInstrumentor.instrument_app(app, **by_hand.processor.hooks("litestar"))
+    by_hand.check(serve_uvicorn(app), LITESTAR_CALLS)
 
 
 # -- Bottle ----------------------------------------------------------------------------------
@@ -216,21 +241,15 @@ def test_bottle_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> 
     serve_zero_code(launch, [*GUNICORN, "bottle_app:app"], ingest, tmp_path, BOTTLE_CALLS)
 
 
-def test_bottle_by_hand(ingest: DevIngest) -> None:
+def test_bottle_by_hand(by_hand: ByHand) -> None:
     """BottleInstrumentor.instrument_app with Beacon's hooks, on a threaded WSGI server."""
     from beacon_otel.instrumentation.bottle import BottleInstrumentor
     from tests.frameworks.bottle.bottle_app import build_app
 
-    provider, _, processor = pipeline_for(ingest)
     app = build_app()
-    BottleInstrumentor.instrument_app(app, tracer_provider=provider, **processor.hooks("bottle"))
-    try:
-        with serve_wsgi(app) as base:
-            exercise(base, BOTTLE_CALLS)
-        assert processor.force_flush(10_000)
-        check_events(ingest, BOTTLE_CALLS)
-    finally:
-        provider.shutdown()
+    hooks = by_hand.processor.hooks("bottle")
+    BottleInstrumentor.instrument_app(app, tracer_provider=by_hand.provider, **hooks)
+    by_hand.check(serve_wsgi(app), BOTTLE_CALLS)
 
 
 # -- Falcon (OpenTelemetry's instrumentation, Beacon's hooks) ---------------------------------
@@ -241,24 +260,14 @@ def test_falcon_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) -> 
     serve_zero_code(launch, [*GUNICORN, "falcon_app:app"], ingest, tmp_path, FALCON_CALLS)
 
 
-def test_falcon_by_hand(ingest: DevIngest) -> None:
+def test_falcon_by_hand(by_hand: ByHand) -> None:
     """FalconInstrumentor().instrument with Beacon's hooks, on a threaded WSGI server."""
     from opentelemetry.instrumentation.falcon import FalconInstrumentor
 
     from tests.frameworks.falcon.falcon_app import build_app
 
-    provider, _, processor = pipeline_for(ingest)
-    instrumentor = FalconInstrumentor()
-    instrumentor.instrument(tracer_provider=provider, **processor.hooks("falcon"))
-    try:
-        app = build_app()
-        with serve_wsgi(app) as base:
-            exercise(base, FALCON_CALLS)
-        assert processor.force_flush(10_000)
-        check_events(ingest, FALCON_CALLS)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
+    by_hand.instrument(FalconInstrumentor(), "falcon")
+    by_hand.check(serve_wsgi(build_app()), FALCON_CALLS)
 
 
 # -- Falcon ASGI (beacon-otel's instrumentor: OpenTelemetry's covers falcon.App only) -----------
@@ -269,22 +278,13 @@ def test_falcon_asgi_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path
     serve_zero_code(launch, [*UVICORN, "falcon_asgi_app:app"], ingest, tmp_path, FALCON_CALLS)
 
 
-def test_falcon_asgi_by_hand(ingest: DevIngest) -> None:
+def test_falcon_asgi_by_hand(by_hand: ByHand) -> None:
     """FalconAsgiInstrumentor().instrument with Beacon's hooks, then the app, served by uvicorn."""
     from beacon_otel.instrumentation.falcon_asgi import FalconAsgiInstrumentor
     from tests.frameworks.falcon.falcon_asgi_app import build_app
 
-    provider, _, processor = pipeline_for(ingest)
-    instrumentor = FalconAsgiInstrumentor()
-    instrumentor.instrument(tracer_provider=provider, **processor.hooks("falcon_asgi"))
-    try:
-        with serve_uvicorn(build_app()) as base:
-            exercise(base, FALCON_CALLS)
-        assert processor.force_flush(10_000)
-        check_events(ingest, FALCON_CALLS)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
+    by_hand.instrument(FalconAsgiInstrumentor(), "falcon_asgi")
+    by_hand.check(serve_uvicorn(build_app()), FALCON_CALLS)
 
 
 # -- Tornado (OpenTelemetry's instrumentation, Beacon's hook) ---------------------------------
@@ -297,23 +297,14 @@ def test_tornado_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) ->
     )
 
 
-def test_tornado_by_hand(ingest: DevIngest) -> None:
+def test_tornado_by_hand(by_hand: ByHand) -> None:
     """TornadoInstrumentor().instrument with Beacon's hook, Tornado's own server in a thread."""
     from opentelemetry.instrumentation.tornado import TornadoInstrumentor
 
     from tests.frameworks.tornado.tornado_app import build_app
 
-    provider, _, processor = pipeline_for(ingest)
-    instrumentor = TornadoInstrumentor()
-    instrumentor.instrument(tracer_provider=provider, **processor.hooks("tornado"))
-    try:
-        with serve_tornado(build_app()) as base:
-            exercise(base, TORNADO_CALLS)
-        assert processor.force_flush(10_000)
-        check_events(ingest, TORNADO_CALLS)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
+    by_hand.instrument(TornadoInstrumentor(), "tornado")
+    by_hand.check(serve_tornado(build_app()), TORNADO_CALLS)
 
 
 @contextlib.contextmanager
@@ -396,26 +387,19 @@ def test_aiohttp_zero_code(launch: Launch, ingest: DevIngest, tmp_path: Path) ->
 
 # OpenTelemetry's instrumentor subclasses web.Application, which aiohttp warns about.
 @pytest.mark.filterwarnings("ignore:Inheritance class _InstrumentedApplication:DeprecationWarning")
-def test_aiohttp_by_hand(ingest: DevIngest) -> None:
+def test_aiohttp_by_hand(by_hand: ByHand) -> None:
     """AioHttpServerInstrumentor().instrument, then Beacon's instrument_app on the app, aiohttp's server."""
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
     from beacon_otel.frameworks import aiohttp as aiohttp_support
     from tests.frameworks.aiohttp.aiohttp_app import build_app
 
-    provider, _, processor = pipeline_for(ingest)
     instrumentor = AioHttpServerInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        app = build_app()
-        aiohttp_support.instrument_app(app, **processor.hooks("aiohttp-server"))
-        with serve_aiohttp(app) as base:
-            exercise(base, AIOHTTP_CALLS)
-        assert processor.force_flush(10_000)
-        check_events(ingest, AIOHTTP_CALLS)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
+    instrumentor.instrument(tracer_provider=by_hand.provider)
+    by_hand.undo.append(instrumentor.uninstrument)
+    app = build_app()
+    aiohttp_support.instrument_app(app, **by_hand.processor.hooks("aiohttp-server"))
+    by_hand.check(serve_aiohttp(app), AIOHTTP_CALLS)
 
 
 @contextlib.contextmanager
