@@ -83,7 +83,7 @@ class RequestRegistry:
         if current is not None and current[0] is not span and current[0].is_recording():
             self.nest(span, current[1])
             return
-        # _add(), inline: this runs for every request.
+        # _add(span), inline: this runs for every request.
         context = RequestContext()
         contexts = self._contexts
         if len(contexts) >= self._limit:
@@ -107,11 +107,14 @@ class RequestRegistry:
             self._nested[span.get_span_context().span_id] = outer
             outer.inner_open += 1
 
-    def _add(self, span_id: int) -> RequestContext:
+    def _add(self, span: Any) -> RequestContext:
+        """A new request's context, knowing its span (as every registered context does)."""
         context = RequestContext()
         contexts = self._contexts
         if len(contexts) >= self._limit:
             self._evict_one()
+        span_context = context.span_context = span.get_span_context()
+        span_id = context.span_id = span_context.span_id
         contexts[span_id] = context
         return context
 
@@ -141,7 +144,7 @@ class RequestRegistry:
         context = self._contexts.get(span_id) or self._nested.get(span_id)
         # Opened here when on_start did not see the span: the hooks were given to an
         # instrumentation whose provider does not carry this processor.
-        return context if context is not None else self._add(span_id)
+        return context if context is not None else self._add(span)
 
     def get(self, span: Any) -> RequestContext | None:
         """The context of a live span, if it has one."""
