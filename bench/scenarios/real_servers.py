@@ -50,9 +50,9 @@ from bench.harness import apps, served, services
 SERVER_CORE, LOAD_CORE = 0, 1
 CONNECTIONS = 8
 ROUNDS = 5
-"""Rounds of a full run. A bare app's CPU per request moves by up to 20% between runs on this
-VM, and each overhead is paired with its round's bare run: with 3 rounds, one slow bare run
-in two moved Flask's ratio to beaconhq from 1.8x to 3x."""
+"""Rounds of a full run. A bare app's CPU per request moves by up to 40% between rounds on this
+VM, and each overhead is paired with its round's bare run: with 3 rounds, slow bare runs in two
+of them moved Flask's ratio to beaconhq from 1.8x to 3x."""
 WRK_SCRIPT = Path(__file__).with_name("wrk_summary.lua")
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
@@ -248,10 +248,12 @@ def wrk(url: str, seconds: float) -> dict[str, Any]:
     raise RuntimeError(f"wrk printed no summary: {output[-500:]}")
 
 
-def measure_once(framework: str, variant: Variant, ingest: str, sink: str, warmup: float, seconds: float) -> dict[str, Any]:
+def measure_once(
+    framework: str, variant: Variant, ingest: services.Service, sink: services.Service, warmup: float, seconds: float
+) -> dict[str, Any]:
     """Start the variant fresh, warm it up, load it; its figures, and what reached the sink."""
-    before = received(sink)
-    server = Server(framework, variant, ingest, sink)
+    before = sink.get("/")
+    server = Server(framework, variant, ingest.base_url, sink.base_url)
     try:
         served = server.wait_ready()
         served += wrk(server.url, warmup)["requests"]
@@ -260,7 +262,7 @@ def measure_once(framework: str, variant: Variant, ingest: str, sink: str, warmu
         cpu = server.cpu_seconds() - cpu0
     finally:
         server.stop()  # SIGTERM: each observer sends what it still holds, as on a deploy
-    after = received(sink)
+    after = sink.get("/")
     completed = max(run["requests"], 1)
     served += run["requests"]
     return {
@@ -273,12 +275,6 @@ def measure_once(framework: str, variant: Variant, ingest: str, sink: str, warmu
         "spans_arrived": after["server_spans"] - before["server_spans"],
         "load": os.getloadavg()[0],
     }
-
-
-def received(sink: str) -> dict[str, int]:
-    """What the sink has counted so far: requests, events, spans and SERVER spans, bytes."""
-    with urllib.request.urlopen(sink, timeout=10) as response:
-        return dict(json.loads(response.read()))
 
 
 def measure(
@@ -350,15 +346,20 @@ def medians(runs: list[dict[str, Any]], *, counted: bool = True) -> dict[str, fl
 
 
 @contextlib.contextmanager
-def _services(strict_ingest: bool) -> Iterator[tuple[str, str]]:
-    """The URLs events and spans go to, served on the load core so the server's core is its own."""
-    started = [services.sink()] + ([services.dev_ingest()] if strict_ingest else [])
+def _services(strict_ingest: bool) -> Iterator[tuple[services.Service, services.Service]]:
+    """Where events and spans go, served on the load core so the server's core is its own.
+
+    The sink takes both, unless ``strict_ingest`` sends the events to the strict dev ingest.
+    """
+    sink = services.sink()
+    ingest = services.dev_ingest() if strict_ingest else sink
+    started = [sink] if ingest is sink else [sink, ingest]
     with services.running(*started):
         for service in started:
             for task in os.listdir(f"/proc/{service.process.pid}/task"):
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(int(task), {LOAD_CORE})
-        yield started[-1].base_url, started[0].base_url
+        yield ingest, sink
 
 
 def available() -> str | None:

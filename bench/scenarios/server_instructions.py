@@ -118,7 +118,7 @@ def main(argv: list[str]) -> None:
     results: dict[str, Any] = {}
     with rs._services(strict_ingest=False) as (ingest, sink):
         for variant in variants:
-            results[variant.key] = count(framework, variant, ingest, sink)
+            results[variant.key] = count(framework, variant, ingest.base_url, sink.base_url)
             figure = results[variant.key]
             print(f"  {framework}/{variant.key}: {figure:,.0f} instructions per request", flush=True)
     if "otlp" in results and "beacon+otlp" in results:
